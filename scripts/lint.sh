@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# go vet + staticcheck (pinned, fetched from the Go module proxy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATICCHECK_VERSION=${STATICCHECK_VERSION:-v0.8.2}
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== staticcheck $STATICCHECK_VERSION"
+go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
+echo "== generated protobuf code is current"
+bash scripts/proto.sh --check
