@@ -1,0 +1,318 @@
+package assemble
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) Now() time.Time          { return c.t }
+func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0).UTC()} }
+
+func span(trace uint64, id uint64, parent uint64, op string) *model.Span {
+	s := &model.Span{
+		TraceID:   model.TraceID{Low: trace},
+		SpanID:    model.SpanID(id),
+		Operation: op,
+		Start:     model.Timestamp(1_700_000_000_000_000_000 + int64(id)*1000),
+		Duration:  time.Millisecond,
+		Process:   model.Process{ServiceName: "svc"},
+	}
+	if parent != 0 {
+		s.References = []model.Reference{{Type: model.ChildOf, TraceID: s.TraceID, SpanID: model.SpanID(parent)}}
+	}
+	return s
+}
+
+// step is one action in a scenario.
+type step struct {
+	add     []*model.Span // added at offset = step index
+	advance time.Duration
+	flush   bool
+	ack     bool // acknowledge every emission so far
+	// want: emissions of this step as "trace/version/completion/spans"
+	want []string
+}
+
+func run(t *testing.T, cfg Config, budget *Budget, steps []step) *Assembler {
+	t.Helper()
+	clk := newClock()
+	a := New(cfg, clk, budget)
+	var pending []Token
+	for i, st := range steps {
+		clk.Advance(st.advance)
+		if st.add != nil {
+			a.Add(int64(i), st.add)
+		}
+		var outs []Output
+		if st.flush {
+			outs = a.Flush(nil)
+		} else {
+			outs = a.Expire(nil)
+		}
+		var got []string
+		for _, o := range outs {
+			pending = append(pending, o.Token)
+			tr := o.Trace
+			got = append(got, fmt.Sprintf("%d/%d/%s/%d", tr.Trace.TraceID.Low, tr.Version, tr.Completion, len(tr.Trace.Spans)))
+			if len(tr.Analysis.Spans) != len(tr.Trace.Spans) && tr.Analysis.Spans != nil {
+				t.Errorf("step %d: analysis not aligned", i)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(st.want) {
+			t.Fatalf("step %d: emitted %v, want %v", i, got, st.want)
+		}
+		if st.ack {
+			for _, tok := range pending {
+				a.Acked(tok)
+			}
+			pending = nil
+		}
+	}
+	return a
+}
+
+func TestAssembler(t *testing.T) {
+	base := Config{IdleTimeout: time.Second, MaxWait: 10 * time.Second, LateHorizon: 5 * time.Second}
+	cases := []struct {
+		name  string
+		cfg   Config
+		steps []step
+		check func(t *testing.T, a *Assembler)
+	}{
+		{
+			name: "idle timeout emits once no span came for the timeout",
+			cfg:  base,
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a")}},
+				{advance: 500 * time.Millisecond, add: []*model.Span{span(1, 2, 1, "b"), span(2, 1, 0, "x")}},
+				{advance: 999 * time.Millisecond},
+				{advance: time.Millisecond, want: []string{"1/2/idle/2", "2/1/idle/1"}},
+			},
+		},
+		{
+			name: "max wait emits a busy trace",
+			cfg:  base,
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 2, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 3, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 4, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 5, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 6, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 7, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 8, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 9, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 10, 1, "a")}},
+				{advance: 900 * time.Millisecond, add: []*model.Span{span(1, 11, 1, "a")}},
+				{advance: time.Second, add: []*model.Span{span(1, 12, 1, "a")}, want: []string{"1/12/max_wait/12"}},
+			},
+		},
+		{
+			name: "exact duplicates are dropped, same ID with other content kept",
+			cfg:  base,
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a"), span(1, 2, 1, "b")}},
+				{add: []*model.Span{span(1, 2, 1, "b"), span(1, 1, 0, "a")}},
+				{add: []*model.Span{span(1, 2, 1, "b-other")}},
+				{advance: time.Second, want: []string{"1/3/idle/2"}}, // dag merges the conflicting copy into one span
+			},
+			check: func(t *testing.T, a *Assembler) {
+				if c := a.Counters(); c.DuplicateSpans != 2 || c.SpansIn != 5 {
+					t.Errorf("counters = %+v", c)
+				}
+			},
+		},
+		{
+			name: "late span emits a new version with every span",
+			cfg:  base,
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a")}},
+				{advance: time.Second, want: []string{"1/1/idle/1"}, ack: true},
+				{advance: time.Second, add: []*model.Span{span(1, 2, 1, "b")}},
+				{advance: time.Second, add: []*model.Span{span(1, 1, 0, "a")}, want: []string{"1/2/late/2"}, ack: true}, // dup: no new version
+				{advance: 4 * time.Second},
+				{advance: time.Second}, // horizon passed: evicted, tombstoned
+				{add: []*model.Span{span(1, 3, 1, "c")}},
+				{advance: time.Second},
+			},
+			check: func(t *testing.T, a *Assembler) {
+				c := a.Counters()
+				if c.LateSpans != 1 || c.TooLateSpans != 1 || c.DuplicateSpans != 1 {
+					t.Errorf("counters = %+v", c)
+				}
+				if _, ok := a.LowestOffset(); ok {
+					t.Error("nothing should be held")
+				}
+			},
+		},
+		{
+			name: "truncation keeps the first spans and marks the trace",
+			cfg:  Config{IdleTimeout: time.Second, MaxSpansPerTrace: 2},
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a"), span(1, 2, 1, "b"), span(1, 3, 1, "c"), span(1, 4, 1, "d")}},
+				{advance: time.Second, want: []string{"1/2/idle/2"}, ack: true},
+				{add: []*model.Span{span(1, 5, 1, "e")}}, // still over the limit: no new version
+				{advance: time.Second},
+			},
+			check: func(t *testing.T, a *Assembler) {
+				if c := a.Counters(); c.TruncatedSpans != 3 || c.TruncatedTraces != 1 {
+					t.Errorf("counters = %+v", c)
+				}
+			},
+		},
+		{
+			name: "flush emits half-built traces as shutdown",
+			cfg:  base,
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a"), span(2, 1, 0, "a")}},
+				{flush: true, want: []string{"1/1/shutdown/1", "2/1/shutdown/1"}},
+			},
+		},
+		{
+			name: "negative horizon: no late versions",
+			cfg:  Config{IdleTimeout: time.Second, LateHorizon: -1},
+			steps: []step{
+				{add: []*model.Span{span(1, 1, 0, "a")}},
+				{advance: time.Second, want: []string{"1/1/idle/1"}, ack: true},
+				{add: []*model.Span{span(1, 2, 1, "b")}},
+				{advance: time.Second},
+			},
+			check: func(t *testing.T, a *Assembler) {
+				if c := a.Counters(); c.TooLateSpans != 1 {
+					t.Errorf("counters = %+v", c)
+				}
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := run(t, c.cfg, nil, c.steps)
+			if c.check != nil {
+				c.check(t, a)
+			}
+		})
+	}
+}
+
+func TestLowestOffset(t *testing.T) {
+	clk := newClock()
+	a := New(Config{IdleTimeout: time.Second, LateHorizon: 10 * time.Second}, clk, nil)
+	a.Add(10, []*model.Span{span(1, 1, 0, "a")})
+	a.Add(11, []*model.Span{span(2, 1, 0, "a")})
+	a.Add(12, []*model.Span{span(1, 2, 1, "a")})
+	if off, ok := a.LowestOffset(); !ok || off != 10 {
+		t.Fatalf("lowest = %d %v", off, ok)
+	}
+	clk.Advance(time.Second)
+	outs := a.Expire(nil)
+	if len(outs) != 2 {
+		t.Fatalf("%d outputs", len(outs))
+	}
+	// Emitted but retained (and unacknowledged): still held.
+	if off, _ := a.LowestOffset(); off != 10 {
+		t.Fatalf("lowest after emit = %d", off)
+	}
+	clk.Advance(20 * time.Second)
+	a.Expire(nil)
+	if off, _ := a.LowestOffset(); off != 10 {
+		t.Fatalf("unacked trace must not be evicted; lowest = %d", off)
+	}
+	for _, o := range outs {
+		a.Acked(o.Token)
+	}
+	a.Expire(nil)
+	if _, ok := a.LowestOffset(); ok {
+		t.Fatal("want nothing held")
+	}
+}
+
+func TestBackpressure(t *testing.T) {
+	clk := newClock()
+	b := &Budget{MaxTraces: 3}
+	a := New(Config{IdleTimeout: time.Second, LateHorizon: time.Hour}, clk, b)
+	a.Add(0, []*model.Span{span(1, 1, 0, "a"), span(2, 1, 0, "a")})
+	if a.MakeRoom() {
+		t.Fatal("not full yet")
+	}
+	a.Add(1, []*model.Span{span(3, 1, 0, "a")})
+	if !a.MakeRoom() {
+		t.Fatal("3 buffered traces: full, nothing evictable")
+	}
+	clk.Advance(time.Second)
+	outs := a.Expire(nil)
+	if len(outs) != 3 || !a.MakeRoom() {
+		t.Fatal("emitted but unacknowledged traces are not evictable")
+	}
+	a.Acked(outs[0].Token)
+	if a.MakeRoom() {
+		t.Fatal("one acked retained trace should have been evicted")
+	}
+	if tr, _, _ := b.InFlight(); tr != 2 {
+		t.Fatalf("in flight = %d", tr)
+	}
+	if a.Counters().EvictedEarly != 1 {
+		t.Fatalf("counters = %+v", a.Counters())
+	}
+	// bytes limit
+	b2 := &Budget{MaxBytes: 2000}
+	a2 := New(Config{}, clk, b2)
+	for i := 0; !a2.MakeRoom(); i++ {
+		a2.Add(int64(i), []*model.Span{span(uint64(i+1), 1, 0, "op")})
+		if i > 100 {
+			t.Fatal("bytes limit never reached")
+		}
+	}
+	a.Close()
+	a2.Close()
+	if tr, sp, by := b.InFlight(); tr != 0 || sp != 0 || by != 0 {
+		t.Fatalf("Close left %d %d %d in the budget", tr, sp, by)
+	}
+}
+
+// TestReplayDeterminism: a replay of the same partition from the lowest held
+// offset, at any speed, emits the same versions with the same spans.
+func TestReplayDeterminism(t *testing.T) {
+	type msg struct {
+		off int64
+		s   *model.Span
+	}
+	var msgs []msg
+	for i := 0; i < 200; i++ {
+		tr := uint64(i%7 + 1)
+		msgs = append(msgs, msg{int64(i), span(tr, uint64(i/7+1), 0, fmt.Sprint("op", i%3))})
+	}
+	collect := func(step time.Duration) map[string]string {
+		clk := newClock()
+		a := New(Config{IdleTimeout: 3 * time.Second, MaxWait: 20 * time.Second}, clk, nil)
+		got := map[string]string{}
+		for _, m := range msgs {
+			clk.Advance(step)
+			a.Add(m.off, []*model.Span{m.s})
+			for _, o := range a.Expire(nil) {
+				k := fmt.Sprintf("%d/%d", o.Trace.Trace.TraceID.Low, o.Trace.Version)
+				got[k] = fmt.Sprint(o.Trace.Trace.Spans[len(o.Trace.Trace.Spans)-1].SpanID, o.Trace.Analysis.SpanCount)
+				a.Acked(o.Token)
+			}
+		}
+		for _, o := range a.Flush(nil) {
+			got[fmt.Sprintf("%d/%d", o.Trace.Trace.TraceID.Low, o.Trace.Version)] = fmt.Sprint(o.Trace.Trace.Spans[len(o.Trace.Trace.Spans)-1].SpanID, o.Trace.Analysis.SpanCount)
+		}
+		return got
+	}
+	slow, fast := collect(time.Second), collect(time.Millisecond)
+	for k, v := range fast {
+		if w, ok := slow[k]; ok && w != v {
+			t.Errorf("version %s differs: %s vs %s", k, v, w)
+		}
+	}
+	if len(slow) <= len(fast) {
+		t.Errorf("slow run should emit more versions (%d vs %d)", len(slow), len(fast))
+	}
+}

@@ -1,0 +1,101 @@
+package ingest
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+// BenchmarkEndToEnd measures one ingester process from the real broker on
+// loopback to acknowledged output: a pre-produced workload is consumed,
+// assembled, analysed and published (acks=all), until every partition is
+// committed to its end. spans/cpu-s is spans per CPU-second of this process
+// (the broker runs in its own process), i.e. per ingester core. Each
+// iteration processes the whole workload; run with -benchtime=1x.
+func BenchmarkEndToEnd(b *testing.B) {
+	if os.Getenv(testenv.EnvKafka) == "" {
+		b.Skip(testenv.HowToStart)
+	}
+	brokers := testenv.KafkaBrokers(b)
+	w := gen.Generate(gen.Config{Seed: 99, Traces: 10000, Interleave: 50})
+	truth := w.Truth()
+	enc, _ := gen.EncoderFor(wire.JaegerProto)
+	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const partitions = 4
+	b.ReportAllocs()
+	var spans int
+	var cpu, wall time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		in, out, dlq, group := testenv.Name(b, "bspans"), testenv.Name(b, "btraces"), testenv.Name(b, "bdlq"), testenv.Name(b, "bgroup")
+		kafkatest.CreateTopic(b, brokers, in, partitions)
+		kafkatest.CreateTopic(b, brokers, out, partitions)
+		kafkatest.CreateTopic(b, brokers, dlq, 1)
+		tr := &kafka.Transport{}
+		kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: in, Balancer: &kafka.Hash{}, Transport: tr,
+			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 2000}
+		if err := gen.Publish(context.Background(), kw, msgs, 0, 2000); err != nil {
+			b.Fatal(err)
+		}
+		kw.Close()
+		tr.CloseIdleConnections()
+		ends := partitionEnds(b, brokers, in, partitions)
+
+		cfg := DefaultConfig()
+		cfg.Brokers, cfg.SpansTopic, cfg.TracesTopic, cfg.DLQTopic, cfg.Group = brokers, in, out, dlq, group
+		cfg.Encoding = wire.JaegerProto
+		cfg.IdleTimeout, cfg.MaxWait, cfg.LateHorizon = 100*time.Millisecond, 5*time.Second, -1
+		cfg.CommitInterval = 50 * time.Millisecond
+		ing, err := New(cfg, Options{Registry: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		b.StartTimer()
+		cpu0, t0 := cpuTime(), time.Now()
+		go func() { done <- ing.Run(ctx) }()
+		for {
+			c := kafkatest.Committed(b, brokers, group, in, partitions)
+			all := true
+			for p, end := range ends {
+				all = all && c[p] == end
+			}
+			if all {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cpu += cpuTime() - cpu0
+		wall += time.Since(t0)
+		spans += truth.Spans
+		b.StopTimer()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

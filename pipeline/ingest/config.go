@@ -1,0 +1,235 @@
+package ingest
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+// Config configures an Ingester. DefaultConfig gives the defaults;
+// RegisterFlags binds every field to a flag with a TRACEPIPE_* environment
+// equivalent; Validate says what is wrong in terms of those flags.
+type Config struct {
+	Brokers     []string
+	SpansTopic  string
+	TracesTopic string
+	DLQTopic    string
+	Group       string
+	Encoding    wire.Encoding
+	MetricsAddr string
+
+	IdleTimeout       time.Duration
+	MaxWait           time.Duration
+	LateHorizon       time.Duration
+	MaxSpansPerTrace  int
+	MaxTracesInFlight int64
+	MaxBytesInFlight  int64
+	MaxTombstones     int
+	MaxMessageBytes   int
+
+	FlushOnShutdown bool
+	ShutdownGrace   time.Duration
+	CommitInterval  time.Duration
+	SessionTimeout  time.Duration
+
+	// RekeyTo, when set, switches to re-key mode: spans are not assembled
+	// but re-published to this topic, one Jaeger protobuf message per span
+	// keyed by trace ID.
+	RekeyTo string
+
+	// CreateTopics, when positive, creates the topics the ingester reads
+	// and writes, with this many partitions, if they do not exist.
+	CreateTopics int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:           []string{"127.0.0.1:9092"},
+		SpansTopic:        "jaeger-spans",
+		TracesTopic:       "tracepipe-traces",
+		DLQTopic:          "tracepipe-ingester-dlq",
+		Group:             "tracepipe-ingester",
+		Encoding:          wire.Auto,
+		MetricsAddr:       ":9464",
+		IdleTimeout:       assemble.DefaultIdleTimeout,
+		MaxWait:           assemble.DefaultMaxWait,
+		LateHorizon:       assemble.DefaultLateHorizon,
+		MaxSpansPerTrace:  2000,
+		MaxTracesInFlight: 200_000,
+		MaxBytesInFlight:  1 << 30,
+		MaxTombstones:     assemble.DefaultMaxTombstones,
+		MaxMessageBytes:   1 << 20,
+		ShutdownGrace:     10 * time.Second,
+		CommitInterval:    time.Second,
+		SessionTimeout:    10 * time.Second,
+	}
+}
+
+type stringList struct{ p *[]string }
+
+func (s stringList) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return strings.Join(*s.p, ",")
+}
+func (s stringList) Set(v string) error {
+	*s.p = nil
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			*s.p = append(*s.p, x)
+		}
+	}
+	return nil
+}
+
+type encodingValue struct{ p *wire.Encoding }
+
+func (e encodingValue) String() string {
+	if e.p == nil {
+		return ""
+	}
+	return string(*e.p)
+}
+func (e encodingValue) Set(v string) error {
+	enc, err := wire.ParseEncoding(v)
+	if err != nil {
+		return err
+	}
+	*e.p = enc
+	return nil
+}
+
+// RegisterFlags binds c's fields to flags on fs, with c's current values as
+// defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.Var(stringList{&c.Brokers}, "kafka-brokers", "comma-separated Kafka bootstrap brokers")
+	fs.StringVar(&c.SpansTopic, "spans-topic", c.SpansTopic, "topic to read spans from")
+	fs.StringVar(&c.TracesTopic, "traces-topic", c.TracesTopic, "topic to publish assembled traces to")
+	fs.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic for undecodable messages")
+	fs.StringVar(&c.Group, "group", c.Group, "Kafka consumer group")
+	fs.Var(encodingValue{&c.Encoding}, "encoding", "span encoding: jaeger-proto, jaeger-json, otlp-proto, otlp-json or auto (detect per message)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "HTTP address for /metrics and /healthz (empty: none)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "emit a trace when no span of it arrived for this long")
+	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "emit a trace at the latest this long after its first span")
+	fs.DurationVar(&c.LateHorizon, "late-horizon", c.LateHorizon, "keep emitted traces this long for late spans (new versions); negative: no late versions")
+	fs.IntVar(&c.MaxSpansPerTrace, "max-spans-per-trace", c.MaxSpansPerTrace, "drop further spans of a trace (trace marked truncated)")
+	fs.Int64Var(&c.MaxTracesInFlight, "max-traces-in-flight", c.MaxTracesInFlight, "buffered+retained traces per instance before fetching pauses")
+	fs.Int64Var(&c.MaxBytesInFlight, "max-bytes-in-flight", c.MaxBytesInFlight, "buffered+retained span bytes per instance before fetching pauses")
+	fs.IntVar(&c.MaxTombstones, "max-tombstones", c.MaxTombstones, "evicted trace IDs remembered per partition to drop too-late spans")
+	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest output message; larger traces are dropped and counted")
+	fs.BoolVar(&c.FlushOnShutdown, "flush-on-shutdown", c.FlushOnShutdown, "on shutdown or partition loss, emit half-built traces (completion shutdown)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long to wait for in-flight outputs to be acknowledged when stopping a partition")
+	fs.DurationVar(&c.CommitInterval, "commit-interval", c.CommitInterval, "how often to commit safe offsets")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
+	fs.IntVar(&c.CreateTopics, "create-topics", c.CreateTopics, "create missing topics (spans, traces or re-key, dead-letter) with this many partitions, replication 1 (0: don't)")
+	fs.StringVar(&c.RekeyTo, "rekey-to", c.RekeyTo, "re-key mode: re-publish spans to this topic keyed by trace ID instead of assembling")
+}
+
+// ApplyEnv sets every flag of fs not given on the command line from its
+// TRACEPIPE_* environment variable (--idle-timeout <- TRACEPIPE_IDLE_TIMEOUT).
+// Call it after fs.Parse.
+func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		name := EnvName(f.Name)
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// EnvName is the environment variable for a flag name.
+func EnvName(flagName string) string {
+	return "TRACEPIPE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Validate checks c and says which flag to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if len(c.Brokers) == 0 {
+		bad("--kafka-brokers is empty: give at least one host:port")
+	}
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, ":") {
+			bad("--kafka-brokers: %q has no port (want host:port)", b)
+		}
+	}
+	if c.SpansTopic == "" {
+		bad("--spans-topic is empty")
+	}
+	if c.RekeyTo == "" && c.TracesTopic == "" {
+		bad("--traces-topic is empty")
+	}
+	if c.RekeyTo != "" && c.RekeyTo == c.SpansTopic {
+		bad("--rekey-to must differ from --spans-topic (%q), or the ingester would read its own output", c.SpansTopic)
+	}
+	if c.TracesTopic == c.SpansTopic {
+		bad("--traces-topic must differ from --spans-topic (%q)", c.SpansTopic)
+	}
+	if c.DLQTopic == "" {
+		bad("--dlq-topic is empty")
+	}
+	if c.Group == "" {
+		bad("--group is empty")
+	}
+	switch c.Encoding {
+	case wire.JaegerProto, wire.JaegerJSON, wire.OTLPProto, wire.OTLPJSON, wire.Auto:
+	default:
+		bad("--encoding %q is not one of jaeger-proto, jaeger-json, otlp-proto, otlp-json, auto", c.Encoding)
+	}
+	if c.IdleTimeout <= 0 {
+		bad("--idle-timeout must be positive (got %v)", c.IdleTimeout)
+	}
+	if c.MaxWait < c.IdleTimeout {
+		bad("--max-wait (%v) must be at least --idle-timeout (%v)", c.MaxWait, c.IdleTimeout)
+	}
+	if c.MaxSpansPerTrace <= 0 {
+		bad("--max-spans-per-trace must be positive (got %d)", c.MaxSpansPerTrace)
+	}
+	if c.MaxTracesInFlight <= 0 {
+		bad("--max-traces-in-flight must be positive (got %d)", c.MaxTracesInFlight)
+	}
+	if c.MaxBytesInFlight < 1<<20 {
+		bad("--max-bytes-in-flight must be at least 1 MiB (got %d)", c.MaxBytesInFlight)
+	}
+	if c.MaxMessageBytes < 1<<10 {
+		bad("--max-message-bytes must be at least 1 KiB (got %d)", c.MaxMessageBytes)
+	}
+	if c.ShutdownGrace <= 0 || c.CommitInterval <= 0 {
+		bad("--shutdown-grace and --commit-interval must be positive")
+	}
+	if c.SessionTimeout < 6*time.Second {
+		bad("--session-timeout must be at least 6s, the broker's default group.min.session.timeout.ms (got %v)", c.SessionTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) assembleConfig() assemble.Config {
+	return assemble.Config{
+		IdleTimeout:      c.IdleTimeout,
+		MaxWait:          c.MaxWait,
+		LateHorizon:      c.LateHorizon,
+		MaxSpansPerTrace: c.MaxSpansPerTrace,
+		MaxTombstones:    c.MaxTombstones,
+	}
+}

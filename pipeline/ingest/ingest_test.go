@@ -1,0 +1,339 @@
+package ingest
+
+import (
+	"context"
+	"flag"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/goleak"
+
+	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// kafka-go's package-level DNS/dialer caches and the kfake cluster's
+		// own background goroutines in their last moments.
+		goleak.IgnoreAnyFunction("github.com/segmentio/kafka-go.(*connPool).discover"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+	)
+}
+
+func newCluster(t *testing.T, partitions int32, topics ...string) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func produce(t *testing.T, brokers []string, topic string, msgs []gen.Message) {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, Transport: tr,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	if err := gen.Publish(context.Background(), w, msgs, 0, 500); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// consume reads topic's partitions from the start until stop says enough
+// or the deadline passes.
+func consume(t *testing.T, brokers []string, topic string, partitions int, deadline time.Duration, stop func([]kafka.Message) bool) []kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var mu sync.Mutex
+	var got []kafka.Message
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	for p := 0; p < partitions; p++ {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, m)
+				if stop(got) {
+					once.Do(func() { close(done) })
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	cancel()
+	wg.Wait()
+	return got
+}
+
+func testConfig(brokers []string) Config {
+	cfg := DefaultConfig()
+	cfg.Brokers = brokers
+	cfg.SpansTopic, cfg.TracesTopic, cfg.DLQTopic = "spans", "traces", "dlq"
+	cfg.Group = "ingester-test"
+	cfg.Encoding = wire.JaegerProto
+	cfg.IdleTimeout = 200 * time.Millisecond
+	cfg.MaxWait = 3 * time.Second
+	cfg.LateHorizon = 300 * time.Millisecond
+	cfg.CommitInterval = 100 * time.Millisecond
+	cfg.SessionTimeout = 6 * time.Second
+	cfg.ShutdownGrace = 5 * time.Second
+	return cfg
+}
+
+func committed(t *testing.T, brokers []string, group, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 5 * time.Second}
+	var ps []int
+	for p := 0; p < partitions; p++ {
+		ps = append(ps, p)
+	}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+// TestIngesterOnKfake runs the whole stage against an in-process Kafka:
+// every generated trace comes out complete, the undecodable message goes to
+// the dead-letter topic with its coordinates, offsets end up committed at the
+// end of every partition, and the stage stops cleanly.
+func TestIngesterOnKfake(t *testing.T) {
+	const partitions = 4
+	brokers := newCluster(t, partitions, "spans", "traces", "dlq")
+	w := gen.Generate(gen.Config{Seed: 5, Traces: 60})
+	enc, _ := gen.EncoderFor(wire.JaegerProto)
+	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs = append(msgs, gen.Message{Key: []byte("garbage"), Value: []byte("\xff\xff not a span")})
+	produce(t, brokers, "spans", msgs)
+	truth := w.Truth()
+
+	reg := prometheus.NewRegistry()
+	in, err := New(testConfig(brokers), Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- in.Run(ctx) }()
+
+	complete := map[string]bool{}
+	got := consume(t, brokers, "traces", partitions, 60*time.Second, func(ms []kafka.Message) bool {
+		m := ms[len(ms)-1]
+		tr, err := tracepb.Decode(m.Value)
+		if err != nil {
+			t.Errorf("decode output: %v", err)
+			return false
+		}
+		id := tr.Trace.TraceID.String()
+		if string(m.Key) != id {
+			t.Errorf("key %q for trace %s", m.Key, id)
+		}
+		if len(tr.Trace.Spans) == truth.TraceSpans[id] && int(tr.Version) == truth.TraceSpans[id] {
+			complete[id] = true
+		}
+		return len(complete) == truth.Traces
+	})
+	if len(complete) != truth.Traces {
+		t.Fatalf("%d of %d traces complete in %d outputs", len(complete), truth.Traces, len(got))
+	}
+	dlq := consume(t, brokers, "dlq", partitions, 20*time.Second, func(ms []kafka.Message) bool { return len(ms) >= 1 })
+	if len(dlq) != 1 || string(dlq[0].Value) != "\xff\xff not a span" {
+		t.Fatalf("dead letters = %v", dlq)
+	}
+	headers := map[string]string{}
+	for _, h := range dlq[0].Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	if headers["tracepipe.source.topic"] != "spans" || headers["tracepipe.source.offset"] == "" || !strings.Contains(headers["tracepipe.error"], "decode") {
+		t.Errorf("dead-letter headers = %v", headers)
+	}
+	// Once the late horizon passed, everything is committed.
+	ends := map[int]int64{}
+	waitFor(t, 20*time.Second, func() bool {
+		return value(in.metrics.InFlightTraces) == 0
+	})
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	for p := 0; p < partitions; p++ {
+		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+		resp, err := c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{"spans": {kafka.LastOffsetOf(p)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends[p] = resp.Topics["spans"][0].LastOffset
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		c := committed(t, brokers, "ingester-test", "spans", partitions)
+		for p, end := range ends {
+			if c[p] != end {
+				return false
+			}
+		}
+		return true
+	})
+	if v := value(in.metrics.SpansIn); int(v) != truth.Spans {
+		t.Errorf("spans_in_total = %v, want %d", v, truth.Spans)
+	}
+	if v := value(in.metrics.DeadLetters); v != 1 {
+		t.Errorf("dead_letters_total = %v", v)
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // substring of the error, "" for valid
+	}{
+		{"defaults", nil, nil, ""},
+		{"env fills unset flags", nil, map[string]string{"TRACEPIPE_IDLE_TIMEOUT": "0s"}, "--idle-timeout must be positive"},
+		{"flag beats env", []string{"--idle-timeout=1s"}, map[string]string{"TRACEPIPE_IDLE_TIMEOUT": "0s"}, ""},
+		{"broker without port", []string{"--kafka-brokers=localhost"}, nil, "has no port"},
+		{"max wait below idle", []string{"--idle-timeout=10s", "--max-wait=5s"}, nil, "--max-wait"},
+		{"rekey to input", []string{"--rekey-to=jaeger-spans"}, nil, "--rekey-to"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			cfg.RegisterFlags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := ApplyEnv(fs, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			if c.want == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Fatalf("error %v, want it to mention %q", err, c.want)
+			}
+		})
+	}
+}
+
+// value reads a counter's or gauge's current value.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// TestBackpressure runs the stage with an in-flight budget far below the
+// workload's working set: fetching pauses (never more than the budget plus
+// one message per partition is held), the stage keeps making progress to the
+// end of every partition, and every span is accounted for: in its trace's
+// highest version, or counted as dropped too late (a budget this small
+// evicts retained traces before their late spans arrive).
+func TestBackpressure(t *testing.T) {
+	const partitions = 2
+	brokers := newCluster(t, partitions, "spans", "traces", "dlq")
+	w := gen.Generate(gen.Config{Seed: 17, Traces: 150})
+	truth := w.Truth()
+	enc, _ := gen.EncoderFor(wire.JaegerProto)
+	msgs, _ := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	produce(t, brokers, "spans", msgs)
+	cfg := testConfig(brokers)
+	cfg.MaxTracesInFlight = 10
+	in, err := New(cfg, Options{Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	var maxHeld int64
+	paused := false
+	waitFor(t, 60*time.Second, func() bool {
+		tr, _, _ := in.Budget().InFlight()
+		maxHeld = max(maxHeld, tr)
+		paused = paused || value(in.metrics.Paused) > 0
+		return value(in.metrics.SpansIn)+value(in.metrics.DroppedSpans.WithLabelValues("too_late")) >= float64(truth.Spans) && tr == 0
+	})
+	if maxHeld > cfg.MaxTracesInFlight+partitions {
+		t.Errorf("held %d traces, budget %d", maxHeld, cfg.MaxTracesInFlight)
+	}
+	if !paused {
+		t.Error("fetching never paused")
+	}
+	best := map[string]int{}
+	for _, m := range consume(t, brokers, "traces", partitions, 3*time.Second, func([]kafka.Message) bool { return false }) {
+		tr, err := tracepb.Decode(m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		best[tr.Trace.TraceID.String()] = max(best[tr.Trace.TraceID.String()], int(tr.Version))
+	}
+	sum := 0
+	for _, n := range best {
+		sum += n
+	}
+	tooLate := int(value(in.metrics.DroppedSpans.WithLabelValues("too_late")))
+	if sum+tooLate != truth.Spans {
+		t.Errorf("%d spans in best versions + %d dropped too late != %d spans", sum, tooLate, truth.Spans)
+	}
+	t.Logf("max held %d traces, %d spans in best versions, %d too late", maxHeld, sum, tooLate)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,384 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+// fetcher reads one partition from a start offset into a channel, so the
+// worker can select on messages, acknowledgements and ticks. Not reading
+// from msgs stops fetching once the reader's small queue is full
+// (backpressure).
+type fetcher struct {
+	r      *kafka.Reader
+	msgs   chan kafka.Message
+	errc   chan error
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (in *Ingester) startFetcher(partition int, offset int64) (*fetcher, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        in.cfg.Brokers,
+		Topic:          in.cfg.SpansTopic,
+		Partition:      partition,
+		Dialer:         in.dialer,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        100 * time.Millisecond,
+		QueueCapacity:  1000,
+		IsolationLevel: kafka.ReadCommitted,
+	})
+	if err := r.SetOffset(offset); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("set offset %d: %w", offset, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fetcher{r: r, msgs: make(chan kafka.Message, 256), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					f.errc <- err
+				}
+				return
+			}
+			select {
+			case f.msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return f, nil
+}
+
+// stop stops fetching and waits for the fetch goroutine; messages already
+// fetched and not taken are dropped (they are above every commit).
+func (f *fetcher) stop() {
+	f.cancel()
+	<-f.done
+	f.r.Close()
+}
+
+// worker is the owner of one partition's assembly state for one generation.
+type worker struct {
+	in        *Ingester
+	gen       *kafka.Generation
+	partition int
+	asm       *assemble.Assembler
+	acks      chan ack
+	done      chan struct{}
+
+	next         int64 // next offset to read; -1 until the first message
+	committed    int64
+	outstanding  int           // produced messages not yet acknowledged
+	pendingDLQ   map[int64]int // source offsets with unacknowledged dead letters
+	lastCounters assemble.Counters
+	outs         []assemble.Output
+	spans        []*model.Span
+	scratch      []byte
+	paused       bool
+
+	committedG, commitLagG, consumerLagG prometheus.Gauge
+	hwm                                  int64
+}
+
+// runPartition assembles one partition for the lifetime of a generation (see
+// the package doc for the shutdown sequence).
+func (in *Ingester) runPartition(runCtx, gctx context.Context, gen *kafka.Generation, pa kafka.PartitionAssignment) error {
+	label := partitionLabel(pa.ID)
+	w := &worker{
+		in: in, gen: gen, partition: pa.ID,
+		asm:          assemble.New(in.cfg.assembleConfig(), in.clock, in.budget),
+		acks:         make(chan ack, 1024),
+		done:         make(chan struct{}),
+		next:         -1,
+		committed:    pa.Offset,
+		pendingDLQ:   map[int64]int{},
+		committedG:   in.metrics.Committed.WithLabelValues(label),
+		commitLagG:   in.metrics.CommitLag.WithLabelValues(label),
+		consumerLagG: in.metrics.ConsumerLag.WithLabelValues(label),
+	}
+	start := pa.Offset
+	if pa.Offset >= 0 {
+		w.committedG.Set(float64(pa.Offset))
+		// Traces that straddle the committed offset must be rebuilt from
+		// their first span: replay from the committed lookback, with the
+		// offsets below the commit as a shadow range (see assemble).
+		if l, ok := in.fetchLookback(gctx, pa.ID); ok && l < pa.Offset {
+			start = l
+			w.asm.SetShadow(pa.Offset)
+			in.log.Info("replaying from lookback", "partition", pa.ID, "lookback", l, "committed", pa.Offset)
+		}
+		w.next = start
+	}
+	f, err := in.startFetcher(pa.ID, start)
+	if err != nil {
+		return err
+	}
+	err = w.loop(gctx, f)
+	f.stop()
+	w.shutdown(runCtx)
+	close(w.done)
+	return err
+}
+
+func (w *worker) tickEvery() time.Duration {
+	d := w.in.cfg.IdleTimeout / 5
+	return min(max(d, 10*time.Millisecond), 250*time.Millisecond)
+}
+
+func (w *worker) loop(ctx context.Context, f *fetcher) error {
+	tick := time.NewTicker(w.tickEvery())
+	defer tick.Stop()
+	lastCommit := time.Now()
+	for {
+		in := f.msgs
+		if full := w.asm.MakeRoom(); full != w.paused {
+			w.paused = full
+			if full {
+				w.in.metrics.Paused.Inc()
+			} else {
+				w.in.metrics.Paused.Dec()
+			}
+		}
+		if w.paused {
+			in = nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-f.errc:
+			return fmt.Errorf("fetch: %w", err)
+		case m := <-in:
+			if err := w.handle(ctx, m); err != nil {
+				return err
+			}
+		case a := <-w.acks:
+			if err := w.acked(a); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := w.expire(ctx); err != nil {
+				return err
+			}
+			if time.Since(lastCommit) >= w.in.cfg.CommitInterval {
+				lastCommit = time.Now()
+				if err := w.commit(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (w *worker) handle(ctx context.Context, m kafka.Message) error {
+	w.in.metrics.Messages.Inc()
+	w.next = m.Offset + 1
+	w.hwm = m.HighWaterMark
+	w.consumerLagG.Set(float64(max(m.HighWaterMark-w.next, 0)))
+	enc := w.in.cfg.Encoding
+	if enc == wire.Auto {
+		enc = wire.Detect(m.Value)
+	}
+	var err error
+	w.spans, err = wire.Decode(enc, m.Value, w.spans[:0])
+	if err != nil {
+		w.in.metrics.DecodeErrors.Inc()
+		return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
+	}
+	if enc == wire.JaegerProto && len(w.spans) == 1 {
+		w.asm.AddJaegerProto(m.Offset, w.spans[0], m.Value) // keeps the message's bytes as the stored form
+	} else {
+		w.asm.Add(m.Offset, w.spans)
+	}
+	clear(w.spans)
+	return nil
+}
+
+// deadLetter writes m to the dead-letter topic with the error and its
+// coordinates as headers. Its offset counts as done once acknowledged.
+func (w *worker) deadLetter(ctx context.Context, m kafka.Message, cause error) error {
+	return deadLetter(ctx, w.in, w.pendingDLQ, &w.outstanding, m, cause, w.acks, w.done)
+}
+
+func deadLetter(ctx context.Context, in *Ingester, pendingDLQ map[int64]int, outstanding *int, m kafka.Message, cause error, acks chan<- ack, done <-chan struct{}) error {
+	value := m.Value
+	var cut []kafka.Header
+	if limit := in.cfg.MaxMessageBytes - 4096; len(value) > limit {
+		value = value[:limit]
+		cut = []kafka.Header{{Key: "tracepipe.truncated", Value: []byte(strconv.Itoa(len(m.Value)))}}
+	}
+	pendingDLQ[m.Offset]++
+	*outstanding++
+	return in.writer.WriteMessages(ctx, kafka.Message{
+		Topic: in.cfg.DLQTopic,
+		Key:   m.Key,
+		Value: value,
+		Headers: append([]kafka.Header{
+			{Key: "tracepipe.error", Value: []byte(cause.Error())},
+			{Key: "tracepipe.source.topic", Value: []byte(m.Topic)},
+			{Key: "tracepipe.source.partition", Value: []byte(strconv.Itoa(m.Partition))},
+			{Key: "tracepipe.source.offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		}, cut...),
+		WriterData: &pending{owner: acks, done: done, offset: m.Offset, kind: kindDLQ},
+	})
+}
+
+func (w *worker) expire(ctx context.Context) error {
+	w.outs = w.asm.Expire(w.outs[:0])
+	err := w.publish(ctx)
+	w.observe()
+	return err
+}
+
+func (w *worker) publish(ctx context.Context) error {
+	if len(w.outs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, 0, len(w.outs))
+	for _, o := range w.outs {
+		t := o.Trace
+		w.in.metrics.AssemblyDelay.Observe(t.EmittedAt.Sub(t.FirstSeen).Seconds())
+		// Encode into a reused scratch buffer, then copy out exactly: the
+		// writer keeps the value until its completion callback.
+		w.scratch = tracepb.Encode(w.scratch[:0], t)
+		b := append([]byte(nil), w.scratch...)
+		if len(b) > w.in.cfg.MaxMessageBytes-512 {
+			// Cannot be published: counted and treated as done.
+			w.in.metrics.DroppedTraces.WithLabelValues("too_large").Inc()
+			w.asm.Acked(o.Token)
+			continue
+		}
+		w.outstanding++
+		msgs = append(msgs, kafka.Message{
+			Topic:      w.in.cfg.TracesTopic,
+			Key:        t.Trace.TraceID.AppendHex(nil),
+			Value:      b,
+			WriterData: &pending{owner: w.acks, done: w.done, token: o.Token, kind: kindTrace},
+		})
+	}
+	clear(w.outs)
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := w.in.writer.WriteMessages(ctx, msgs...); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("produce: %w", err)
+	}
+	return nil
+}
+
+func (w *worker) acked(a ack) error {
+	w.outstanding--
+	if a.err != nil {
+		w.in.metrics.ProduceErrors.Inc()
+		return fmt.Errorf("produce to %s: %w", w.in.cfg.TracesTopic, a.err)
+	}
+	switch a.p.kind {
+	case kindTrace:
+		w.asm.Acked(a.p.token)
+	case kindDLQ:
+		w.in.metrics.DeadLetters.Inc()
+		if w.pendingDLQ[a.p.offset]--; w.pendingDLQ[a.p.offset] <= 0 {
+			delete(w.pendingDLQ, a.p.offset)
+		}
+	}
+	return nil
+}
+
+// limit is the offset below which every message is fully reflected in
+// acknowledged output: the lowest offset still buffered, retained or waiting
+// for a dead-letter ack, else the next offset to read.
+func (w *worker) limit() (int64, bool) {
+	if w.next < 0 {
+		return 0, false
+	}
+	lim := w.next
+	if off, ok := w.asm.LowestOffset(); ok && off < lim {
+		lim = off
+	}
+	for off := range w.pendingDLQ {
+		if off < lim {
+			lim = off
+		}
+	}
+	return lim, true
+}
+
+func (w *worker) commit() error {
+	lim, ok := w.limit()
+	if !ok || lim <= w.committed {
+		return nil
+	}
+	if err := w.in.commit(w.gen, w.partition, lim, w.asm.Lookback(lim)); err != nil {
+		return fmt.Errorf("commit offset %d: %w", lim, err)
+	}
+	w.committed = lim
+	w.committedG.Set(float64(lim))
+	if w.hwm > 0 {
+		w.commitLagG.Set(float64(max(w.hwm-lim, 0)))
+	}
+	return nil
+}
+
+func (w *worker) observe() {
+	cur := w.asm.Counters()
+	w.in.metrics.addDelta(cur, w.lastCounters)
+	w.lastCounters = cur
+	tr, sp, by := w.in.budget.InFlight()
+	w.in.metrics.InFlightTraces.Set(float64(tr))
+	w.in.metrics.InFlightSpans.Set(float64(sp))
+	w.in.metrics.InFlightBytes.Set(float64(by))
+}
+
+// shutdown runs after fetching stopped: optionally flush half-built traces,
+// wait (bounded by ShutdownGrace) for outstanding outputs, commit what is
+// safe, release the assembler's memory.
+func (w *worker) shutdown(runCtx context.Context) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.in.cfg.ShutdownGrace)
+	defer cancel()
+	if w.paused {
+		w.in.metrics.Paused.Dec()
+	}
+	if w.in.cfg.FlushOnShutdown {
+		w.outs = w.asm.Flush(w.outs[:0])
+		if err := w.publish(ctx); err != nil {
+			w.in.log.Warn("flush on shutdown", "partition", w.partition, "err", err)
+		}
+	}
+	failed := false
+	for w.outstanding > 0 && !failed {
+		select {
+		case a := <-w.acks:
+			if err := w.acked(a); err != nil {
+				w.in.log.Warn("output failed during shutdown; not committing", "partition", w.partition, "err", err)
+				failed = true
+			}
+		case <-ctx.Done():
+			w.in.log.Warn("shutdown grace over with outputs unacknowledged", "partition", w.partition, "outstanding", w.outstanding)
+			failed = true
+		}
+	}
+	if !failed {
+		if err := w.commit(); err != nil {
+			w.in.log.Warn("final commit", "partition", w.partition, "err", err)
+		}
+	}
+	w.observe()
+	w.asm.Close()
+	w.observe()
+}
