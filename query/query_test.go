@@ -1,0 +1,223 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func tid(n uint64) model.TraceID { return model.TraceID{Low: n} }
+
+// server serves an embedded store holding traces 1..5 (trace i lasts i*10ms,
+// starts at Day0+i min, shard i%2, trace 3 has an error) and a rollup.
+func server(t *testing.T) *httptest.Server {
+	t.Helper()
+	ctx := context.Background()
+	s, err := embedded.Open(ctx, embedded.Options{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var ats []model.AssembledTrace
+	for i := 1; i <= 5; i++ {
+		ats = append(ats, storagetest.Trace(storagetest.Spec{
+			ID: tid(uint64(i)), Start: storagetest.Day0.Add(time.Duration(i) * time.Minute), Duration: time.Duration(i) * 10 * time.Millisecond,
+			Shard: []string{"0", "1"}[i%2], Error: i == 3,
+		}))
+	}
+	if err := s.WriteTraces(ctx, ats); err != nil {
+		t.Fatal(err)
+	}
+	r := model.Rollup{Resolution: time.Minute, WindowStart: storagetest.Day0, Service: "db", Operation: "SELECT", Kind: model.KindClient, Count: 5,
+		Exemplars: []model.Exemplar{{TraceID: tid(5), Duration: 50 * time.Millisecond, Start: storagetest.Day0}}}
+	if err := s.WriteRollups(ctx, []model.Rollup{r}); err != nil {
+		t.Fatal(err)
+	}
+	now := func() time.Time { return storagetest.Day0.Time().Add(10 * time.Minute) }
+	srv := httptest.NewServer(NewHandler(s, now, nil))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, srv *httptest.Server, method, path string, into any) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, nil)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		t.Fatalf("%s: decode: %v", path, err)
+	}
+	if into != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(raw, into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode, string(raw)
+}
+
+func TestAPITrace(t *testing.T) {
+	srv := server(t)
+	var tr Trace
+	code, body := get(t, srv, "GET", "/api/v1/traces/"+tid(3).String(), &tr)
+	if code != 200 {
+		t.Fatalf("code %d: %s", code, body)
+	}
+	if tr.Summary.TraceID != tid(3).String() || len(tr.Spans) != 3 || len(tr.CriticalPath) != 4 || len(tr.Warnings) != 1 {
+		t.Fatalf("trace: %s", body)
+	}
+	if tr.Spans[0].Depth != 0 || tr.Spans[1].Depth != 1 || tr.Spans[1].Operation != "charge" || !tr.Spans[2].Error {
+		t.Errorf("span tree: %+v", tr.Spans)
+	}
+	if tr.Summary.Bottleneck == nil || tr.Summary.Bottleneck.Operation != "charge" || tr.Summary.Bottleneck.CriticalPathNanos != int64(15*time.Millisecond) {
+		t.Errorf("bottleneck: %+v", tr.Summary.Bottleneck)
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	srv := server(t)
+	cases := []struct {
+		name, method, path string
+		code               int
+		msg                string
+	}{
+		{"missing trace", "GET", "/api/v1/traces/ffff", 404, "trace 000000000000ffff not found"},
+		{"bad trace id", "GET", "/api/v1/traces/xyz", 400, "not hex"},
+		{"zero limit", "GET", "/api/v1/traces?limit=0", 400, "limit"},
+		{"unknown parameter", "GET", "/api/v1/traces?colour=red", 400, "unknown parameter"},
+		{"unpromoted tag", "GET", "/api/v1/traces?tag=color=red", 400, "not searchable"},
+		{"since and start", "GET", "/api/v1/traces?since=1h&start=2026-03-10", 400, "since cannot be combined"},
+		{"bad time", "GET", "/api/v1/bottlenecks?start=yesterday", 400, "RFC 3339"},
+		{"rollups need operation", "GET", "/api/v1/rollups?service=db", 400, "operation"},
+		{"bad resolution", "GET", "/api/v1/rollups?service=db&operation=x&resolution=fast", 400, "resolution"},
+		{"post", "POST", "/api/v1/traces", 405, "read-only"},
+		{"unknown path", "GET", "/api/v2/x", 404, "no such endpoint"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := get(t, srv, c.method, c.path, nil)
+			if code != c.code || !strings.Contains(body, c.msg) || !strings.Contains(body, `"error"`) {
+				t.Errorf("got %d %s, want %d with %q", code, body, c.code, c.msg)
+			}
+		})
+	}
+}
+
+func TestAPISearch(t *testing.T) {
+	srv := server(t)
+	cases := []struct {
+		name, query string
+		want        []string
+	}{
+		{"slowest", "limit=2", []string{tid(5).String(), tid(4).String()}},
+		{"newest since", "order=newest&since=7m30s", []string{tid(5).String(), tid(4).String(), tid(3).String()}},
+		{"tag and duration", "tag=shard:1&minDuration=20ms", []string{tid(5).String(), tid(3).String()}},
+		{"service operation", "service=db&operation=SELECT&start=2026-03-10T00:02:00Z&end=2026-03-10T00:04:00Z", []string{tid(3).String(), tid(2).String()}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var res struct{ Traces []Summary }
+			code, body := get(t, srv, "GET", "/api/v1/traces?"+c.query, &res)
+			if code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+			var got []string
+			for _, s := range res.Traces {
+				got = append(got, s.TraceID)
+			}
+			if strings.Join(got, ",") != strings.Join(c.want, ",") {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestAPIBottlenecksAndRollups(t *testing.T) {
+	srv := server(t)
+	var b struct{ Bottlenecks []Bottleneck }
+	if code, body := get(t, srv, "GET", "/api/v1/bottlenecks?limit=1", &b); code != 200 || len(b.Bottlenecks) != 1 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if r := b.Bottlenecks[0]; r.Operation != "charge" || r.Traces != 5 || r.Share != 0.5 {
+		t.Errorf("top bottleneck %+v", r)
+	}
+	var r struct{ Rollups []Rollup }
+	if code, body := get(t, srv, "GET", "/api/v1/rollups?service=db&operation=SELECT&resolution=1m", &r); code != 200 || len(r.Rollups) != 1 || r.Rollups[0].Exemplars[0].TraceID != tid(5).String() {
+		t.Fatalf("%d %s", code, body)
+	}
+	if code, body := get(t, srv, "GET", "/api/v1/rollups?service=db&operation=SELECT&resolution=1h", &r); code != 200 || len(r.Rollups) != 0 {
+		t.Fatalf("%d %s", code, body)
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	cases := []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"}, {500, "500ns"}, {850 * time.Microsecond, "850µs"}, {1500 * time.Microsecond, "1.5ms"},
+		{120 * time.Millisecond, "120ms"}, {1250 * time.Millisecond, "1.25s"}, {90 * time.Second, "1m30s"}, {-2 * time.Millisecond, "-2ms"},
+	}
+	for _, c := range cases {
+		if got := HumanDuration(int64(c.d)); got != c.want {
+			t.Errorf("HumanDuration(%v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
+
+func TestParseTag(t *testing.T) {
+	cases := []struct{ in, k, v string }{{"shard=7", "shard", "7"}, {"shard:7", "shard", "7"}, {"host=a:b", "host", "a:b"}, {"k=", "k", ""}}
+	for _, c := range cases {
+		k, v, err := ParseTag(c.in)
+		if err != nil || k != c.k || v != c.v {
+			t.Errorf("ParseTag(%q) = %q %q %v", c.in, k, v, err)
+		}
+	}
+	for _, bad := range []string{"", "=7", "shard"} {
+		if _, _, err := ParseTag(bad); err == nil {
+			t.Errorf("ParseTag(%q) accepted", bad)
+		}
+	}
+}
+
+// FuzzParseQueries feeds raw URL query strings (outside input) to the
+// parsers: they must never panic, and what they accept must be valid.
+func FuzzParseQueries(f *testing.F) {
+	for _, s := range []string{"service=a&operation=b&tag=shard:7&minDuration=1ms&maxDuration=2s&since=1h&limit=5&order=newest",
+		"start=2026-03-10&end=2026-03-11T00:00:00Z", "resolution=1d&service=a&operation=b&dim=x=y&kind=server", "limit=-1", "tag=%3D"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		if q, err := ParseTraceQuery(v, now); err == nil {
+			if q.Limit < 1 || q.Limit > model.MaxLimit || (q.End != 0 && q.Start > q.End) {
+				t.Fatalf("accepted invalid trace query %+v", q)
+			}
+		}
+		if q, err := ParseRollupQuery(v, now); err == nil && (q.Resolution <= 0 || q.Service == "" || q.Operation == "") {
+			t.Fatalf("accepted invalid rollup query %+v", q)
+		}
+		ParseBottleneckQuery(v, now)
+	})
+}

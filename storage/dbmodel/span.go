@@ -1,0 +1,430 @@
+// Package dbmodel is tracepipe's stored document model, shared by both
+// backends, with FromDomain/ToDomain conversions pinned by golden fixture
+// pairs (testdata/*.domain.json <-> testdata/*.stored.json; regenerate with
+// `go test ./storage/dbmodel -update`).
+//
+//   - Span and Service are exactly the documents of Jaeger v1's Elasticsearch
+//     storage (plugin/storage/es/spanstore/dbmodel), so an unmodified Jaeger
+//     Query reads what tracepipe writes. The embedded store keeps the same
+//     Span documents, as a trace's span list.
+//   - Trace is the summary of one trace version plus its stored analysis.
+//   - Rollup is one aggregator rollup.
+//
+// Jaeger keeps times in microseconds, so spans round-trip with microsecond
+// precision; tracepipe's own documents keep nanoseconds (fields named
+// ...Nanos) and add an epoch-millisecond date for range queries and Grafana.
+package dbmodel
+
+import (
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// Jaeger reference types, as stored.
+const (
+	ChildOf     = "CHILD_OF"
+	FollowsFrom = "FOLLOWS_FROM"
+)
+
+// Span is Jaeger's stored span (jaeger-span-* indices).
+type Span struct {
+	TraceID         string         `json:"traceID"`
+	SpanID          string         `json:"spanID"`
+	ParentSpanID    string         `json:"parentSpanID,omitempty"` // deprecated by Jaeger; read, never written
+	Flags           uint32         `json:"flags,omitempty"`
+	OperationName   string         `json:"operationName"`
+	References      []Reference    `json:"references"`
+	StartTime       int64          `json:"startTime"`       // µs since the epoch
+	StartTimeMillis int64          `json:"startTimeMillis"` // ms since the epoch, for date range queries
+	Duration        int64          `json:"duration"`        // µs
+	Tags            []KeyValue     `json:"tags"`
+	Tag             map[string]any `json:"tag,omitempty"`
+	Logs            []Log          `json:"logs"`
+	Process         Process        `json:"process"`
+}
+
+// Reference is a stored span reference.
+type Reference struct {
+	RefType string `json:"refType"`
+	TraceID string `json:"traceID"`
+	SpanID  string `json:"spanID"`
+}
+
+// Process is a stored span's process.
+type Process struct {
+	ServiceName string         `json:"serviceName"`
+	Tags        []KeyValue     `json:"tags"`
+	Tag         map[string]any `json:"tag,omitempty"`
+}
+
+// Log is a stored span log.
+type Log struct {
+	Timestamp int64      `json:"timestamp"` // µs
+	Fields    []KeyValue `json:"fields"`
+}
+
+// KeyValue is a stored tag: the value as text (Jaeger's AsString; binary as
+// hex) and its type name ("string", "bool", "int64", "float64", "binary").
+type KeyValue struct {
+	Key   string `json:"key"`
+	Type  string `json:"type,omitempty"`
+	Value any    `json:"value"`
+}
+
+// Service is Jaeger's stored service/operation pair (jaeger-service-*
+// indices), the source of Jaeger UI's service and operation lists.
+type Service struct {
+	ServiceName   string `json:"serviceName"`
+	OperationName string `json:"operationName"`
+}
+
+// ID is Jaeger's document ID for the pair: FNV-1a 64 of service then
+// operation, in hex.
+func (s Service) ID() string {
+	h := fnv.New64a()
+	h.Write([]byte(s.ServiceName))
+	h.Write([]byte(s.OperationName))
+	return strconv.FormatUint(h.Sum64(), 16)
+}
+
+// SpanOptions are Jaeger's tag layout options. The zero value is Jaeger's
+// default: every tag in the nested "tags" list.
+type SpanOptions struct {
+	// AllTagsAsFields stores every non-binary tag in the "tag" object instead
+	// (Jaeger's --es.tags-as-fields.all).
+	AllTagsAsFields bool
+	// TagKeysAsFields stores these keys in the "tag" object.
+	TagKeysAsFields []string
+	// DotReplacement replaces "." in keys of the "tag" object (Jaeger's
+	// --es.tags-as-fields.dot-replacement; default "@").
+	DotReplacement string
+}
+
+func (o SpanOptions) dot() string {
+	if o.DotReplacement == "" {
+		return "@"
+	}
+	return o.DotReplacement
+}
+
+func (o SpanOptions) asField(k string) bool {
+	if o.AllTagsAsFields {
+		return true
+	}
+	for _, f := range o.TagKeysAsFields {
+		if f == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Tag keys that carry model.Span's Kind and Status in Jaeger's schema.
+const (
+	tagSpanKind          = "span.kind"
+	tagError             = "error"
+	tagOtelStatusCode    = "otel.status_code"
+	tagOtelStatusMessage = "otel.status_description"
+)
+
+// SpanID renders a span doc's ID: traceID-spanID in hex.
+func SpanDocID(t model.TraceID, s model.SpanID) string {
+	var b [50]byte
+	out := t.AppendHex(b[:0])
+	out = append(out, '-')
+	out = append(out, s.String()...)
+	return string(out)
+}
+
+// FromDomainSpan converts a span to Jaeger's document. Kind and Status are
+// written as Jaeger's tags (span.kind; error=true, otel.status_code,
+// otel.status_description) only where those tags are missing, so a span
+// decoded from Jaeger round-trips unchanged. Span.Warnings are not part of
+// Jaeger's schema and are not stored (the analysis keeps the trace's warnings).
+func FromDomainSpan(s *model.Span, o SpanOptions) Span {
+	tags := s.Tags
+	extra := derivedTags(s)
+	if len(extra) > 0 {
+		tags = append(append(model.KeyValues(nil), s.Tags...), extra...)
+	}
+	d := Span{
+		TraceID:         s.TraceID.String(),
+		SpanID:          s.SpanID.String(),
+		Flags:           s.Flags,
+		OperationName:   s.Operation,
+		References:      make([]Reference, 0, len(s.References)),
+		StartTime:       s.Start.Micros(),
+		StartTimeMillis: floorDiv(s.Start.Micros(), 1000),
+		Duration:        int64(s.Duration / time.Microsecond),
+		Logs:            make([]Log, len(s.Logs)),
+		Process:         Process{ServiceName: s.Process.ServiceName},
+	}
+	d.Tags, d.Tag = fromKeyValues(tags, o)
+	d.Process.Tags, d.Process.Tag = fromKeyValues(s.Process.Tags, o)
+	for _, r := range s.References {
+		t := ChildOf
+		if r.Type == model.FollowsFrom {
+			t = FollowsFrom
+		}
+		d.References = append(d.References, Reference{RefType: t, TraceID: r.TraceID.String(), SpanID: r.SpanID.String()})
+	}
+	for i, l := range s.Logs {
+		fields := make([]KeyValue, 0, len(l.Fields))
+		for _, kv := range l.Fields {
+			fields = append(fields, fromKeyValue(kv))
+		}
+		d.Logs[i] = Log{Timestamp: l.Timestamp.Micros(), Fields: fields}
+	}
+	return d
+}
+
+func derivedTags(s *model.Span) model.KeyValues {
+	var extra model.KeyValues
+	has := func(k string) bool { _, ok := s.Tags.Find(k); return ok }
+	if s.Kind != model.KindUnspecified && !has(tagSpanKind) {
+		extra = append(extra, model.String(tagSpanKind, s.Kind.String()))
+	}
+	switch s.Status {
+	case model.StatusError:
+		if !has(tagError) {
+			extra = append(extra, model.Bool(tagError, true))
+		}
+	case model.StatusOK:
+		if !has(tagOtelStatusCode) {
+			extra = append(extra, model.String(tagOtelStatusCode, "OK"))
+		}
+	}
+	if s.StatusMessage != "" && !has(tagOtelStatusMessage) {
+		extra = append(extra, model.String(tagOtelStatusMessage, s.StatusMessage))
+	}
+	return extra
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+func fromKeyValues(kvs model.KeyValues, o SpanOptions) ([]KeyValue, map[string]any) {
+	out := make([]KeyValue, 0, len(kvs))
+	var fields map[string]any
+	for _, kv := range kvs {
+		if kv.Type != model.BinaryType && o.asField(kv.Key) {
+			if fields == nil {
+				fields = map[string]any{}
+			}
+			var v any
+			switch kv.Type {
+			case model.BoolType:
+				v = kv.BoolValue()
+			case model.Int64Type:
+				v = kv.Int64Value()
+			case model.Float64Type:
+				v = kv.Float64Value()
+			default:
+				v = kv.Str
+			}
+			fields[strings.ReplaceAll(kv.Key, ".", o.dot())] = v
+			continue
+		}
+		out = append(out, fromKeyValue(kv))
+	}
+	return out, fields
+}
+
+func fromKeyValue(kv model.KeyValue) KeyValue {
+	return KeyValue{Key: kv.Key, Type: kv.Type.String(), Value: kv.AsString()}
+}
+
+// ToDomainSpan converts a stored span back. It accepts what Jaeger writes
+// and what it used to write: a parentSpanID without references becomes a
+// CHILD_OF reference; "tag" object fields become tags (after the nested ones,
+// sorted by key). Kind comes from the span.kind tag, Status from the error /
+// otel.status_code tags. Errors name the bad field.
+func ToDomainSpan(d *Span, o SpanOptions) (*model.Span, error) {
+	tid, err := model.ParseTraceID(d.TraceID)
+	if err != nil {
+		return nil, fmt.Errorf("span traceID: %w", err)
+	}
+	sid, err := model.ParseSpanID(d.SpanID)
+	if err != nil {
+		return nil, fmt.Errorf("span spanID: %w", err)
+	}
+	if d.Duration < 0 || d.Duration > math.MaxInt64/1000 {
+		return nil, fmt.Errorf("span %s: duration %d out of range", d.SpanID, d.Duration)
+	}
+	s := &model.Span{
+		TraceID:   tid,
+		SpanID:    sid,
+		Operation: d.OperationName,
+		Flags:     d.Flags,
+		Start:     model.FromMicros(d.StartTime),
+		Duration:  time.Duration(d.Duration) * time.Microsecond,
+		Process:   model.Process{ServiceName: d.Process.ServiceName},
+	}
+	for _, r := range d.References {
+		rt, err := model.ParseTraceID(r.TraceID)
+		if err != nil {
+			return nil, fmt.Errorf("span %s reference traceID: %w", d.SpanID, err)
+		}
+		rs, err := model.ParseSpanID(r.SpanID)
+		if err != nil {
+			return nil, fmt.Errorf("span %s reference spanID: %w", d.SpanID, err)
+		}
+		typ := model.ChildOf
+		switch r.RefType {
+		case ChildOf, "":
+		case FollowsFrom:
+			typ = model.FollowsFrom
+		default:
+			return nil, fmt.Errorf("span %s: unknown reference type %q", d.SpanID, r.RefType)
+		}
+		s.References = append(s.References, model.Reference{Type: typ, TraceID: rt, SpanID: rs})
+	}
+	if len(s.References) == 0 && d.ParentSpanID != "" {
+		ps, err := model.ParseSpanID(d.ParentSpanID)
+		if err != nil {
+			return nil, fmt.Errorf("span %s parentSpanID: %w", d.SpanID, err)
+		}
+		if ps != 0 {
+			s.References = []model.Reference{{Type: model.ChildOf, TraceID: tid, SpanID: ps}}
+		}
+	}
+	if s.Tags, err = toKeyValues(d.Tags, d.Tag, o); err != nil {
+		return nil, fmt.Errorf("span %s tags: %w", d.SpanID, err)
+	}
+	if s.Process.Tags, err = toKeyValues(d.Process.Tags, d.Process.Tag, o); err != nil {
+		return nil, fmt.Errorf("span %s process tags: %w", d.SpanID, err)
+	}
+	if len(d.Logs) > 0 {
+		s.Logs = make([]model.Log, len(d.Logs))
+		for i, l := range d.Logs {
+			s.Logs[i].Timestamp = model.FromMicros(l.Timestamp)
+			for _, f := range l.Fields {
+				kv, err := toKeyValue(f)
+				if err != nil {
+					return nil, fmt.Errorf("span %s log fields: %w", d.SpanID, err)
+				}
+				s.Logs[i].Fields = append(s.Logs[i].Fields, kv)
+			}
+		}
+	}
+	if kv, ok := s.Tags.Find(tagSpanKind); ok {
+		s.Kind = model.ParseSpanKind(kv.AsString())
+	}
+	if kv, ok := s.Tags.Find(tagOtelStatusCode); ok {
+		switch kv.AsString() {
+		case "OK":
+			s.Status = model.StatusOK
+		case "ERROR":
+			s.Status = model.StatusError
+		}
+	}
+	if kv, ok := s.Tags.Find(tagError); ok && (kv.BoolValue() || (kv.Type == model.StringType && kv.Str == "true")) {
+		s.Status = model.StatusError
+	}
+	if kv, ok := s.Tags.Find(tagOtelStatusMessage); ok {
+		s.StatusMessage = kv.AsString()
+	}
+	return s, nil
+}
+
+func toKeyValues(kvs []KeyValue, fields map[string]any, o SpanOptions) (model.KeyValues, error) {
+	if len(kvs) == 0 && len(fields) == 0 {
+		return nil, nil
+	}
+	out := make(model.KeyValues, 0, len(kvs)+len(fields))
+	for _, kv := range kvs {
+		m, err := toKeyValue(kv)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		key := strings.ReplaceAll(k, o.dot(), ".")
+		switch v := fields[k].(type) {
+		case string:
+			out = append(out, model.String(key, v))
+		case bool:
+			out = append(out, model.Bool(key, v))
+		case int64:
+			out = append(out, model.Int64(key, v))
+		case float64:
+			if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+				out = append(out, model.Int64(key, int64(v)))
+			} else {
+				out = append(out, model.Float64(key, v))
+			}
+		default:
+			return nil, fmt.Errorf("tag field %q has unsupported value %T", k, v)
+		}
+	}
+	return out, nil
+}
+
+func toKeyValue(kv KeyValue) (model.KeyValue, error) {
+	var text string
+	switch v := kv.Value.(type) {
+	case string:
+		text = v
+	case bool:
+		text = strconv.FormatBool(v)
+	case float64:
+		if kv.Type == "int64" && v == math.Trunc(v) {
+			text = strconv.FormatInt(int64(v), 10)
+		} else {
+			text = strconv.FormatFloat(v, 'g', -1, 64)
+		}
+	case int64:
+		text = strconv.FormatInt(v, 10)
+	case nil:
+	default:
+		return model.KeyValue{}, fmt.Errorf("tag %q has unsupported value %T", kv.Key, v)
+	}
+	switch kv.Type {
+	case "", "string":
+		return model.String(kv.Key, text), nil
+	case "bool":
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return model.KeyValue{}, fmt.Errorf("tag %q: bad bool %q", kv.Key, text)
+		}
+		return model.Bool(kv.Key, b), nil
+	case "int64":
+		n, err := strconv.ParseInt(text, 10, 64)
+		if err != nil {
+			return model.KeyValue{}, fmt.Errorf("tag %q: bad int64 %q", kv.Key, text)
+		}
+		return model.Int64(kv.Key, n), nil
+	case "float64":
+		f, err := strconv.ParseFloat(text, 64)
+		if err != nil {
+			return model.KeyValue{}, fmt.Errorf("tag %q: bad float64 %q", kv.Key, text)
+		}
+		return model.Float64(kv.Key, f), nil
+	case "binary":
+		b, err := hex.DecodeString(text)
+		if err != nil {
+			return model.KeyValue{}, fmt.Errorf("tag %q: bad binary hex", kv.Key)
+		}
+		return model.Binary(kv.Key, b), nil
+	}
+	return model.KeyValue{}, fmt.Errorf("tag %q: unknown type %q", kv.Key, kv.Type)
+}

@@ -1,0 +1,207 @@
+//lint:file-ignore SA1019 legacy (_template) index templates are deliberate: what Jaeger v1 installs for ES 7, accepted by ES 7.x and OpenSearch 2.x
+
+package elasticsearch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/olivere/elastic/v7"
+	"go.uber.org/goleak"
+
+	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/storagetest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeBench()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// esURL returns the real engine's URL (TRACEPIPE_ES); without it the test
+// is skipped, or fails under CI=true.
+func esURL(t testing.TB) string {
+	t.Helper()
+	return testenv.Elasticsearch(t)
+}
+
+// testPrefix returns a fresh index prefix and deletes its indices and
+// templates when the test ends.
+func testPrefix(t testing.TB, url string) string {
+	prefix := fmt.Sprintf("tptest-%x", rand.Uint64())
+	t.Cleanup(func() {
+		c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Stop()
+		ctx := context.Background()
+		if _, err := c.DeleteIndex(prefix + "-*").Do(ctx); err != nil && !elastic.IsNotFound(err) {
+			t.Errorf("cleanup indices: %v", err)
+		}
+		for _, tp := range newIndices(prefix).templates() {
+			if _, err := c.IndexDeleteTemplate(tp.name).Do(ctx); err != nil && !elastic.IsNotFound(err) {
+				t.Errorf("cleanup template %s: %v", tp.name, err)
+			}
+		}
+	})
+	return prefix
+}
+
+func newTestStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	s, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	url := esURL(t)
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		return newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for"})
+	})
+}
+
+func TestTemplatesInstalledIdempotentAndVersioned(t *testing.T) {
+	url := esURL(t)
+	prefix := testPrefix(t, url)
+	ctx := context.Background()
+	c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	name := prefix + "-tracepipe-traces"
+	// An older template is upgraded, a newer one left alone.
+	if _, err := c.IndexPutTemplate(name).BodyString(`{"index_patterns":["` + name + `-*"],"version":0}`).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		newTestStore(t, Config{URLs: []string{url}, IndexPrefix: prefix}).Close()
+	}
+	got, err := c.IndexGetTemplate(name).Do(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[name].Version != TemplateVersion || got[name].Mappings == nil {
+		t.Fatalf("template %s: version %d, mappings %v", name, got[name].Version, got[name].Mappings)
+	}
+	if _, err := c.IndexPutTemplate(name).BodyString(`{"index_patterns":["` + name + `-*"],"version":99}`).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newTestStore(t, Config{URLs: []string{url}, IndexPrefix: prefix}).Close()
+	if got, _ = c.IndexGetTemplate(name).Do(ctx); got[name].Version != 99 {
+		t.Errorf("newer template downgraded to %d", got[name].Version)
+	}
+	// Written indices get the mappings.
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: prefix + "x", Refresh: "wait_for"})
+	testPrefixCleanup(t, url, prefix+"x")
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 1}, Start: storagetest.Day0})}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A plain GET /{index}/_mapping: olivere's GetMapping without a type asks
+	// for /{index}/_mapping/_all, which OpenSearch 2 no longer serves.
+	m, err := c.PerformRequest(ctx, elastic.PerformRequestOptions{Method: "GET", Path: "/" + prefix + "x-jaeger-span-2026-03-10/_mapping"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Body), `"nested"`) {
+		t.Errorf("span index mapping lacks nested tags: %s", m.Body)
+	}
+}
+
+func testPrefixCleanup(t *testing.T, url, prefix string) {
+	t.Cleanup(func() {
+		c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))
+		if err != nil {
+			return
+		}
+		defer c.Stop()
+		c.DeleteIndex(prefix + "-*").Do(context.Background())
+		for _, tp := range newIndices(prefix).templates() {
+			c.IndexDeleteTemplate(tp.name).Do(context.Background())
+		}
+	})
+}
+
+// TestMappingErrorGoesToDeadLetter: an index whose mapping rejects our span
+// documents makes them dead letters with the reason; the rest is written.
+func TestMappingErrorGoesToDeadLetter(t *testing.T) {
+	url := esURL(t)
+	prefix := testPrefix(t, url)
+	ctx := context.Background()
+	c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	dl := &deadLetters{}
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: prefix, Refresh: "wait_for", DeadLetter: dl})
+	defer s.Close()
+	if _, err := c.CreateIndex(prefix + "-jaeger-span-2026-03-10").BodyString(`{"mappings":{"properties":{"startTime":{"type":"boolean"}}}}`).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 1}, Start: storagetest.Day0})}); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if len(dl.got) != 3 || !strings.Contains(dl.got[0].Reason, "mapper_parsing_exception") || dl.got[0].Kind != "span" {
+		t.Fatalf("dead letters: %+v", dl.got)
+	}
+	res, err := s.FindTraces(ctx, model.TraceQuery{})
+	if err != nil || len(res) != 1 {
+		t.Fatalf("summary not written: %v %v", res, err)
+	}
+}
+
+// failingTransport answers the first n bulk requests with 429 itself.
+type failingTransport struct {
+	n    atomic.Int32
+	next http.RoundTripper
+}
+
+func (f *failingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/_bulk") && f.n.Add(-1) >= 0 {
+		return &http.Response{StatusCode: 429, Header: http.Header{"Content-Type": {"application/json"}}, Request: r,
+			Body: io.NopCloser(strings.NewReader(`{"error":{"type":"es_rejected_execution_exception","reason":"injected"},"status":429}`))}, nil
+	}
+	return f.next.RoundTrip(r)
+}
+
+func TestRetriesUntilAcknowledged(t *testing.T) {
+	url := esURL(t)
+	ft := &failingTransport{next: http.DefaultTransport}
+	ft.n.Store(3)
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for", HTTPClient: &http.Client{Transport: ft}, RetryBackoff: 10 * time.Millisecond})
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 5}, Start: storagetest.Day0})}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetTrace(ctx, model.TraceID{Low: 5}); err != nil {
+		t.Fatalf("after retries: %v", err)
+	}
+	if ft.n.Load() >= 0 {
+		t.Errorf("injected failures not all consumed")
+	}
+}

@@ -1,0 +1,257 @@
+//lint:file-ignore SA1019 legacy (_template) index templates are deliberate: what Jaeger v1 installs for ES 7, accepted by ES 7.x and OpenSearch 2.x
+
+package elasticsearch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/olivere/elastic/v7"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+)
+
+// TemplateVersion is written into every index template's "version" field.
+// Start installs a template when it is missing or older, never downgrades
+// one; bump it whenever a mapping below changes.
+const TemplateVersion = 1
+
+// Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
+// span's start, the trace's start or the rollup window's start); rollup
+// indices add the resolution: <prefix>tracepipe-rollups-1m-YYYY-MM-DD.
+const (
+	familySpan    = "jaeger-span"
+	familyService = "jaeger-service"
+	familyTraces  = "tracepipe-traces"
+	familyRollups = "tracepipe-rollups"
+	dateLayout    = "2006-01-02"
+)
+
+// indices names the indices of one prefix. Following Jaeger, a non-empty
+// prefix is joined with "-".
+type indices struct{ prefix string }
+
+func newIndices(prefix string) indices {
+	if prefix != "" && !strings.HasSuffix(prefix, "-") {
+		prefix += "-"
+	}
+	return indices{prefix: prefix}
+}
+
+func day(t model.Timestamp) string { return t.Time().Format(dateLayout) }
+
+func (x indices) span(t model.Timestamp) string    { return x.prefix + familySpan + "-" + day(t) }
+func (x indices) service(t model.Timestamp) string { return x.prefix + familyService + "-" + day(t) }
+func (x indices) traces(t model.Timestamp) string  { return x.prefix + familyTraces + "-" + day(t) }
+func (x indices) rollup(res time.Duration, t model.Timestamp) string {
+	return x.prefix + familyRollups + "-" + model.ResolutionName(res) + "-" + day(t)
+}
+func (x indices) spanPattern() string   { return x.prefix + familySpan + "-*" }
+func (x indices) tracesPattern() string { return x.prefix + familyTraces + "-*" }
+func (x indices) rollupPattern(res time.Duration) string {
+	return x.prefix + familyRollups + "-" + model.ResolutionName(res) + "-*"
+}
+
+var (
+	datedRE  = regexp.MustCompile(`^(jaeger-span|jaeger-service|tracepipe-traces)-(\d{4}-\d{2}-\d{2})$`)
+	rollupRE = regexp.MustCompile(`^tracepipe-rollups-\d+[smhd]-(\d{4}-\d{2}-\d{2})$`)
+)
+
+// dayOf returns the day of an index of this prefix, ok=false for any other
+// index (other prefixes, other families, non-date suffixes).
+func (x indices) dayOf(name string) (time.Time, bool) {
+	if !strings.HasPrefix(name, x.prefix) {
+		return time.Time{}, false
+	}
+	rest := name[len(x.prefix):]
+	var date string
+	if m := datedRE.FindStringSubmatch(rest); m != nil {
+		date = m[2]
+	} else if m := rollupRE.FindStringSubmatch(rest); m != nil {
+		date = m[1]
+	} else {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(dateLayout, date)
+	return t, err == nil
+}
+
+const keyword = `{"type":"keyword","ignore_above":256}`
+
+// Jaeger v1's span mapping (plugin/storage/es/mappings/jaeger-span-7.json),
+// so that Jaeger Query reads the indices as its own.
+const spanMapping = `{
+  "dynamic_templates":[
+    {"span_tags_map":{"mapping":` + keyword + `,"path_match":"tag.*"}},
+    {"process_tags_map":{"mapping":` + keyword + `,"path_match":"process.tag.*"}}
+  ],
+  "properties":{
+    "traceID":` + keyword + `,
+    "parentSpanID":` + keyword + `,
+    "spanID":` + keyword + `,
+    "operationName":` + keyword + `,
+    "startTime":{"type":"long"},
+    "startTimeMillis":{"type":"date","format":"epoch_millis"},
+    "duration":{"type":"long"},
+    "flags":{"type":"integer"},
+    "logs":{"type":"nested","dynamic":false,"properties":{
+      "timestamp":{"type":"long"},
+      "fields":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+    }},
+    "process":{"properties":{
+      "serviceName":` + keyword + `,
+      "tag":{"type":"object"},
+      "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+    }},
+    "references":{"type":"nested","dynamic":false,"properties":{"refType":` + keyword + `,"traceID":` + keyword + `,"spanID":` + keyword + `}},
+    "tag":{"type":"object"},
+    "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+  }
+}`
+
+// Jaeger v1's service mapping (jaeger-service-7.json).
+const serviceMapping = `{
+  "dynamic_templates":[
+    {"span_tags_map":{"mapping":` + keyword + `,"path_match":"tag.*"}},
+    {"process_tags_map":{"mapping":` + keyword + `,"path_match":"process.tag.*"}}
+  ],
+  "properties":{"serviceName":` + keyword + `,"operationName":` + keyword + `}
+}`
+
+// Trace summaries: see dbmodel.Trace. Unknown fields are kept in _source but
+// not indexed; promoted tags (tag.*) are keywords; the analysis is stored only.
+const tracesMapping = `{
+  "dynamic":false,
+  "properties":{
+    "traceID":{"type":"keyword"},
+    "version":{"type":"long"},
+    "rootService":{"type":"keyword"},
+    "rootOperation":{"type":"keyword"},
+    "startNanos":{"type":"long"},
+    "startTimeMillis":{"type":"date","format":"epoch_millis"},
+    "durationNanos":{"type":"long"},
+    "spanCount":{"type":"integer"},
+    "errorCount":{"type":"integer"},
+    "warningCount":{"type":"integer"},
+    "services":{"type":"keyword"},
+    "operations":{"type":"nested","dynamic":false,"properties":{
+      "key":{"type":"keyword"},
+      "service":{"type":"keyword"},
+      "operation":{"type":"keyword"},
+      "count":{"type":"long"},
+      "errors":{"type":"long"},
+      "durationNanos":{"type":"long"},
+      "selfNanos":{"type":"long"},
+      "criticalPathNanos":{"type":"long"}
+    }},
+    "tag":{"type":"object","dynamic":true},
+    "bottleneck":{"properties":{"service":{"type":"keyword"},"operation":{"type":"keyword"},"criticalPathNanos":{"type":"long"}}},
+    "completion":{"type":"keyword"},
+    "truncated":{"type":"boolean"},
+    "analysis":{"type":"object","enabled":false}
+  },
+  "dynamic_templates":[{"promoted_tags":{"path_match":"tag.*","mapping":{"type":"keyword","ignore_above":256}}}]
+}`
+
+const distMapping = `{"properties":{"sumNanos":{"type":"long"},"p50Nanos":{"type":"long"},"p90Nanos":{"type":"long"},"p95Nanos":{"type":"long"},"p99Nanos":{"type":"long"},"maxNanos":{"type":"long"},"sketch":{"type":"binary"}}}`
+
+// Rollups: see dbmodel.Rollup.
+const rollupsMapping = `{
+  "dynamic":false,
+  "properties":{
+    "resolution":{"type":"keyword"},
+    "resolutionNanos":{"type":"long"},
+    "windowStart":{"type":"date","format":"epoch_millis"},
+    "windowStartNanos":{"type":"long"},
+    "service":{"type":"keyword"},
+    "operation":{"type":"keyword"},
+    "kind":{"type":"keyword"},
+    "dim":{"type":"object","dynamic":true},
+    "dimensions":{"type":"object","enabled":false},
+    "count":{"type":"long"},
+    "errors":{"type":"long"},
+    "duration":` + distMapping + `,
+    "self":` + distMapping + `,
+    "criticalPath":` + distMapping + `,
+    "traceDurationSumNanos":{"type":"long"},
+    "criticalPathShare":{"type":"double"},
+    "exemplars":{"properties":{"traceID":{"type":"keyword"},"durationNanos":{"type":"long"},"startNanos":{"type":"long"}}}
+  },
+  "dynamic_templates":[{"dimensions":{"path_match":"dim.*","mapping":{"type":"keyword","ignore_above":256}}}]
+}`
+
+type template struct {
+	name, pattern, mapping string
+}
+
+func (x indices) templates() []template {
+	return []template{
+		{x.prefix + familySpan, x.prefix + familySpan + "-*", spanMapping},
+		{x.prefix + familyService, x.prefix + familyService + "-*", serviceMapping},
+		{x.prefix + familyTraces, x.prefix + familyTraces + "-*", tracesMapping},
+		{x.prefix + familyRollups, x.prefix + familyRollups + "-*", rollupsMapping},
+	}
+}
+
+func templateBody(t template, shards, replicas int) (string, error) {
+	body := fmt.Sprintf(`{"index_patterns":[%q],"version":%d,"settings":{"index.number_of_shards":%d,"index.number_of_replicas":%d,"index.mapping.nested_fields.limit":50,"index.requests.cache.enable":true},"mappings":%s}`,
+		t.pattern, TemplateVersion, shards, replicas, t.mapping)
+	if !json.Valid([]byte(body)) {
+		return "", fmt.Errorf("BUG: template %s is not valid JSON", t.name)
+	}
+	return body, nil
+}
+
+// installTemplates puts each (legacy, _template) index template unless the
+// cluster already has it at TemplateVersion or newer. Legacy templates are
+// what Jaeger v1 installs for ES 7 and what both ES 7.x and OpenSearch 2.x
+// accept. Idempotent; safe to run from many instances at once.
+func installTemplates(ctx context.Context, c *elastic.Client, x indices, shards, replicas int) error {
+	for _, t := range x.templates() {
+		got, err := c.IndexGetTemplate(t.name).Do(ctx)
+		if err != nil && !elastic.IsNotFound(err) {
+			return fmt.Errorf("get index template %s: %w", t.name, err)
+		}
+		if cur, ok := got[t.name]; ok && cur != nil && cur.Version >= TemplateVersion {
+			continue
+		}
+		body, err := templateBody(t, shards, replicas)
+		if err != nil {
+			return err
+		}
+		if _, err := c.IndexPutTemplate(t.name).BodyString(body).Do(ctx); err != nil {
+			return fmt.Errorf("put index template %s: %w", t.name, err)
+		}
+	}
+	return nil
+}
+
+// deleteBefore deletes this prefix's indices of days before cutoff's UTC day.
+func deleteBefore(ctx context.Context, c *elastic.Client, x indices, cutoff time.Time) (storage.RetentionReport, error) {
+	var rep storage.RetentionReport
+	limit := storage.DayStart(cutoff)
+	res, err := c.CatIndices().Index(x.prefix + "*").Columns("index").Do(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("retention: list indices: %w", err)
+	}
+	for _, row := range res {
+		if d, ok := x.dayOf(row.Index); ok && d.Before(limit) {
+			rep.Indices = append(rep.Indices, row.Index)
+		}
+	}
+	sort.Strings(rep.Indices)
+	// Delete in small groups to keep the URL short.
+	for i := 0; i < len(rep.Indices); i += 20 {
+		group := rep.Indices[i:min(i+20, len(rep.Indices))]
+		if _, err := c.DeleteIndex(group...).Do(ctx); err != nil && !elastic.IsNotFound(err) {
+			return rep, fmt.Errorf("retention: delete %s: %w", strings.Join(group, ","), err)
+		}
+	}
+	return rep, nil
+}

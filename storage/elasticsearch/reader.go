@@ -1,0 +1,302 @@
+package elasticsearch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/olivere/elastic/v7"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
+)
+
+// maxSpans bounds the spans GetTrace reads (Elasticsearch's default
+// max_result_window); a larger trace is returned with its first maxSpans
+// spans by start time.
+const maxSpans = 10000
+
+func (s *Store) search(indices ...string) *elastic.SearchService {
+	return s.c.Search(indices...).IgnoreUnavailable(true).AllowNoIndices(true)
+}
+
+// GetTrace reads the summary (the highest stored version, should a trace's
+// start day have changed between versions) and the spans by trace ID, in
+// one _msearch round trip.
+func (s *Store) GetTrace(ctx context.Context, id model.TraceID) (model.StoredTrace, error) {
+	ids := id.String()
+	ms, err := s.c.MultiSearch().Add(
+		elastic.NewSearchRequest().Index(s.x.tracesPattern()).Query(elastic.NewIdsQuery().Ids(ids)).Size(10),
+		elastic.NewSearchRequest().Index(s.x.spanPattern()).Query(elastic.NewTermQuery("traceID", ids)).
+			Sort("startTime", true).Size(maxSpans).Version(true),
+	).Do(ctx)
+	if err != nil {
+		return model.StoredTrace{}, fmt.Errorf("get trace %s: %w", id, err)
+	}
+	if len(ms.Responses) != 2 {
+		return model.StoredTrace{}, fmt.Errorf("get trace %s: %d responses to 2 searches", id, len(ms.Responses))
+	}
+	for _, r := range ms.Responses {
+		if r.Error != nil {
+			return model.StoredTrace{}, fmt.Errorf("get trace %s: %s: %s", id, r.Error.Type, r.Error.Reason)
+		}
+	}
+	var best *dbmodel.Trace
+	for _, h := range ms.Responses[0].Hits.Hits {
+		var d dbmodel.Trace
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return model.StoredTrace{}, fmt.Errorf("get trace %s: decode summary: %w", id, err)
+		}
+		if best == nil || d.Version > best.Version {
+			best = &d
+		}
+	}
+	if best == nil {
+		return model.StoredTrace{}, fmt.Errorf("trace %s %w", id, model.ErrNotFound)
+	}
+	res := ms.Responses[1]
+	// A span stored in two daily indices (its start moved across midnight
+	// between versions) is read once: the highest version wins.
+	type versioned struct {
+		d dbmodel.Span
+		v int64
+	}
+	bySpan := make(map[string]int, len(res.Hits.Hits))
+	var spans []versioned
+	for _, h := range res.Hits.Hits {
+		var d dbmodel.Span
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return model.StoredTrace{}, fmt.Errorf("get trace %s: decode span: %w", id, err)
+		}
+		var v int64
+		if h.Version != nil {
+			v = *h.Version
+		}
+		if i, ok := bySpan[d.SpanID]; ok {
+			if v > spans[i].v {
+				spans[i] = versioned{d, v}
+			}
+			continue
+		}
+		bySpan[d.SpanID] = len(spans)
+		spans = append(spans, versioned{d, v})
+	}
+	sum, err := best.ToDomainSummary(s.cfg.PromotedTags)
+	if err != nil {
+		return model.StoredTrace{}, err
+	}
+	a, err := best.ToDomainAnalysis()
+	if err != nil {
+		return model.StoredTrace{}, err
+	}
+	out := make([]*model.Span, 0, len(spans))
+	for i := range spans {
+		sp, err := dbmodel.ToDomainSpan(&spans[i].d, s.cfg.SpanOptions)
+		if err != nil {
+			return model.StoredTrace{}, fmt.Errorf("get trace %s: %w", id, err)
+		}
+		out = append(out, sp)
+	}
+	out, a = dbmodel.AlignSpans(out, a)
+	return model.StoredTrace{Summary: sum, Trace: model.Trace{TraceID: id, Spans: out}, Analysis: a}, nil
+}
+
+// filter builds the bool query shared by FindTraces and TopBottlenecks.
+func filter(service, operation string, tags map[string]string, minD, maxD time.Duration, start, end model.Timestamp) *elastic.BoolQuery {
+	q := elastic.NewBoolQuery()
+	if start != 0 || end != 0 {
+		r := elastic.NewRangeQuery("startNanos")
+		if start != 0 {
+			r = r.Gte(int64(start))
+		}
+		if end != 0 {
+			r = r.Lt(int64(end))
+		}
+		q = q.Filter(r)
+	}
+	if minD != 0 || maxD != 0 {
+		r := elastic.NewRangeQuery("durationNanos")
+		if minD != 0 {
+			r = r.Gte(int64(minD))
+		}
+		if maxD != 0 {
+			r = r.Lte(int64(maxD))
+		}
+		q = q.Filter(r)
+	}
+	switch {
+	case service != "" && operation != "":
+		q = q.Filter(elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.key", dbmodel.OperationKey(service, operation))))
+	case operation != "":
+		q = q.Filter(elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.operation", operation)))
+	case service != "":
+		q = q.Filter(elastic.NewTermQuery("services", service))
+	}
+	for k, v := range tags {
+		q = q.Filter(elastic.NewTermQuery("tag."+dbmodel.TagField(k), v))
+	}
+	return q
+}
+
+// FindTraces searches the summaries, reading them without their analysis
+// and per-operation totals.
+func (s *Store) FindTraces(ctx context.Context, q model.TraceQuery) ([]model.TraceSummary, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return nil, err
+	}
+	if err := model.CheckPromoted(q.Tags, s.cfg.PromotedTags); err != nil {
+		return nil, err
+	}
+	sorts := []elastic.Sorter{elastic.NewFieldSort("durationNanos").Desc(), elastic.NewFieldSort("startNanos").Desc(), elastic.NewFieldSort("traceID").Asc()}
+	if q.Order == model.OrderNewest {
+		sorts[0], sorts[1] = sorts[1], sorts[0]
+	}
+	res, err := s.search(s.x.tracesPattern()).
+		Query(filter(q.Service, q.Operation, q.Tags, q.MinDuration, q.MaxDuration, q.Start, q.End)).
+		SortBy(sorts...).Size(q.Limit).
+		FetchSourceContext(elastic.NewFetchSourceContext(true).Exclude("analysis", "operations")).
+		TrackTotalHits(false).Do(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find traces: %w", err)
+	}
+	out := make([]model.TraceSummary, 0, len(res.Hits.Hits))
+	seen := make(map[string]int, len(res.Hits.Hits))
+	for _, h := range res.Hits.Hits {
+		var d dbmodel.Trace
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return nil, fmt.Errorf("find traces: decode summary: %w", err)
+		}
+		sum, err := d.ToDomainSummary(s.cfg.PromotedTags)
+		if err != nil {
+			return nil, fmt.Errorf("find traces: %w", err)
+		}
+		if i, ok := seen[d.TraceID]; ok { // two days' copies of one trace: keep the newer
+			if sum.Version > out[i].Version {
+				out[i] = sum
+			}
+			continue
+		}
+		seen[d.TraceID] = len(out)
+		out = append(out, sum)
+	}
+	return out, nil
+}
+
+// maxOperations bounds the distinct operations TopBottlenecks ranks; with
+// one shard per index (the default) the ranking is exact up to that many.
+const maxOperations = 10000
+
+// TopBottlenecks aggregates the summaries' nested per-operation totals.
+func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return nil, err
+	}
+	terms := elastic.NewTermsAggregation().Field("operations.key").Size(maxOperations).
+		Order("cp", false).
+		SubAggregation("cp", elastic.NewSumAggregation().Field("operations.criticalPathNanos")).
+		SubAggregation("count", elastic.NewSumAggregation().Field("operations.count")).
+		SubAggregation("errors", elastic.NewSumAggregation().Field("operations.errors")).
+		SubAggregation("self", elastic.NewSumAggregation().Field("operations.selfNanos")).
+		SubAggregation("duration", elastic.NewSumAggregation().Field("operations.durationNanos")).
+		SubAggregation("service", elastic.NewTermsAggregation().Field("operations.service").Size(1)).
+		SubAggregation("operation", elastic.NewTermsAggregation().Field("operations.operation").Size(1))
+	res, err := s.search(s.x.tracesPattern()).
+		Query(filter(q.Service, "", nil, 0, 0, q.Start, q.End)).Size(0).TrackTotalHits(false).
+		Aggregation("total", elastic.NewSumAggregation().Field("durationNanos")).
+		Aggregation("ops", elastic.NewNestedAggregation().Path("operations").SubAggregation("keys", terms)).
+		Do(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bottlenecks: %w", err)
+	}
+	var total float64
+	if t, ok := res.Aggregations.Sum("total"); ok && t.Value != nil {
+		total = *t.Value
+	}
+	rows := []model.BottleneckRow{}
+	ops, ok := res.Aggregations.Nested("ops")
+	if !ok {
+		return rows, nil
+	}
+	keys, ok := ops.Terms("keys")
+	if !ok {
+		return rows, nil
+	}
+	sum := func(b *elastic.AggregationBucketKeyItem, name string) int64 {
+		if v, ok := b.Sum(name); ok && v.Value != nil {
+			return int64(*v.Value)
+		}
+		return 0
+	}
+	first := func(b *elastic.AggregationBucketKeyItem, name string) string {
+		if t, ok := b.Terms(name); ok && len(t.Buckets) > 0 {
+			if s, ok := t.Buckets[0].Key.(string); ok {
+				return s
+			}
+		}
+		return ""
+	}
+	for _, b := range keys.Buckets {
+		rows = append(rows, model.BottleneckRow{
+			OperationKey: model.OperationKey{Service: first(b, "service"), Operation: first(b, "operation")},
+			CriticalPath: time.Duration(sum(b, "cp")), Traces: int(b.DocCount), Count: int(sum(b, "count")),
+			Errors: int(sum(b, "errors")), Self: time.Duration(sum(b, "self")), Duration: time.Duration(sum(b, "duration")),
+		})
+	}
+	return storage.RankBottlenecks(rows, time.Duration(total), q.Limit), nil
+}
+
+// RollupSeries reads the rollups of one operation and resolution.
+func (s *Store) RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.Rollup, error) {
+	q, err := q.Normalize()
+	if err != nil {
+		return nil, err
+	}
+	bq := elastic.NewBoolQuery().Filter(
+		elastic.NewTermQuery("service", q.Service), elastic.NewTermQuery("operation", q.Operation),
+		elastic.NewTermQuery("resolutionNanos", int64(q.Resolution)))
+	if q.Start != 0 || q.End != 0 {
+		r := elastic.NewRangeQuery("windowStartNanos")
+		if q.Start != 0 {
+			r = r.Gte(int64(q.Start))
+		}
+		if q.End != 0 {
+			r = r.Lt(int64(q.End))
+		}
+		bq = bq.Filter(r)
+	}
+	if q.Kind != model.KindUnspecified {
+		bq = bq.Filter(elastic.NewTermQuery("kind", q.Kind.String()))
+	}
+	for k, v := range q.Dimensions {
+		bq = bq.Filter(elastic.NewTermQuery("dim."+dbmodel.TagField(k), v))
+	}
+	res, err := s.search(s.x.rollupPattern(q.Resolution)).Query(bq).
+		Sort("windowStartNanos", true).Size(q.Limit).TrackTotalHits(false).Do(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rollups: %w", err)
+	}
+	out := make([]model.Rollup, 0, len(res.Hits.Hits))
+	for _, h := range res.Hits.Hits {
+		var d dbmodel.Rollup
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return nil, fmt.Errorf("rollups: decode: %w", err)
+		}
+		r, err := d.ToDomain()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].WindowStart != out[j].WindowStart {
+			return out[i].WindowStart < out[j].WindowStart
+		}
+		return out[i].ID() < out[j].ID()
+	})
+	return out, nil
+}

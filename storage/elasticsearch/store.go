@@ -1,0 +1,309 @@
+// Package elasticsearch stores traces, trace summaries and rollups in
+// Elasticsearch 7.x or OpenSearch (olivere/elastic v7), implementing
+// storage.Store.
+//
+// # Indices (daily, by the UTC day of the span's / trace's / window's start)
+//
+//	[prefix-]jaeger-span-YYYY-MM-DD       spans, exactly Jaeger v1's documents and mapping
+//	[prefix-]jaeger-service-YYYY-MM-DD    Jaeger's service/operation pairs
+//	[prefix-]tracepipe-traces-YYYY-MM-DD  one summary per trace (dbmodel.Trace) with its analysis
+//	[prefix-]tracepipe-rollups-<res>-YYYY-MM-DD  rollups (dbmodel.Rollup), res = 1m, 1h, 1d
+//
+// An unmodified Jaeger Query pointed at the same cluster (and prefix) finds
+// and shows tracepipe's traces. Index templates are installed by New,
+// versioned by TemplateVersion. DeleteBefore deletes whole daily indices.
+//
+// # Document IDs and versions
+//
+// Span: traceID-spanID; summary: traceID; service: Jaeger's FNV hash of
+// service+operation; rollup: Rollup.ID(). Spans and summaries are indexed
+// with version_type=external_gte and the trace's Version, so a re-emitted
+// older version is rejected by Elasticsearch (409, counted as stale and
+// treated as success) and never overwrites a newer one; the same or a newer
+// version overwrites. Rollups are overwritten unconditionally.
+//
+// # Write path and acknowledgement
+//
+// WriteTraces/WriteRollups hand their documents to one writer that merges
+// concurrent calls into bulk requests (by count, bytes and a flush interval)
+// sent by Config.Workers goroutines, and return once Elasticsearch
+// acknowledged every document (refresh=false by default: acknowledged means
+// durable in the translog, searchable after the next refresh). Transient
+// failures (429, 5xx, connection errors) are retried with exponential
+// backoff; documents rejected for good go to Config.DeadLetter. Callers
+// commit their Kafka offsets only after the call returned nil.
+//
+// # Metrics (registered on Config.Registerer)
+//
+//	tracepipe_es_bulk_requests_total{result}   bulk requests (ok, error)
+//	tracepipe_es_docs_written_total{kind}      acknowledged docs (span, service, trace, rollup)
+//	tracepipe_es_retries_total{reason}         docs resent (429, 5xx, connection)
+//	tracepipe_es_failures_total{reason}        docs rejected for good, by error type
+//	tracepipe_es_stale_versions_total          docs skipped because a newer version is stored
+//	tracepipe_es_bulk_duration_seconds         bulk request latency
+//	tracepipe_es_pending_docs                  docs accepted and not yet acknowledged
+package elasticsearch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/olivere/elastic/v7"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
+)
+
+// Config configures a Store. Zero fields take the defaults shown.
+type Config struct {
+	URLs         []string // required, e.g. http://127.0.0.1:9200
+	IndexPrefix  string   // optional; joined with "-"
+	PromotedTags []string // default model.DefaultPromotedTags()
+	// SpanOptions are Jaeger's tag layout options (default: nested tags, like Jaeger).
+	SpanOptions dbmodel.SpanOptions
+	Shards      int // new indices' shards (default 1)
+	Replicas    int // new indices' replicas (default 0; -1 is read as 0)
+	// Refresh is the bulk refresh parameter: "" (default, false), "wait_for" or
+	// "true". Tests use wait_for so that writes are searchable on return.
+	Refresh         string
+	BatchDocs       int           // docs per bulk request (default 5000)
+	BatchBytes      int           // bytes per bulk request (default 8 MiB)
+	FlushInterval   time.Duration // max wait of a partial batch (default 100ms)
+	Workers         int           // concurrent bulk requests (default 2)
+	QueueRequests   int           // write calls waiting to be batched (default 64)
+	MaxRetries      int           // resends of a transient failure (default 8)
+	RetryBackoff    time.Duration // first backoff (default 100ms), doubled per retry
+	MaxRetryBackoff time.Duration // backoff cap (default 10s)
+	CloseTimeout    time.Duration // how long Close keeps retrying pending docs (default 30s)
+	// SkipTemplates leaves index templates alone: for read-only users (the
+	// query command), which create no index.
+	SkipTemplates bool
+	// ServiceCacheSize bounds the remembered (day, service, operation) pairs
+	// whose jaeger-service document was written (default 100000; then reset).
+	ServiceCacheSize int
+	DeadLetter       DeadLetter            // optional; see DeadLetter
+	Registerer       prometheus.Registerer // optional
+	Logger           *slog.Logger          // optional
+	HTTPClient       *http.Client          // optional
+}
+
+func (c *Config) defaults() {
+	if c.PromotedTags == nil {
+		c.PromotedTags = model.DefaultPromotedTags()
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Shards, 1)
+	if c.Replicas < 0 {
+		c.Replicas = 0
+	}
+	def(&c.BatchDocs, 5000)
+	def(&c.BatchBytes, 8<<20)
+	defD(&c.FlushInterval, 100*time.Millisecond)
+	def(&c.Workers, 2)
+	def(&c.QueueRequests, 64)
+	def(&c.MaxRetries, 8)
+	defD(&c.RetryBackoff, 100*time.Millisecond)
+	defD(&c.MaxRetryBackoff, 10*time.Second)
+	defD(&c.CloseTimeout, 30*time.Second)
+	def(&c.ServiceCacheSize, 100000)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration a user must fix.
+func (c *Config) Validate() error {
+	if len(c.URLs) == 0 {
+		return errors.New("elasticsearch: no URL given")
+	}
+	for _, u := range c.URLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("elasticsearch: URL %q must start with http:// or https://", u)
+		}
+	}
+	switch c.Refresh {
+	case "", "false", "true", "wait_for":
+	default:
+		return fmt.Errorf("elasticsearch: refresh %q: want false, true or wait_for", c.Refresh)
+	}
+	if strings.ContainsAny(c.IndexPrefix, `*?"<>|, /\#:`) || c.IndexPrefix != strings.ToLower(c.IndexPrefix) {
+		return fmt.Errorf("elasticsearch: index prefix %q must be lowercase without *?\"<>|,/\\#: or spaces", c.IndexPrefix)
+	}
+	seen := map[string]bool{}
+	for _, k := range c.PromotedTags {
+		if k == "" || seen[k] {
+			return fmt.Errorf("elasticsearch: empty or repeated promoted tag %q", k)
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+// Store is an Elasticsearch backend. Close it to flush pending writes.
+type Store struct {
+	c   *elastic.Client
+	cfg Config
+	x   indices
+	w   *bulkWriter
+
+	mu       sync.Mutex
+	services map[string]struct{} // index/serviceDocID written by this process
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New connects, installs the index templates, and starts the writer.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []elastic.ClientOptionFunc{
+		elastic.SetURL(cfg.URLs...), elastic.SetSniff(false), elastic.SetHealthcheck(false),
+		elastic.SetRetrier(elastic.NewStopRetrier()), // the writer retries itself
+	}
+	if cfg.HTTPClient != nil {
+		opts = append(opts, elastic.SetHttpClient(cfg.HTTPClient))
+	}
+	c, err := elastic.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: %w", err)
+	}
+	x := newIndices(cfg.IndexPrefix)
+	if !cfg.SkipTemplates {
+		if err := installTemplates(ctx, c, x, cfg.Shards, cfg.Replicas); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("elasticsearch %s: %w", strings.Join(cfg.URLs, ","), err)
+		}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return &Store{c: c, cfg: cfg, x: x, w: newBulkWriter(c, cfg, m, cfg.Logger), services: map[string]struct{}{}}, nil
+}
+
+// Close sends pending documents (retrying for at most CloseTimeout) and
+// stops the writer. Writes after Close fail.
+func (s *Store) Close() error {
+	s.w.close()
+	s.c.Stop()
+	return nil
+}
+
+// WriteTraces indexes each trace's spans, its Jaeger service documents and
+// its summary, and returns when all are acknowledged (see package doc).
+func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) error {
+	var docs []doc
+	for i := range traces {
+		at := &traces[i]
+		v := int64(at.Version)
+		if v <= 0 {
+			v = 1
+		}
+		for _, sp := range at.Trace.Spans {
+			d := dbmodel.FromDomainSpan(sp, s.cfg.SpanOptions)
+			body, err := json.Marshal(&d)
+			if err != nil {
+				return fmt.Errorf("encode span %s: %w", sp.SpanID, err)
+			}
+			docs = append(docs, doc{kind: "span", index: s.x.span(sp.Start), id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), version: v, body: body})
+			if sd, ok := s.serviceDoc(sp); ok {
+				docs = append(docs, sd)
+			}
+		}
+		sum := storage.Summarize(at, s.cfg.PromotedTags)
+		td := dbmodel.FromDomainTrace(&sum, &at.Analysis)
+		body, err := json.Marshal(&td)
+		if err != nil {
+			return fmt.Errorf("encode trace %s: %w", sum.TraceID, err)
+		}
+		docs = append(docs, doc{kind: "trace", index: s.x.traces(sum.Start), id: td.TraceID, version: v, body: body})
+	}
+	if err := s.w.submit(ctx, docs); err != nil {
+		s.forgetServices(docs)
+		return fmt.Errorf("write traces: %w", err)
+	}
+	return nil
+}
+
+// serviceDoc returns the span's jaeger-service document unless this process
+// already wrote it today.
+func (s *Store) serviceDoc(sp *model.Span) (doc, bool) {
+	svc := dbmodel.Service{ServiceName: sp.Process.ServiceName, OperationName: sp.Operation}
+	index, id := s.x.service(sp.Start), svc.ID()
+	key := index + "/" + id
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.services[key]; ok {
+		return doc{}, false
+	}
+	if len(s.services) >= s.cfg.ServiceCacheSize {
+		clear(s.services)
+	}
+	s.services[key] = struct{}{}
+	body, _ := json.Marshal(svc)
+	return doc{kind: "service", index: index, id: id, body: body}, true
+}
+
+// forgetServices drops failed service docs from the cache so a retry rewrites them.
+func (s *Store) forgetServices(docs []doc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range docs {
+		if d.kind == "service" {
+			delete(s.services, d.index+"/"+d.id)
+		}
+	}
+}
+
+// WriteRollups indexes the rollups under Rollup.ID(), replacing earlier ones.
+func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error {
+	docs := make([]doc, 0, len(rollups))
+	for i := range rollups {
+		r := &rollups[i]
+		if r.Resolution <= 0 {
+			return fmt.Errorf("write rollup %s/%s: resolution must be positive", r.Service, r.Operation)
+		}
+		body, err := json.Marshal(dbmodel.FromDomainRollup(r))
+		if err != nil {
+			return fmt.Errorf("encode rollup: %w", err)
+		}
+		docs = append(docs, doc{kind: "rollup", index: s.x.rollup(r.Resolution, r.WindowStart), id: r.ID(), body: body})
+	}
+	if err := s.w.submit(ctx, docs); err != nil {
+		return fmt.Errorf("write rollups: %w", err)
+	}
+	return nil
+}
+
+// DeleteBefore deletes this prefix's daily indices of days before cutoff's UTC day.
+func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time) (storage.RetentionReport, error) {
+	return deleteBefore(ctx, s.c, s.x, cutoff)
+}
+
+// Refresh makes everything written so far searchable (for tests and
+// benchmarks that bulk-load with refresh off).
+func (s *Store) Refresh(ctx context.Context) error {
+	_, err := s.c.Refresh(s.x.prefix+"jaeger-*", s.x.prefix+"tracepipe-*").Do(ctx)
+	return err
+}

@@ -1,0 +1,112 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/storagetest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeBench()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		return open(t, filepath.Join(t.TempDir(), "sub", "tracepipe.db"))
+	})
+}
+
+// TestSurvivesRestart writes, closes, reopens and reads.
+func TestSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tracepipe.db")
+	ctx := context.Background()
+	s := open(t, path)
+	at := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 42}, Start: storagetest.Day0, Shard: "3"})
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{at}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	got, err := s.GetTrace(ctx, model.TraceID{Low: 42})
+	if err != nil {
+		t.Fatalf("after reopen: %v", err)
+	}
+	want := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 42}, Start: storagetest.Day0, Shard: "3"})
+	if !reflect.DeepEqual(got.Trace, want.Trace) {
+		t.Errorf("spans differ after reopen")
+	}
+	res, err := s.FindTraces(ctx, model.TraceQuery{Tags: map[string]string{"shard": "3"}})
+	if err != nil || len(res) != 1 {
+		t.Fatalf("search after reopen: %v %v", res, err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(context.Background(), Options{}); err == nil {
+		t.Error("empty path accepted")
+	}
+	if _, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "x.db"), PromotedTags: []string{"a", "a"}}); err == nil {
+		t.Error("repeated promoted tag accepted")
+	}
+}
+
+func TestDecompose(t *testing.T) {
+	m, h := int64(60e9), int64(3600e9)
+	cases := []struct {
+		name         string
+		lo, hi       int64
+		raw, minutes int
+		hours        bool
+	}{
+		{"within a minute", 5, 50, 1, 0, false},
+		{"minutes", 30e9, 10*m + 5, 2, 1, false},
+		{"hours", 30e9, 3*h + 5*m + 1, 2, 2, true},
+		{"aligned", h, 3 * h, 2, 2, true},
+	}
+	for _, c := range cases {
+		raw, minutes, hours := decompose(c.lo, c.hi)
+		if len(raw) != c.raw || len(minutes) != c.minutes || (hours != nil) != c.hours {
+			t.Errorf("%s: raw %v minutes %v hours %v", c.name, raw, minutes, hours)
+		}
+		// The pieces tile [lo, hi) exactly.
+		covered := int64(0)
+		for _, s := range append(append([]span{}, raw...), minutes...) {
+			covered += s.hi - s.lo
+		}
+		if hours != nil {
+			covered += hours.hi - hours.lo
+		}
+		if covered != c.hi-c.lo {
+			t.Errorf("%s: pieces cover %d, want %d", c.name, covered, c.hi-c.lo)
+		}
+	}
+}

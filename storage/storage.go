@@ -1,0 +1,211 @@
+// Package storage defines what tracepipe stores and how it is read back, for
+// every backend: Elasticsearch (storage/elasticsearch, for a fleet) and an
+// embedded SQLite file (storage/embedded, for one machine). Both implement
+// Store with the same semantics, checked by one conformance suite
+// (storage/storagetest). The stored document formats are in storage/dbmodel.
+//
+// # Write contract
+//
+// WriteTraces and WriteRollups return nil only once every item is durably
+// written (Elasticsearch: acknowledged by the bulk API; embedded: committed
+// SQLite transaction), or handed to the configured dead-letter when the backend
+// rejected it for good. Callers commit Kafka offsets only after that.
+//
+// Writes are idempotent: every stored document has a deterministic ID (span:
+// traceID-spanID, trace summary: traceID, rollup: Rollup.ID()). Writing the
+// same trace version twice stores it once. A trace version older than the
+// stored one is ignored (it never replaces a newer version); an equal or newer
+// one replaces it. A rollup write always replaces the stored rollup of its key.
+//
+// # Read contract
+//
+// GetTrace returns the latest stored version of a trace with its analysis, or
+// an error wrapping model.ErrNotFound. FindTraces and TopBottlenecks read the
+// trace summaries; RollupSeries reads the rollups. Query errors the caller can
+// fix wrap model.ErrBadQuery.
+package storage
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// TraceWriter stores assembled traces: their spans (Jaeger's schema) and one
+// summary per trace, carrying the analysis.
+type TraceWriter interface {
+	WriteTraces(ctx context.Context, traces []model.AssembledTrace) error
+}
+
+// RollupWriter stores aggregator rollups, replacing earlier rollups of the
+// same key.
+type RollupWriter interface {
+	WriteRollups(ctx context.Context, rollups []model.Rollup) error
+}
+
+// Reader answers the questions of the query command and API.
+type Reader interface {
+	// GetTrace returns the stored trace, or an error wrapping model.ErrNotFound.
+	GetTrace(ctx context.Context, id model.TraceID) (model.StoredTrace, error)
+	// FindTraces returns the summaries of the traces matching q, in q.Order.
+	// They are listing summaries: Operations is nil (GetTrace has it), which
+	// keeps result pages small on both backends.
+	FindTraces(ctx context.Context, q model.TraceQuery) ([]model.TraceSummary, error)
+	// TopBottlenecks ranks operations by their total critical-path time over
+	// the trace summaries selected by q, largest first (ties: service, then
+	// operation). It reads trace summaries, not rollups, so it is exact for
+	// any range and needs no aggregator.
+	TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error)
+	// RollupSeries returns the rollups matching q ordered by window start,
+	// then ID.
+	RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.Rollup, error)
+}
+
+// RetentionReport says what DeleteBefore removed.
+type RetentionReport struct {
+	// Indices are the Elasticsearch indices deleted (empty for the embedded store).
+	Indices []string
+	// Traces and Rollups count removed embedded rows (zero for Elasticsearch,
+	// which deletes whole indices).
+	Traces, Rollups int64
+}
+
+// Store is a whole backend.
+type Store interface {
+	TraceWriter
+	RollupWriter
+	Reader
+	// DeleteBefore removes the data of every UTC day that ended at or before
+	// cutoff: traces (by start), spans and rollups (by window start) of days
+	// before cutoff's UTC day. Data of cutoff's own day is kept.
+	DeleteBefore(ctx context.Context, cutoff time.Time) (RetentionReport, error)
+	// Close releases the backend; the store must not be used afterwards.
+	Close() error
+}
+
+// RetentionCutoff is the start of the UTC day that is olderThan before now:
+// DeleteBefore(RetentionCutoff(now, 7*24h)) keeps the last 7 full days plus
+// today.
+func RetentionCutoff(now time.Time, olderThan time.Duration) time.Time {
+	return DayStart(now.Add(-olderThan))
+}
+
+// DayStart truncates t to the start of its UTC day.
+func DayStart(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// Summarize builds the searchable summary of an assembled trace. promoted
+// lists the tag keys whose values (span and process tags, as text) become
+// searchable.
+//
+// The root is the analysis's root span; without one, the earliest-starting
+// span. Start, duration and counts come from the analysis, which the ingester
+// computed on the same spans.
+func Summarize(at *model.AssembledTrace, promoted []string) model.TraceSummary {
+	a := &at.Analysis
+	s := model.TraceSummary{
+		TraceID:      at.Trace.TraceID,
+		Version:      at.Version,
+		Start:        a.Start,
+		Duration:     a.Duration,
+		SpanCount:    a.SpanCount,
+		ErrorCount:   a.ErrorCount,
+		WarningCount: len(a.Warnings),
+		Operations:   a.Operations,
+		Completion:   at.Completion,
+		Truncated:    at.Truncated,
+	}
+	if s.TraceID.IsZero() {
+		s.TraceID = a.TraceID
+	}
+	var root *model.Span
+	for _, sp := range at.Trace.Spans {
+		if a.RootSpanID != 0 && sp.SpanID == a.RootSpanID {
+			root = sp
+			break
+		}
+		if a.RootSpanID == 0 && (root == nil || sp.Start < root.Start) {
+			root = sp
+		}
+	}
+	if root != nil {
+		s.RootService = root.Process.ServiceName
+		s.RootOperation = root.Operation
+	}
+	services := map[string]struct{}{}
+	var tags map[string]map[string]struct{}
+	addTags := func(kvs model.KeyValues) {
+		for _, kv := range kvs {
+			for _, p := range promoted {
+				if kv.Key != p {
+					continue
+				}
+				if tags == nil {
+					tags = map[string]map[string]struct{}{}
+				}
+				if tags[p] == nil {
+					tags[p] = map[string]struct{}{}
+				}
+				tags[p][kv.AsString()] = struct{}{}
+			}
+		}
+	}
+	for _, sp := range at.Trace.Spans {
+		services[sp.Process.ServiceName] = struct{}{}
+		addTags(sp.Tags)
+		addTags(sp.Process.Tags)
+	}
+	s.Services = sortedKeys(services)
+	if tags != nil {
+		s.PromotedTags = make(map[string][]string, len(tags))
+		for k, vs := range tags {
+			s.PromotedTags[k] = sortedKeys(vs)
+		}
+	}
+	if b, ok := a.Bottleneck(); ok {
+		s.Bottleneck = b.OperationKey
+		s.BottleneckCriticalPath = b.CriticalPath
+	}
+	if s.SpanCount == 0 {
+		s.SpanCount = len(at.Trace.Spans)
+	}
+	return s
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RankBottlenecks turns per-operation totals into BottleneckRows ordered by
+// critical-path time descending (ties: service, operation), computing each
+// share against totalTraceDuration, and keeps the first limit rows.
+func RankBottlenecks(rows []model.BottleneckRow, totalTraceDuration time.Duration, limit int) []model.BottleneckRow {
+	for i := range rows {
+		if totalTraceDuration > 0 {
+			rows[i].Share = float64(rows[i].CriticalPath) / float64(totalTraceDuration)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.CriticalPath != b.CriticalPath {
+			return a.CriticalPath > b.CriticalPath
+		}
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		return a.Operation < b.Operation
+	})
+	if limit > 0 && len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows
+}

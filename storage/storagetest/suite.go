@@ -1,0 +1,567 @@
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
+)
+
+// Run runs the conformance suite. newStore returns an empty store with the
+// default promoted tags whose writes are visible to reads as soon as they
+// return; Run closes it.
+func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s storage.Store)
+	}{
+		{"GetTraceRoundTrip", testGetTrace},
+		{"NotFound", testNotFound},
+		{"IdempotentRewrite", testIdempotent},
+		{"OlderVersionKeepsNewer", testVersions},
+		{"SlowestOrdering", testSlowest},
+		{"NewestOrdering", testNewest},
+		{"ListingSummaries", testListingSummaries},
+		{"SearchByTagServiceOperationDuration", testSearch},
+		{"BadQueries", testBadQueries},
+		{"Bottlenecks", testBottlenecks},
+		{"RollupSeries", testRollups},
+		{"Retention", testRetention},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			defer func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			tt.fn(t, s)
+		})
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func tid(n uint64) model.TraceID { return model.TraceID{High: 0xabc, Low: n} }
+
+func write(t *testing.T, s storage.Store, traces ...model.AssembledTrace) {
+	t.Helper()
+	if err := s.WriteTraces(ctx(t), traces); err != nil {
+		t.Fatalf("write traces: %v", err)
+	}
+}
+
+func ids(sums []model.TraceSummary) []uint64 {
+	out := make([]uint64, len(sums))
+	for i, s := range sums {
+		out[i] = s.TraceID.Low
+	}
+	return out
+}
+
+func find(t *testing.T, s storage.Store, q model.TraceQuery) []model.TraceSummary {
+	t.Helper()
+	res, err := s.FindTraces(ctx(t), q)
+	if err != nil {
+		t.Fatalf("find %+v: %v", q, err)
+	}
+	return res
+}
+
+func testGetTrace(t *testing.T, s storage.Store) {
+	at := Trace(Spec{ID: tid(1), Start: Day0.Add(time.Hour), Shard: "7", Host: "h1", Error: true, ExtraSpans: 2})
+	want := Trace(Spec{ID: tid(1), Start: Day0.Add(time.Hour), Shard: "7", Host: "h1", Error: true, ExtraSpans: 2})
+	write(t, s, at)
+	got, err := s.GetTrace(ctx(t), tid(1))
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	if !reflect.DeepEqual(got.Trace, want.Trace) {
+		t.Errorf("spans differ:\ngot  %s\nwant %s", dump(got.Trace.Spans), dump(want.Trace.Spans))
+	}
+	if !reflect.DeepEqual(got.Analysis, want.Analysis) {
+		t.Errorf("analysis differs:\ngot  %+v\nwant %+v", got.Analysis, want.Analysis)
+	}
+	wantSum := storage.Summarize(&want, model.DefaultPromotedTags())
+	if !reflect.DeepEqual(got.Summary, wantSum) {
+		t.Errorf("summary differs:\ngot  %+v\nwant %+v", got.Summary, wantSum)
+	}
+	if got.Summary.RootService != "frontend" || got.Summary.Bottleneck.Service != "payments" ||
+		!reflect.DeepEqual(got.Summary.PromotedTags, map[string][]string{"shard": {"7"}, "host": {"h1"}, "http.status_code": {"200"}}) {
+		t.Errorf("summary fields: %+v", got.Summary)
+	}
+}
+
+func dump(spans []*model.Span) string {
+	out := ""
+	for _, s := range spans {
+		out += fmt.Sprintf("\n  %+v", *s)
+	}
+	return out
+}
+
+func testNotFound(t *testing.T, s storage.Store) {
+	write(t, s, Trace(Spec{ID: tid(1), Start: Day0}))
+	_, err := s.GetTrace(ctx(t), tid(2))
+	if !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("err = %v, want ErrNotFound", err)
+	}
+	if want := tid(2).String(); !contains(err.Error(), want) {
+		t.Errorf("error %q does not name the trace %s", err, want)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func testIdempotent(t *testing.T, s storage.Store) {
+	at := Trace(Spec{ID: tid(1), Start: Day0, Shard: "1"})
+	write(t, s, at, Trace(Spec{ID: tid(1), Start: Day0, Shard: "1"}))
+	write(t, s, Trace(Spec{ID: tid(1), Start: Day0, Shard: "1"}))
+	if got := find(t, s, model.TraceQuery{}); len(got) != 1 {
+		t.Fatalf("found %d traces, want 1", len(got))
+	}
+	got, err := s.GetTrace(ctx(t), tid(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Trace.Spans) != 3 {
+		t.Errorf("spans = %d, want 3", len(got.Trace.Spans))
+	}
+	rows, err := s.TopBottlenecks(ctx(t), model.BottleneckQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Traces != 1 || r.Count != 1 {
+			t.Errorf("bottleneck row counted twice: %+v", r)
+		}
+	}
+}
+
+func testVersions(t *testing.T, s storage.Store) {
+	v2 := Trace(Spec{ID: tid(1), Start: Day0, Version: 2, ExtraSpans: 2, Shard: "new"})
+	write(t, s, v2)
+	write(t, s, Trace(Spec{ID: tid(1), Start: Day0, Version: 1, Shard: "old"}))
+	got, err := s.GetTrace(ctx(t), tid(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Summary.Version != 2 || len(got.Trace.Spans) != 5 {
+		t.Fatalf("after older write: version %d with %d spans, want 2 with 5", got.Summary.Version, len(got.Trace.Spans))
+	}
+	if res := find(t, s, model.TraceQuery{Tags: map[string]string{"shard": "old"}}); len(res) != 0 {
+		t.Errorf("older version searchable: %v", ids(res))
+	}
+	write(t, s, Trace(Spec{ID: tid(1), Start: Day0, Version: 3, ExtraSpans: 3, Shard: "newest"}))
+	got, err = s.GetTrace(ctx(t), tid(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Summary.Version != 3 || len(got.Trace.Spans) != 6 {
+		t.Fatalf("after newer write: version %d with %d spans, want 3 with 6", got.Summary.Version, len(got.Trace.Spans))
+	}
+	if res := find(t, s, model.TraceQuery{Tags: map[string]string{"shard": "newest"}}); len(res) != 1 {
+		t.Errorf("newest version not searchable")
+	}
+	if res := find(t, s, model.TraceQuery{Tags: map[string]string{"shard": "new"}}); len(res) != 0 {
+		t.Errorf("replaced version still searchable")
+	}
+	for _, q := range []model.BottleneckQuery{{}, {Start: Day0, End: Day0.Add(time.Hour)}, {Service: "payments"}} {
+		rows, err := s.TopBottlenecks(ctx(t), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.Traces != 1 || (r.Operation == "validate" && r.Count != 3) {
+				t.Errorf("bottlenecks %+v after version replacement: %+v", q, r)
+			}
+		}
+	}
+}
+
+// corpus writes 30 traces: trace i starts at Day0+i minutes, lasts
+// (i*37 mod 30 + 1) * 10ms, calls "payments" for odd i and "ledger" for even
+// i, has shard i%3, host h(i%2), status 500 when i%5==0.
+func corpus(t *testing.T, s storage.Store) []model.AssembledTrace {
+	var all []model.AssembledTrace
+	for i := 1; i <= 30; i++ {
+		sp := Spec{
+			ID: tid(uint64(i)), Start: Day0.Add(time.Duration(i) * time.Minute),
+			Duration: time.Duration((i*37)%30+1) * 10 * time.Millisecond,
+			Backend:  map[bool]string{true: "payments", false: "ledger"}[i%2 == 1],
+			Shard:    fmt.Sprint(i % 3), Host: fmt.Sprintf("h%d", i%2),
+		}
+		if i%5 == 0 {
+			sp.StatusCode = 500
+		}
+		all = append(all, Trace(sp))
+	}
+	// Six more, hours later, at odd seconds: ranges then cross minute and
+	// hour boundaries between traces.
+	for i := 31; i <= 36; i++ {
+		all = append(all, Trace(Spec{
+			ID: tid(uint64(i)), Start: Day0.Add(time.Duration(i-30)*47*time.Minute + time.Duration(i)*time.Second + 123*time.Microsecond),
+			Duration: time.Duration(i) * 7 * time.Millisecond, Backend: "ledger", Shard: "9", Host: "h9", ExtraSpans: i % 3,
+		}))
+	}
+	write(t, s, all[:10]...)
+	write(t, s, all[10:]...)
+	return all
+}
+
+// expect filters and orders traces by brute force.
+func expect(all []model.AssembledTrace, keep func(*model.AssembledTrace) bool, order model.TraceOrder, limit int) []uint64 {
+	var sel []*model.AssembledTrace
+	for i := range all {
+		if keep == nil || keep(&all[i]) {
+			sel = append(sel, &all[i])
+		}
+	}
+	sort.Slice(sel, func(i, j int) bool {
+		a, b := sel[i].Analysis, sel[j].Analysis
+		if order == model.OrderNewest && a.Start != b.Start {
+			return a.Start > b.Start
+		}
+		if a.Duration != b.Duration {
+			return a.Duration > b.Duration
+		}
+		if a.Start != b.Start {
+			return a.Start > b.Start
+		}
+		return a.TraceID.String() < b.TraceID.String()
+	})
+	out := []uint64{}
+	for i, at := range sel {
+		if i == limit {
+			break
+		}
+		out = append(out, at.Trace.TraceID.Low)
+	}
+	return out
+}
+
+func backend(at *model.AssembledTrace) string { return at.Trace.Spans[1].Process.ServiceName }
+
+func testSlowest(t *testing.T, s storage.Store) {
+	all := corpus(t, s)
+	cases := []struct {
+		name string
+		q    model.TraceQuery
+		keep func(*model.AssembledTrace) bool
+	}{
+		{"overall top 5", model.TraceQuery{Limit: 5}, nil},
+		{"overall default limit", model.TraceQuery{}, nil},
+		{"service", model.TraceQuery{Service: "ledger", Limit: 4}, func(a *model.AssembledTrace) bool { return backend(a) == "ledger" }},
+		{"service and operation", model.TraceQuery{Service: "payments", Operation: "charge", Limit: 100}, func(a *model.AssembledTrace) bool { return backend(a) == "payments" }},
+		{"operation of another service", model.TraceQuery{Service: "frontend", Operation: "charge"}, func(a *model.AssembledTrace) bool { return false }},
+		{"time range", model.TraceQuery{Start: Day0.Add(10 * time.Minute), End: Day0.Add(20 * time.Minute), Limit: 3}, func(a *model.AssembledTrace) bool {
+			return a.Analysis.Start >= Day0.Add(10*time.Minute) && a.Analysis.Start < Day0.Add(20*time.Minute)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			limit := c.q.Limit
+			if limit == 0 {
+				limit = model.DefaultLimit
+			}
+			want := expect(all, c.keep, model.OrderSlowest, limit)
+			if got := ids(find(t, s, c.q)); !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func testListingSummaries(t *testing.T, s storage.Store) {
+	at := Trace(Spec{ID: tid(1), Start: Day0, Shard: "4", Host: "h4", Error: true})
+	write(t, s, at)
+	res := find(t, s, model.TraceQuery{})
+	if len(res) != 1 {
+		t.Fatalf("found %d", len(res))
+	}
+	want := storage.Summarize(&at, model.DefaultPromotedTags())
+	want.Operations = nil
+	if !reflect.DeepEqual(res[0], want) {
+		t.Errorf("listing summary:\ngot  %+v\nwant %+v", res[0], want)
+	}
+}
+
+func testNewest(t *testing.T, s storage.Store) {
+	all := corpus(t, s)
+	want := expect(all, func(a *model.AssembledTrace) bool { return backend(a) == "payments" }, model.OrderNewest, 5)
+	if got := ids(find(t, s, model.TraceQuery{Service: "payments", Order: model.OrderNewest, Limit: 5})); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func testSearch(t *testing.T, s storage.Store) {
+	all := corpus(t, s)
+	tag := func(k string) func(*model.AssembledTrace) string {
+		return func(a *model.AssembledTrace) string {
+			return storage.Summarize(a, model.DefaultPromotedTags()).PromotedTags[k][0]
+		}
+	}
+	cases := []struct {
+		name string
+		q    model.TraceQuery
+		keep func(*model.AssembledTrace) bool
+	}{
+		{"span tag", model.TraceQuery{Tags: map[string]string{"shard": "2"}, Limit: 100}, func(a *model.AssembledTrace) bool { return tag("shard")(a) == "2" }},
+		{"process tag", model.TraceQuery{Tags: map[string]string{"host": "h1"}, Limit: 100}, func(a *model.AssembledTrace) bool { return tag("host")(a) == "h1" }},
+		{"int tag as text", model.TraceQuery{Tags: map[string]string{"http.status_code": "500"}, Limit: 100}, func(a *model.AssembledTrace) bool { return tag("http.status_code")(a) == "500" }},
+		{"two tags and a service", model.TraceQuery{Service: "payments", Tags: map[string]string{"shard": "1", "host": "h1"}, Limit: 100}, func(a *model.AssembledTrace) bool {
+			return tag("shard")(a) == "1" && tag("host")(a) == "h1" && backend(a) == "payments"
+		}},
+		{"no match", model.TraceQuery{Tags: map[string]string{"shard": "99"}}, func(a *model.AssembledTrace) bool { return false }},
+		{"duration range", model.TraceQuery{MinDuration: 100 * time.Millisecond, MaxDuration: 200 * time.Millisecond, Limit: 100}, func(a *model.AssembledTrace) bool {
+			return a.Analysis.Duration >= 100*time.Millisecond && a.Analysis.Duration <= 200*time.Millisecond
+		}},
+		{"operation only", model.TraceQuery{Operation: "charge", MinDuration: 250 * time.Millisecond, Limit: 100}, func(a *model.AssembledTrace) bool {
+			return a.Analysis.Duration >= 250*time.Millisecond
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			limit := c.q.Limit
+			if limit == 0 {
+				limit = model.DefaultLimit
+			}
+			want := expect(all, c.keep, model.OrderSlowest, limit)
+			if got := ids(find(t, s, c.q)); !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func testBadQueries(t *testing.T, s storage.Store) {
+	cases := []struct {
+		name string
+		run  func() error
+	}{
+		{"unpromoted tag", func() error {
+			_, err := s.FindTraces(ctx(t), model.TraceQuery{Tags: map[string]string{"color": "red"}})
+			return err
+		}},
+		{"negative limit", func() error { _, err := s.FindTraces(ctx(t), model.TraceQuery{Limit: -1}); return err }},
+		{"limit too large", func() error { _, err := s.FindTraces(ctx(t), model.TraceQuery{Limit: model.MaxLimit + 1}); return err }},
+		{"min above max", func() error {
+			_, err := s.FindTraces(ctx(t), model.TraceQuery{MinDuration: time.Second, MaxDuration: time.Millisecond})
+			return err
+		}},
+		{"start after end", func() error {
+			_, err := s.TopBottlenecks(ctx(t), model.BottleneckQuery{Start: Day0 + 10, End: Day0})
+			return err
+		}},
+		{"rollups without operation", func() error {
+			_, err := s.RollupSeries(ctx(t), model.RollupQuery{Service: "a", Resolution: time.Minute})
+			return err
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.run(); !errors.Is(err, model.ErrBadQuery) {
+				t.Errorf("err = %v, want ErrBadQuery", err)
+			}
+		})
+	}
+}
+
+func testBottlenecks(t *testing.T, s storage.Store) {
+	all := corpus(t, s)
+	check := func(name string, q model.BottleneckQuery, keep func(*model.AssembledTrace) bool) {
+		t.Run(name, func(t *testing.T) {
+			rows := map[model.OperationKey]*model.BottleneckRow{}
+			var total time.Duration
+			for i := range all {
+				a := &all[i]
+				if keep != nil && !keep(a) {
+					continue
+				}
+				total += a.Analysis.Duration
+				for _, o := range a.Analysis.Operations {
+					r := rows[o.OperationKey]
+					if r == nil {
+						r = &model.BottleneckRow{OperationKey: o.OperationKey}
+						rows[o.OperationKey] = r
+					}
+					r.CriticalPath += o.CriticalPath
+					r.Traces++
+					r.Count += o.Count
+					r.Errors += o.Errors
+					r.Self += o.Self
+					r.Duration += o.Duration
+				}
+			}
+			var want []model.BottleneckRow
+			for _, r := range rows {
+				want = append(want, *r)
+			}
+			want = storage.RankBottlenecks(want, total, q.Limit)
+			got, err := s.TopBottlenecks(ctx(t), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("got %d rows, want %d:\n%+v\n%+v", len(got), len(want), got, want)
+			}
+			for i := range got {
+				g, w := got[i], want[i]
+				if g.OperationKey != w.OperationKey || g.CriticalPath != w.CriticalPath || g.Traces != w.Traces ||
+					g.Count != w.Count || g.Errors != w.Errors || g.Self != w.Self || g.Duration != w.Duration ||
+					abs(g.Share-w.Share) > 1e-9 {
+					t.Errorf("row %d:\ngot  %+v\nwant %+v", i, g, w)
+				}
+			}
+		})
+	}
+	check("all", model.BottleneckQuery{Limit: 10}, nil)
+	check("top 2", model.BottleneckQuery{Limit: 2}, nil)
+	check("range", model.BottleneckQuery{Start: Day0.Add(5 * time.Minute), End: Day0.Add(12 * time.Minute), Limit: 10}, func(a *model.AssembledTrace) bool {
+		return a.Analysis.Start >= Day0.Add(5*time.Minute) && a.Analysis.Start < Day0.Add(12*time.Minute)
+	})
+	check("service", model.BottleneckQuery{Service: "ledger", Limit: 10}, func(a *model.AssembledTrace) bool { return backend(a) == "ledger" })
+	between := func(lo, hi time.Duration) func(a *model.AssembledTrace) bool {
+		return func(a *model.AssembledTrace) bool {
+			return a.Analysis.Start >= Day0.Add(lo) && a.Analysis.Start < Day0.Add(hi)
+		}
+	}
+	for _, r := range [][2]time.Duration{
+		{4*time.Minute + 30*time.Second, 25*time.Minute + 10*time.Second},  // partial minutes and whole minutes
+		{20*time.Minute + 7*time.Second, 3*time.Hour + 33*time.Minute},     // minutes, whole hours, minutes
+		{47*time.Minute + 31*time.Second, 47*time.Minute + 32*time.Second}, // within one second
+		{0, 94*time.Minute + 32*time.Second + 124*time.Microsecond},        // ends right after a trace
+		{2*time.Hour + 21*time.Minute, 5 * time.Hour},                      // whole minutes into whole hours
+	} {
+		check(fmt.Sprintf("range %v-%v", r[0], r[1]), model.BottleneckQuery{Start: Day0.Add(r[0]), End: Day0.Add(r[1]), Limit: 10}, between(r[0], r[1]))
+	}
+	check("from", model.BottleneckQuery{Start: Day0.Add(90 * time.Minute), Limit: 10}, between(90*time.Minute, 24*time.Hour))
+	check("until", model.BottleneckQuery{End: Day0.Add(90 * time.Minute), Limit: 10}, between(-time.Hour, 90*time.Minute))
+	check("empty range", model.BottleneckQuery{Start: Day0.Add(-2 * time.Hour), End: Day0.Add(-time.Hour), Limit: 10}, func(a *model.AssembledTrace) bool { return false })
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+func rollup(res time.Duration, window int, svc, op string, count int64, dims ...model.Dimension) model.Rollup {
+	d := model.Distribution{Sum: time.Duration(count) * time.Millisecond, Quantiles: model.Quantiles{P50: time.Millisecond, P90: 2 * time.Millisecond, P95: 3 * time.Millisecond, P99: 4 * time.Millisecond, Max: 5 * time.Millisecond}, Sketch: []byte{9, 8, 7}}
+	return model.Rollup{
+		Resolution: res, WindowStart: Day0.Add(time.Duration(window) * res), Service: svc, Operation: op, Kind: model.KindServer,
+		Dimensions: dims, Count: count, Errors: count / 10, Duration: d, Self: d, CriticalPath: d,
+		TraceDurationSum: time.Duration(count) * 2 * time.Millisecond, CriticalPathShare: 0.5,
+		Exemplars: []model.Exemplar{{TraceID: tid(uint64(window + 1)), Duration: 5 * time.Millisecond, Start: Day0}},
+	}
+}
+
+func testRollups(t *testing.T, s storage.Store) {
+	shard := func(v string) model.Dimension { return model.Dimension{Name: "shard", Value: v} }
+	var rs []model.Rollup
+	for w := 0; w < 5; w++ {
+		rs = append(rs, rollup(time.Minute, w, "db", "SELECT", int64(10+w)))
+		rs = append(rs, rollup(time.Minute, w, "db", "SELECT", int64(100+w), shard("7")))
+		rs = append(rs, rollup(time.Minute, w, "db", "INSERT", int64(20+w)))
+	}
+	rs = append(rs, rollup(time.Hour, 0, "db", "SELECT", 999))
+	if err := s.WriteRollups(ctx(t), rs); err != nil {
+		t.Fatal(err)
+	}
+	// Rewriting window 2 replaces it.
+	rw := rollup(time.Minute, 2, "db", "SELECT", 42)
+	if err := s.WriteRollups(ctx(t), []model.Rollup{rw, rw}); err != nil {
+		t.Fatal(err)
+	}
+	series := func(q model.RollupQuery) []model.Rollup {
+		got, err := s.RollupSeries(ctx(t), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := series(model.RollupQuery{Service: "db", Operation: "SELECT", Resolution: time.Minute, Start: Day0.Add(time.Minute), End: Day0.Add(4 * time.Minute)})
+	var want []model.Rollup
+	for w := 1; w < 4; w++ {
+		plain := rollup(time.Minute, w, "db", "SELECT", int64(10+w))
+		if w == 2 {
+			plain = rw
+		}
+		withDim := rollup(time.Minute, w, "db", "SELECT", int64(100+w), shard("7"))
+		pair := []model.Rollup{plain, withDim}
+		sort.Slice(pair, func(i, j int) bool { return pair[i].ID() < pair[j].ID() })
+		want = append(want, pair...)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("series:\ngot  %+v\nwant %+v", got, want)
+	}
+	got = series(model.RollupQuery{Service: "db", Operation: "SELECT", Resolution: time.Minute, Dimensions: map[string]string{"shard": "7"}})
+	if len(got) != 5 || got[0].Count != 100 || got[4].Count != 104 {
+		t.Errorf("dimension filter: %+v", got)
+	}
+	got = series(model.RollupQuery{Service: "db", Operation: "SELECT", Resolution: time.Hour})
+	if len(got) != 1 || got[0].Count != 999 {
+		t.Errorf("hour resolution: %+v", got)
+	}
+	if got = series(model.RollupQuery{Service: "db", Operation: "SELECT", Resolution: time.Minute, Kind: model.KindClient}); len(got) != 0 {
+		t.Errorf("kind filter: %+v", got)
+	}
+	if got = series(model.RollupQuery{Service: "db", Operation: "DELETE", Resolution: time.Minute}); len(got) != 0 {
+		t.Errorf("unknown operation: %+v", got)
+	}
+}
+
+func testRetention(t *testing.T, s storage.Store) {
+	day := 24 * time.Hour
+	write(t, s,
+		Trace(Spec{ID: tid(1), Start: Day0.Add(-2*day + time.Hour)}),
+		Trace(Spec{ID: tid(2), Start: Day0.Add(-day + time.Hour)}),
+		Trace(Spec{ID: tid(3), Start: Day0.Add(time.Hour)}),
+	)
+	if err := s.WriteRollups(ctx(t), []model.Rollup{
+		rollup(time.Hour, -47, "db", "SELECT", 1), rollup(time.Hour, -23, "db", "SELECT", 2), rollup(time.Hour, 1, "db", "SELECT", 3),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The cutoff is in the middle of day -1: day -2 goes, day -1 and day 0 stay.
+	if _, err := s.DeleteBefore(ctx(t), Day0.Add(-day+5*time.Hour).Time()); err != nil {
+		t.Fatalf("retention: %v", err)
+	}
+	if _, err := s.GetTrace(ctx(t), tid(1)); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("trace of the deleted day: err = %v, want ErrNotFound", err)
+	}
+	for _, n := range []uint64{2, 3} {
+		if _, err := s.GetTrace(ctx(t), tid(n)); err != nil {
+			t.Errorf("trace %d: %v", n, err)
+		}
+	}
+	if got := ids(find(t, s, model.TraceQuery{})); !reflect.DeepEqual(got, []uint64{3, 2}) {
+		t.Errorf("remaining traces %v, want [3 2]", got)
+	}
+	rs, err := s.RollupSeries(ctx(t), model.RollupQuery{Service: "db", Operation: "SELECT", Resolution: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Count != 2 || rs[1].Count != 3 {
+		t.Errorf("remaining rollups %+v", rs)
+	}
+}
