@@ -1,0 +1,221 @@
+package aggregate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// rec is one span's (or one cross-service call's) contribution to a key.
+type rec struct {
+	key   uint32 // index in the window's key table
+	err   bool
+	dur   int64
+	self  int64
+	cp    int64
+	start int64
+}
+
+// contrib is one trace version's contribution to its window: its records
+// sorted by key.
+type contrib struct {
+	recs     []rec
+	traceDur int64
+}
+
+// rawKey is a key of a window before the cardinality limit, with its
+// incrementally maintained statistics.
+type rawKey struct {
+	Key
+	fam   *famState
+	st    Stats
+	stale bool // maxima or exemplars need a recompute after a removal
+}
+
+// keyTable interns a window's keys.
+type keyTable struct {
+	ids  map[string]uint32
+	keys []*rawKey
+}
+
+// extractor turns assembled traces into contributions. It keeps scratch
+// buffers, so one extractor serves one goroutine.
+type extractor struct {
+	dims    []string
+	edges   bool
+	buf     []byte
+	recs    []rec
+	spanIdx map[model.SpanID]int32
+}
+
+func newExtractor(cfg *Config) *extractor {
+	return &extractor{dims: cfg.Dimensions, edges: !cfg.NoEdges, spanIdx: map[model.SpanID]int32{}}
+}
+
+func nonNeg(d int64) int64 {
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// dimValue finds a dimension's value: the span's own tag, else its
+// process's tag, else "".
+func dimValue(sp *model.Span, name string) string {
+	if kv, ok := sp.Tags.Find(name); ok {
+		return kv.AsString()
+	}
+	if kv, ok := sp.Process.Tags.Find(name); ok {
+		return kv.AsString()
+	}
+	return ""
+}
+
+// intern returns the id of the key encoded in x.buf, adding it to w.
+// dimsAt is where the Dims encoding starts in x.buf.
+func (x *extractor) intern(w *window, fam Family, dimsAt int) uint32 {
+	if id, ok := w.keys.ids[string(x.buf)]; ok {
+		return id
+	}
+	k := Key{Family: fam, Dims: string(x.buf[dimsAt:])}
+	return w.addKey(string(x.buf), k)
+}
+
+// extract builds at's contribution to window w, interning its keys there.
+// The caller has checked that the analysis is aligned with the spans.
+func (x *extractor) extract(at *model.AssembledTrace, w *window) *contrib {
+	spans := at.Trace.Spans
+	c := &contrib{traceDur: nonNeg(int64(at.Analysis.Duration))}
+	if x.edges {
+		clear(x.spanIdx)
+		for i, sp := range spans {
+			x.spanIdx[sp.SpanID] = int32(i)
+		}
+	}
+	recs := x.recs[:0]
+	for i, sp := range spans {
+		ss := &at.Analysis.Spans[i]
+		x.buf = append(x.buf[:0], 0, byte(sp.Kind))
+		x.buf = appendStr(x.buf, sp.Process.ServiceName)
+		x.buf = appendStr(x.buf, sp.Operation)
+		dimsAt := len(x.buf)
+		for _, d := range x.dims {
+			x.buf = appendDimValue(x.buf, dimValue(sp, d))
+		}
+		fam := Family{Service: sp.Process.ServiceName, Operation: sp.Operation, Kind: sp.Kind}
+		id := x.intern(w, fam, dimsAt)
+		dur := nonNeg(int64(sp.Duration))
+		recs = append(recs, rec{key: id, err: sp.IsError(), dur: dur,
+			self: nonNeg(int64(ss.Self)), cp: nonNeg(int64(ss.CriticalPath)), start: int64(sp.Start)})
+		if !x.edges {
+			continue
+		}
+		pid, _, ok := sp.ParentSpanID()
+		if !ok {
+			continue
+		}
+		pi, ok := x.spanIdx[pid]
+		if !ok {
+			continue
+		}
+		caller := spans[pi].Process.ServiceName
+		if caller == sp.Process.ServiceName {
+			continue
+		}
+		x.buf = append(x.buf[:0], 1, 0)
+		x.buf = appendStr(x.buf, caller)
+		x.buf = appendStr(x.buf, sp.Process.ServiceName)
+		id = x.intern(w, Family{Edge: true, Service: caller, Operation: sp.Process.ServiceName}, len(x.buf))
+		recs = append(recs, rec{key: id, err: sp.IsError(), dur: dur, start: int64(sp.Start)})
+	}
+	x.recs = recs
+	// The contribution stays in memory while its window is resident: copy
+	// it to an exact-size slice.
+	c.recs = append(make([]rec, 0, len(recs)), recs...)
+	slices.SortFunc(c.recs, func(a, b rec) int { return cmp.Compare(a.key, b.key) })
+	return c
+}
+
+// groups calls fn for each run of records with one key.
+func (c *contrib) groups(fn func(key uint32, rs []rec)) {
+	for i := 0; i < len(c.recs); {
+		j := i + 1
+		for j < len(c.recs) && c.recs[j].key == c.recs[i].key {
+			j++
+		}
+		fn(c.recs[i].key, c.recs[i:j])
+		i = j
+	}
+}
+
+// slowest is the group's exemplar candidate: longest, then earliest.
+func slowest(rs []rec) rec {
+	b := rs[0]
+	for _, r := range rs[1:] {
+		if r.dur > b.dur || (r.dur == b.dur && r.start < b.start) {
+			b = r
+		}
+	}
+	return b
+}
+
+// addRecs adds one trace's records of one key to st.
+func addRecs(st *Stats, rs []rec, edge bool, traceDur int64, id model.TraceID, k int) {
+	for _, r := range rs {
+		st.Count++
+		if r.err {
+			st.Errors++
+		}
+		addValue(&st.Duration, r.dur)
+		if !edge {
+			addValue(&st.Self, r.self)
+			addValue(&st.CriticalPath, r.cp)
+		}
+	}
+	if !edge {
+		st.TraceDuration += traceDur
+	}
+	b := slowest(rs)
+	st.Exemplars = offerExemplar(st.Exemplars, model.Exemplar{TraceID: id, Duration: time.Duration(b.dur), Start: model.Timestamp(b.start)}, k)
+}
+
+func addValue(d *Dist, v int64) {
+	d.Sum += v
+	if v > d.Max {
+		d.Max = v
+	}
+	d.Sketch.Add(v)
+}
+
+// subRecs removes one trace's records of one key from st; it reports
+// whether the maxima or exemplars must be recomputed.
+func subRecs(st *Stats, rs []rec, edge bool, traceDur int64, id model.TraceID) (stale bool) {
+	for _, r := range rs {
+		st.Count--
+		if r.err {
+			st.Errors--
+		}
+		stale = subValue(&st.Duration, r.dur) || stale
+		if !edge {
+			stale = subValue(&st.Self, r.self) || stale
+			stale = subValue(&st.CriticalPath, r.cp) || stale
+		}
+	}
+	if !edge {
+		st.TraceDuration -= traceDur
+	}
+	for _, e := range st.Exemplars {
+		if e.TraceID == id {
+			stale = true
+		}
+	}
+	return stale
+}
+
+func subValue(d *Dist, v int64) bool {
+	d.Sum -= v
+	d.Sketch.AddN(v, -1)
+	return v >= d.Max
+}

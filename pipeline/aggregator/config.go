@@ -1,0 +1,179 @@
+package aggregator
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tracepipe/tracepipe/aggregate"
+)
+
+// Config configures both stages of the aggregator.
+type Config struct {
+	Brokers []string
+	// TracesTopic is the ingester's output (assembled traces, keyed by trace ID).
+	TracesTopic string
+	// Group is the consumer group of the map stage on TracesTopic.
+	Group string
+	// PartialsTopic carries partial aggregates from the map stage to the
+	// reduce stage, keyed by operation; ReduceGroup consumes it.
+	PartialsTopic string
+	ReduceGroup   string
+	// PartialsPartitions is used when the aggregator creates PartialsTopic.
+	PartialsPartitions int
+	// Stats is the statistics configuration (windows, lateness, dimensions).
+	Stats aggregate.Config
+	// FlushInterval: how often closed windows are published and reducers
+	// write changed rollups. CoarseInterval: how often coarse windows (1h,
+	// 1d) are rewritten. CheckpointInterval: how often offsets are committed.
+	FlushInterval      time.Duration
+	CoarseInterval     time.Duration
+	CheckpointInterval time.Duration
+	// IdleTimeout: a source partition without messages for this long no
+	// longer holds the watermark back, and its open windows are published.
+	IdleTimeout time.Duration
+	// SourceIdle: a source partition that published no partial for this long
+	// no longer holds back the reducers' eviction.
+	SourceIdle     time.Duration
+	SessionTimeout time.Duration
+	// MaxMetricSeries bounds the label sets of the per-operation Prometheus
+	// metrics (and, separately, of the edge metrics); beyond it, new
+	// operations are counted under service and operation "__overflow__".
+	MaxMetricSeries int
+	// NoMap and NoReduce run only one of the stages (both run by default).
+	NoMap, NoReduce bool
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		TracesTopic:        "tracepipe-traces",
+		Group:              "tracepipe-aggregator",
+		PartialsTopic:      "tracepipe-partials",
+		ReduceGroup:        "tracepipe-aggregator-reduce",
+		PartialsPartitions: 8,
+		Stats:              aggregate.Config{}.Normalized(),
+		FlushInterval:      2 * time.Second,
+		CoarseInterval:     30 * time.Second,
+		CheckpointInterval: 10 * time.Second,
+		IdleTimeout:        10 * time.Second,
+		SourceIdle:         10 * time.Minute,
+		SessionTimeout:     10 * time.Second,
+		MaxMetricSeries:    2000,
+	}
+}
+
+// Validate reports problems a user must fix, in terms of the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("--kafka-brokers: no brokers"))
+	}
+	for _, s := range []struct{ name, v string }{
+		{"--traces-topic", c.TracesTopic}, {"--group", c.Group}, {"--partials-topic", c.PartialsTopic}, {"--reduce-group", c.ReduceGroup},
+	} {
+		if s.v == "" {
+			errs = append(errs, fmt.Errorf("%s must not be empty", s.name))
+		}
+	}
+	if c.Group == c.ReduceGroup {
+		errs = append(errs, errors.New("--group and --reduce-group must differ"))
+	}
+	if c.TracesTopic == c.PartialsTopic {
+		errs = append(errs, errors.New("--traces-topic and --partials-topic must differ"))
+	}
+	if c.PartialsPartitions < 1 || c.PartialsPartitions > 1024 {
+		errs = append(errs, fmt.Errorf("--partials-partitions %d: want 1..1024", c.PartialsPartitions))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--flush-interval", c.FlushInterval}, {"--coarse-interval", c.CoarseInterval}, {"--checkpoint-interval", c.CheckpointInterval},
+		{"--idle-timeout", c.IdleTimeout}, {"--source-idle", c.SourceIdle}, {"--session-timeout", c.SessionTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", d.name))
+		}
+	}
+	if c.MaxMetricSeries < 1 {
+		errs = append(errs, fmt.Errorf("--max-metric-series %d must be at least 1", c.MaxMetricSeries))
+	}
+	if c.NoMap && c.NoReduce {
+		errs = append(errs, errors.New("--no-map and --no-reduce together leave nothing to run"))
+	}
+	c.Stats = c.Stats.Normalized()
+	if err := c.Stats.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// RegisterFlags registers the aggregator's flags on fs (brokers as a
+// comma-separated list). Call Finish after parsing.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{c: c}
+	fs.StringVar(&f.brokers, "kafka-brokers", strings.Join(c.Brokers, ","), "Kafka bootstrap brokers, comma-separated")
+	fs.StringVar(&c.TracesTopic, "traces-topic", c.TracesTopic, "topic of assembled traces (the ingester's output)")
+	fs.StringVar(&c.Group, "group", c.Group, "consumer group on the traces topic")
+	fs.StringVar(&c.PartialsTopic, "partials-topic", c.PartialsTopic, "internal topic of partial aggregates")
+	fs.StringVar(&c.ReduceGroup, "reduce-group", c.ReduceGroup, "consumer group on the partials topic")
+	fs.IntVar(&c.PartialsPartitions, "partials-partitions", c.PartialsPartitions, "partitions of the partials topic when the aggregator creates it")
+	fs.DurationVar(&c.Stats.Window, "window", c.Stats.Window, "base window length (must divide an hour)")
+	fs.StringVar(&f.coarse, "coarse", durations(c.Stats.Coarse), "coarser resolutions built by merging, comma-separated")
+	fs.DurationVar(&c.Stats.AllowedLateness, "allowed-lateness", c.Stats.AllowedLateness, "a window closes when the watermark passes its end plus this")
+	fs.DurationVar(&c.Stats.Retention, "retention", c.Stats.Retention, "how long after closing a window keeps its traces in memory; later traces cost a re-read")
+	fs.DurationVar(&c.Stats.VersionSpread, "version-spread", c.Stats.VersionSpread, "most a trace's start may move between its versions")
+	fs.DurationVar(&c.Stats.MaxLateness, "max-lateness", c.Stats.MaxLateness, "traces later than this behind the partition's event time are dropped and counted")
+	fs.StringVar(&f.dims, "dimensions", strings.Join(c.Stats.Dimensions, ","), "span/process tag keys that split rollups, comma-separated (e.g. shard,host,client)")
+	fs.IntVar(&c.Stats.DimensionLimit, "dimension-limit", c.Stats.DimensionLimit, "values per dimension, window and operation with their own rollup; others are __overflow__")
+	fs.IntVar(&c.Stats.Exemplars, "exemplars", c.Stats.Exemplars, "slowest traces kept per rollup")
+	fs.BoolVar(&c.Stats.NoEdges, "no-edges", c.Stats.NoEdges, "do not compute service-edge statistics")
+	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "publish closed windows and write changed rollups this often")
+	fs.DurationVar(&c.CoarseInterval, "coarse-interval", c.CoarseInterval, "rewrite changed coarse rollups this often")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "commit offsets this often")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a partition without messages this long stops holding the watermark")
+	fs.DurationVar(&c.SourceIdle, "source-idle", c.SourceIdle, "a source partition without partials this long stops holding back reducers' eviction")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
+	fs.IntVar(&c.MaxMetricSeries, "max-metric-series", c.MaxMetricSeries, "label sets of the per-operation Prometheus metrics; more go to __overflow__")
+	fs.BoolVar(&c.NoMap, "no-map", false, "run only the reduce stage")
+	fs.BoolVar(&c.NoReduce, "no-reduce", false, "run only the map stage")
+	return f
+}
+
+// Flags holds the flag values that need parsing after fs.Parse.
+type Flags struct {
+	c                     *Config
+	brokers, dims, coarse string
+}
+
+// Finish applies the list-valued flags to the config.
+func (f *Flags) Finish() error {
+	f.c.Brokers = nil
+	for _, b := range strings.Split(f.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			f.c.Brokers = append(f.c.Brokers, b)
+		}
+	}
+	f.c.Stats.Dimensions = aggregate.ParseDimensions(f.dims)
+	f.c.Stats.Coarse = []time.Duration{}
+	for _, s := range strings.Split(f.coarse, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		d, err := parseResolution(s)
+		if err != nil {
+			return fmt.Errorf("--coarse %q: %v", s, err)
+		}
+		f.c.Stats.Coarse = append(f.c.Stats.Coarse, d)
+	}
+	return nil
+}
+
+func durations(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, resolutionName(d))
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,202 @@
+package aggregator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tracepipe/tracepipe/aggregate/aggtest"
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage/elasticsearch"
+)
+
+// buildAggregator compiles cmd/aggregator into dir.
+func buildAggregator(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "aggregator")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/tracepipe/tracepipe/cmd/aggregator")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build aggregator: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// proc is one aggregator process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startProc(t *testing.T, bin, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("--- %s output (last 4 KiB):\n%s", name, tail(p.out.String(), 4096))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v (output: %s)", p.name, err, tail(p.out.String(), 2048))
+	}
+	<-p.done
+	p.done <- nil // for the cleanup
+}
+
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- nil
+		if err != nil {
+			t.Fatalf("%s exited with %v", p.name, err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("%s did not stop on SIGTERM", p.name)
+	}
+}
+
+// TestIntegration runs the aggregator binary on real Kafka and the real
+// search engine: a generated workload with known ground truth, two
+// aggregator processes, one killed with SIGKILL mid-stream and restarted,
+// re-emitted trace versions, very late traces (rewinds), and then a replay
+// from the start with fresh groups. Every rollup equals the ground truth
+// each time.
+func TestIntegration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	brokers := testenv.KafkaBrokers(t)
+	esURL := testenv.Elasticsearch(t)
+	bin := buildAggregator(t)
+
+	topic := testenv.Name(t, "traces")
+	prefix := strings.ReplaceAll(testenv.Name(t, "agg"), "_", "-")
+	kafkatest.CreateTopic(t, brokers, topic, 8)
+	ctx := context.Background()
+	store, err := elasticsearch.New(ctx, elasticsearch.Config{URLs: []string{esURL}, IndexPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+
+	o := aggtest.DefaultOptions(3000, time.Now())
+	o.VeryLate = 0.02 // later than the retention: rewinds
+	msgs := aggtest.Generate(7, o)
+	cfg := testConfig(brokers, topic)
+	exp := aggtest.Expect(cfg.Stats, msgs)
+
+	args := func(group, partials string) []string {
+		return []string{
+			"--kafka-brokers", strings.Join(brokers, ","), "--traces-topic", topic,
+			"--group", group, "--partials-topic", partials, "--reduce-group", group + "-reduce", "--partials-partitions", "4",
+			"--es-url", esURL, "--index-prefix", prefix, "--index-traces=false", "--metrics-addr", "",
+			"--window", "1m", "--coarse", "5m,15m", "--retention", "1m", "--dimensions", "shard,client,host",
+			"--dimension-limit", "5", "--exemplars", "3",
+			"--flush-interval", "200ms", "--coarse-interval", "1s", "--checkpoint-interval", "1s",
+			"--idle-timeout", "2s", "--session-timeout", "6s", "--log-level", "warn",
+		}
+	}
+	group, partials := topic+"-agg", topic+"-partials"
+	half := len(msgs) / 2
+	produce(t, brokers, topic, msgs[:half])
+	a := startProc(t, bin, "aggregator-a", args(group, partials)...)
+	b := startProc(t, bin, "aggregator-b", args(group, partials)...)
+	time.Sleep(8 * time.Second)
+	a.kill(t) // SIGKILL mid-stream
+	produce(t, brokers, topic, msgs[half:])
+	a = startProc(t, bin, "aggregator-a2", args(group, partials)...)
+	// An ingester re-emits versions after a crash.
+	produce(t, brokers, topic, msgs[:len(msgs)/3])
+	waitES(t, exp, store, 3*time.Minute)
+	t.Log("first run: rollups equal the ground truth")
+
+	b.kill(t)
+	b = startProc(t, bin, "aggregator-b2", args(group, partials)...)
+	produce(t, brokers, topic, msgs[len(msgs)/3:len(msgs)/2])
+	waitES(t, exp, store, 3*time.Minute)
+	a.stop(t)
+	b.stop(t)
+	t.Log("after another SIGKILL and re-emissions: rollups equal the ground truth")
+
+	// Replay from the start with fresh groups and partials topic.
+	r := startProc(t, bin, "aggregator-replay", args(group+"-replay", partials+"-replay")...)
+	time.Sleep(5 * time.Second)
+	waitES(t, exp, store, 3*time.Minute)
+	r.stop(t)
+	t.Log("after a replay with fresh groups: rollups equal the ground truth")
+}
+
+func waitES(t *testing.T, exp *aggtest.Expected, store *elasticsearch.Store, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := store.Refresh(ctx)
+		var got map[string]model.Rollup
+		if err == nil {
+			got, err = exp.Fetch(ctx, store)
+		}
+		cancel()
+		if err == nil {
+			if last = exp.Check(got, nil); last == nil {
+				return
+			}
+		} else {
+			last = fmt.Errorf("read: %w", err)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t.Fatalf("rollups never matched the ground truth within %v: %v", within, last)
+}
+
+var _ = os.Getenv

@@ -1,0 +1,250 @@
+package aggregator
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracepipe/tracepipe/aggregate"
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// overflow is the label value of series beyond MaxMetricSeries.
+const overflow = aggregate.Overflow
+
+// Metrics are the aggregator's Prometheus metrics, registered on the
+// Registerer given to New. Names:
+//
+// Per operation (labels service, operation, kind; counted once per trace,
+// at the first version the aggregator sees; exact figures are in the rollups):
+//
+//	tracepipe_aggregator_span_duration_seconds         histogram, exemplars {trace_id}
+//	tracepipe_aggregator_span_critical_path_seconds    histogram, exemplars {trace_id}
+//	tracepipe_aggregator_calls_total                   spans
+//	tracepipe_aggregator_errors_total                  failed spans
+//	tracepipe_aggregator_edge_calls_total{caller,callee}
+//	tracepipe_aggregator_edge_errors_total{caller,callee}
+//
+// Health (stage is "map" or "reduce"):
+//
+//	tracepipe_aggregator_consumer_lag{stage,partition}       messages behind the partition's end
+//	tracepipe_aggregator_partitions{stage}                   partitions owned
+//	tracepipe_aggregator_windows_open                        resident windows not yet closed
+//	tracepipe_aggregator_windows_resident{stage}             windows with state in memory
+//	tracepipe_aggregator_resident_traces                     trace versions held in memory
+//	tracepipe_aggregator_watermark_seconds                   the instance's watermark (Unix time)
+//	tracepipe_aggregator_traces_total{result}                latest, replaced, duplicate, stale
+//	tracepipe_aggregator_late_traces_total                   latest versions that arrived after their window closed
+//	tracepipe_aggregator_dropped_total{stage,reason}         decode, invalid, too-late, ...
+//	tracepipe_aggregator_overflowed_keys_total               keys folded into __overflow__
+//	tracepipe_aggregator_metric_series_overflow_total        observations counted under __overflow__ labels
+//	tracepipe_aggregator_rewinds_total{stage}                re-reads for data later than the retention
+//	tracepipe_aggregator_rewind_messages_total{stage}
+//	tracepipe_aggregator_partials_published_total
+//	tracepipe_aggregator_rollups_written_total{resolution}
+//	tracepipe_aggregator_retractions_total
+//	tracepipe_aggregator_storage_reads_total
+//	tracepipe_aggregator_write_errors_total{stage}           failed publishes (map) or storage writes (reduce)
+//	tracepipe_aggregator_commits_total{stage,result}
+//	tracepipe_aggregator_restarts_total{stage}               partition state discarded and restored from the last commit
+type Metrics struct {
+	duration, critical *prometheus.HistogramVec
+	calls, errors      *prometheus.CounterVec
+	edgeCalls, edgeErr *prometheus.CounterVec
+
+	lag            *prometheus.GaugeVec
+	partitions     *prometheus.GaugeVec
+	windowsOpen    prometheus.Gauge
+	windowsRes     *prometheus.GaugeVec
+	residentTraces prometheus.Gauge
+	watermark      prometheus.Gauge
+	traces         *prometheus.CounterVec
+	late           prometheus.Counter
+	dropped        *prometheus.CounterVec
+	overflowed     prometheus.Counter
+	seriesOverflow prometheus.Counter
+	rewinds        *prometheus.CounterVec
+	rewindMsgs     *prometheus.CounterVec
+	published      prometheus.Counter
+	written        *prometheus.CounterVec
+	retractions    prometheus.Counter
+	reads          prometheus.Counter
+	writeErrors    *prometheus.CounterVec
+	commits        *prometheus.CounterVec
+	restarts       *prometheus.CounterVec
+
+	limit  int
+	mu     sync.Mutex
+	series map[[3]string]bool
+	edges  map[[2]string]bool
+}
+
+func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
+	const ns = "tracepipe_aggregator_"
+	opLabels := []string{"service", "operation", "kind"}
+	buckets := prometheus.ExponentialBucketsRange(100e-6, 100, 19)
+	m := &Metrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ns + "span_duration_seconds",
+			Help: "Span durations per operation (first version of each trace), with trace-ID exemplars.", Buckets: buckets,
+			NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160, NativeHistogramMinResetDuration: time.Hour}, opLabels),
+		critical: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ns + "span_critical_path_seconds",
+			Help: "Time each span spent on its trace's critical path, per operation, with trace-ID exemplars.", Buckets: buckets,
+			NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160, NativeHistogramMinResetDuration: time.Hour}, opLabels),
+		calls:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "calls_total", Help: "Spans per operation."}, opLabels),
+		errors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "errors_total", Help: "Failed spans per operation."}, opLabels),
+		edgeCalls:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "edge_calls_total", Help: "Calls from one service to another."}, []string{"caller", "callee"}),
+		edgeErr:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "edge_errors_total", Help: "Failed calls from one service to another."}, []string{"caller", "callee"}),
+		lag:            prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_lag", Help: "Messages between the stage's position and the partition's end."}, []string{"stage", "partition"}),
+		partitions:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "partitions", Help: "Partitions owned by this instance."}, []string{"stage"}),
+		windowsOpen:    prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "windows_open", Help: "Resident base windows not yet closed by the watermark."}),
+		windowsRes:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "windows_resident", Help: "Base windows with state in memory."}, []string{"stage"}),
+		residentTraces: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "resident_traces", Help: "Trace versions whose contributions are in memory."}),
+		watermark:      prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "watermark_seconds", Help: "The instance's event-time watermark (Unix seconds)."}),
+		traces:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "traces_total", Help: "Trace versions by what they were: latest (first of their trace), replaced (a newer version), duplicate, stale."}, []string{"result"}),
+		late:           prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "late_traces_total", Help: "Latest versions that arrived after their window closed; their rollups were rewritten."}),
+		dropped:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Messages not aggregated, by reason."}, []string{"stage", "reason"}),
+		overflowed:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "overflowed_keys_total", Help: "Keys folded into the __overflow__ dimension value when publishing."}),
+		seriesOverflow: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "metric_series_overflow_total", Help: "Observations counted under __overflow__ labels (beyond --max-metric-series)."}),
+		rewinds:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rewinds_total", Help: "Re-reads of a partition to rebuild windows no longer in memory."}, []string{"stage"}),
+		rewindMsgs:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rewind_messages_total", Help: "Messages re-read by rewinds."}, []string{"stage"}),
+		published:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "partials_published_total", Help: "Partial aggregates acknowledged by the partials topic."}),
+		written:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rollups_written_total", Help: "Rollups durably written, by resolution."}, []string{"resolution"}),
+		retractions:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "retractions_total", Help: "Rollups rewritten empty because their key disappeared."}),
+		reads:          prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "storage_reads_total", Help: "Stored rollups read back (coarse windows, restarts)."}),
+		writeErrors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "write_errors_total", Help: "Failed publishes (map) or storage writes (reduce)."}, []string{"stage"}),
+		commits:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "commits_total", Help: "Offset commits."}, []string{"stage", "result"}),
+		restarts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "restarts_total", Help: "Partition states discarded and restored from the last commit after an error."}, []string{"stage"}),
+		limit:          limit,
+		series:         map[[3]string]bool{},
+		edges:          map[[2]string]bool{},
+	}
+	for _, st := range []string{"map", "reduce"} {
+		m.partitions.WithLabelValues(st)
+		m.writeErrors.WithLabelValues(st)
+		m.rewinds.WithLabelValues(st)
+	}
+	for _, r := range []string{"latest", "replaced", "duplicate", "stale"} {
+		m.traces.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.duration, m.critical, m.calls, m.errors, m.edgeCalls, m.edgeErr,
+		m.lag, m.partitions, m.windowsOpen, m.windowsRes, m.residentTraces, m.watermark, m.traces, m.late,
+		m.dropped, m.overflowed, m.seriesOverflow, m.rewinds, m.rewindMsgs, m.published, m.written,
+		m.retractions, m.reads, m.writeErrors, m.commits, m.restarts}
+}
+
+// opLabels applies the series limit: the first MaxMetricSeries label sets
+// keep their labels, later ones become __overflow__ (kind is kept).
+func (m *Metrics) opLabels(svc, op, kind string) (string, string, string) {
+	k := [3]string{svc, op, kind}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.series[k] {
+		return svc, op, kind
+	}
+	if len(m.series) < m.limit {
+		m.series[k] = true
+		return svc, op, kind
+	}
+	m.seriesOverflow.Inc()
+	return overflow, overflow, kind
+}
+
+func (m *Metrics) edgeLabels(caller, callee string) (string, string) {
+	k := [2]string{caller, callee}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.edges[k] || len(m.edges) < m.limit {
+		m.edges[k] = true
+		return caller, callee
+	}
+	m.seriesOverflow.Inc()
+	return overflow, overflow
+}
+
+// observe records the spans of a trace seen for the first time.
+func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
+	ex := prometheus.Labels{"trace_id": at.Trace.TraceID.String()}
+	var byID map[model.SpanID]*model.Span
+	if edges {
+		byID = make(map[model.SpanID]*model.Span, len(at.Trace.Spans))
+		for _, sp := range at.Trace.Spans {
+			byID[sp.SpanID] = sp
+		}
+	}
+	for i, sp := range at.Trace.Spans {
+		kind := sp.Kind.String()
+		if kind == "" {
+			kind = "unspecified"
+		}
+		svc, op, kind := m.opLabels(sp.Process.ServiceName, sp.Operation, kind)
+		m.duration.WithLabelValues(svc, op, kind).(prometheus.ExemplarObserver).ObserveWithExemplar(sp.Duration.Seconds(), ex)
+		if i < len(at.Analysis.Spans) {
+			m.critical.WithLabelValues(svc, op, kind).(prometheus.ExemplarObserver).ObserveWithExemplar(at.Analysis.Spans[i].CriticalPath.Seconds(), ex)
+		}
+		m.calls.WithLabelValues(svc, op, kind).Inc()
+		if sp.IsError() {
+			m.errors.WithLabelValues(svc, op, kind).Inc()
+		}
+		if !edges {
+			continue
+		}
+		if pid, _, ok := sp.ParentSpanID(); ok {
+			if p := byID[pid]; p != nil && p.Process.ServiceName != sp.Process.ServiceName {
+				caller, callee := m.edgeLabels(p.Process.ServiceName, sp.Process.ServiceName)
+				m.edgeCalls.WithLabelValues(caller, callee).Inc()
+				if sp.IsError() {
+					m.edgeErr.WithLabelValues(caller, callee).Inc()
+				}
+			}
+		}
+	}
+}
+
+// partitionCounters turns a Partition's cumulative counters into metric
+// increments.
+func (m *Metrics) partitionCounters(prev, cur *aggregate.PartitionCounters) {
+	add := func(c prometheus.Counter, a, b int64) {
+		if b > a {
+			c.Add(float64(b - a))
+		}
+	}
+	add(m.traces.WithLabelValues("latest"), prev.Traces-prev.Replaced, cur.Traces-cur.Replaced)
+	add(m.traces.WithLabelValues("replaced"), prev.Replaced, cur.Replaced)
+	add(m.traces.WithLabelValues("duplicate"), prev.Duplicates, cur.Duplicates)
+	add(m.traces.WithLabelValues("stale"), prev.Stale, cur.Stale)
+	add(m.late, prev.Late, cur.Late)
+	add(m.overflowed, prev.Overflowed, cur.Overflowed)
+	add(m.rewinds.WithLabelValues("map"), prev.Rewinds, cur.Rewinds)
+	add(m.rewindMsgs.WithLabelValues("map"), prev.Replayed, cur.Replayed)
+	for reason, n := range cur.Dropped {
+		add(m.dropped.WithLabelValues("map", reason), prev.Dropped[reason], n)
+	}
+	add(m.dropped.WithLabelValues("map", "rewind-incomplete"), prev.RewindIncomplete, cur.RewindIncomplete)
+}
+
+func (m *Metrics) reduceCounters(prev, cur *aggregate.ReduceCounters) {
+	add := func(c prometheus.Counter, a, b int64) {
+		if b > a {
+			c.Add(float64(b - a))
+		}
+	}
+	add(m.rewinds.WithLabelValues("reduce"), prev.Rewinds, cur.Rewinds)
+	add(m.rewindMsgs.WithLabelValues("reduce"), prev.Replayed, cur.Replayed)
+	add(m.retractions, prev.Retractions, cur.Retractions)
+	add(m.reads, prev.Loads, cur.Loads)
+	for reason, n := range cur.Dropped {
+		add(m.dropped.WithLabelValues("reduce", reason), prev.Dropped[reason], n)
+	}
+}
+
+func partitionLabel(p int) string { return strconv.Itoa(p) }
+
+func resolutionName(d time.Duration) string { return model.ResolutionName(d) }
+
+func parseResolution(s string) (time.Duration, error) { return model.ParseResolution(s) }

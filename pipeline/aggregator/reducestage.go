@@ -1,0 +1,303 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/aggregate"
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// reduceWorker owns one partials-topic partition for one generation.
+type reduceWorker struct {
+	a      *Aggregator
+	gen    *kafka.Generation
+	part   int
+	r      *aggregate.Reducer
+	commit aggregate.Commit
+	f      *fetcher
+	prev   aggregate.ReduceCounters
+	res    int
+}
+
+// runReduce consumes one partials partition until gctx ends: it merges
+// partials into rollups, writes changed rollups on flush ticks and commits
+// checkpoints after the writes are durable.
+func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part int) {
+	w := &reduceWorker{a: a, gen: gen, part: part}
+	defer func() {
+		w.f.stop()
+		a.m.lag.DeleteLabelValues("reduce", partitionLabel(part))
+		a.m.windowsRes.WithLabelValues("reduce").Sub(float64(w.res))
+	}()
+	if !w.startup(gctx) {
+		return
+	}
+	flush := time.NewTicker(a.cfg.FlushInterval)
+	defer flush.Stop()
+	coarse := time.NewTicker(a.cfg.CoarseInterval)
+	defer coarse.Stop()
+	ck := time.NewTicker(a.cfg.CheckpointInterval)
+	defer ck.Stop()
+	failures := 0
+	for {
+		var err error
+		select {
+		case <-gctx.Done():
+			w.finish()
+			return
+		case m := <-w.f.msgs:
+			err = w.process(gctx, m)
+		case <-flush.C:
+			if err = w.flush(gctx, false); err == nil {
+				failures = 0
+			}
+		case <-coarse.C:
+			err = w.flush(gctx, true)
+		case <-ck.C:
+			if err = w.flush(gctx, true); err == nil {
+				err = w.checkpoint()
+			}
+		case err = <-w.f.errc:
+			err = fmt.Errorf("fetch: %w", err)
+		}
+		if err != nil {
+			// The state may be half-way through a rewind or a publish:
+			// discard it; restore rebuilds it from the last commit.
+			w.discard()
+			if gctx.Err() != nil {
+				return
+			}
+		}
+		if err != nil {
+			a.log.Warn("reduce: partition restarts from its last commit", "partition", part, "err", err)
+			a.m.restarts.WithLabelValues("reduce").Inc()
+			failures++
+			select {
+			case <-gctx.Done():
+				return
+			case <-time.After(min(time.Second<<min(failures-1, 5), 30*time.Second)):
+			}
+			if err := w.restore(gctx, false); err != nil {
+				a.log.Error("reduce: cannot restart partition", "partition", part, "err", err)
+				if !w.startup(gctx) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
+	a := w.a
+	w.f.stop()
+	w.f = nil
+	first, end, err := a.offsets(ctx, a.cfg.PartialsTopic, w.part)
+	if err != nil {
+		return err
+	}
+	if fromGroup {
+		off, meta, ok, err := a.committed(ctx, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part)
+		if err != nil {
+			return err
+		}
+		if ok && meta == "" {
+			a.log.Warn("reduce: committed offset without a checkpoint; re-reading the partition from its start", "partition", w.part, "offset", off)
+			ok = false
+		}
+		if !ok {
+			off, meta = first, ""
+		}
+		w.commit = aggregate.Commit{Offset: off, Metadata: []byte(meta)}
+	}
+	r, err := aggregate.NewReducer(a.cfg.Stats, w.commit.Offset, w.commit.Metadata)
+	if errors.Is(err, aggregate.ErrConfigChanged) {
+		return fmt.Errorf("partials partition %d: %w (use new --partials-topic and --reduce-group)", w.part, err)
+	}
+	if err != nil {
+		a.log.Warn("reduce: committed offset without a usable checkpoint; re-reading the partials partition from its start", "partition", w.part, "err", err)
+		w.commit = aggregate.Commit{Offset: first}
+		if r, err = aggregate.NewReducer(a.cfg.Stats, first, nil); err != nil {
+			return err
+		}
+	}
+	r.SourceIdle = a.cfg.SourceIdle
+	// A predecessor may have written rollups for partials up to the end.
+	r.SetBarrier(end)
+	w.r = r
+	w.prev = r.Counters()
+	f, err := a.startFetcher(a.cfg.PartialsTopic, w.part, r.Position())
+	if err != nil {
+		return err
+	}
+	w.f = f
+	a.log.Info("reduce: partition", "partition", w.part, "offset", r.Position(), "high_water", r.HighWater(), "end", end)
+	return nil
+}
+
+func decodePartialMessage(m kafka.Message) (aggregate.PartialMessage, []string, error) {
+	pt, names, err := aggregate.DecodePartial(m.Value)
+	return aggregate.PartialMessage{Offset: m.Offset, Time: model.TimestampOf(m.Time), Partial: pt}, names, err
+}
+
+func (w *reduceWorker) process(ctx context.Context, km kafka.Message) error {
+	a := w.a
+	a.m.lag.WithLabelValues("reduce", partitionLabel(w.part)).Set(float64(max(0, km.HighWaterMark-km.Offset-1)))
+	m, names, err := decodePartialMessage(km)
+	if err != nil {
+		a.m.dropped.WithLabelValues("reduce", "decode").Inc()
+		a.log.Error("reduce: undecodable partial skipped", "partition", w.part, "offset", km.Offset, "err", err)
+		return w.r.Skip(km.Offset)
+	}
+	for {
+		rw, err := w.r.Add(m, names)
+		if err != nil {
+			return err
+		}
+		if rw == nil {
+			return nil
+		}
+		a.log.Info("reduce: rewind", "partition", w.part, "from", rw.From, "to", rw.To)
+		w.r.BeginRewind(rw)
+		missing, err := a.readRange(ctx, a.cfg.PartialsTopic, w.part, rw.From, rw.To, func(km kafka.Message) error {
+			m, names, err := decodePartialMessage(km)
+			if err != nil {
+				return nil
+			}
+			return w.r.Replay(m, names)
+		})
+		if err != nil {
+			return fmt.Errorf("rewind: %w", err)
+		}
+		if missing > 0 {
+			a.log.Error("reduce: rewind needed offsets the partials topic no longer retains", "partition", w.part, "missing", missing)
+			a.m.dropped.WithLabelValues("reduce", "retention").Add(float64(missing))
+		}
+		w.r.EndRewind()
+	}
+}
+
+// flush writes changed rollups (coarse ones too with coarse) and waits
+// until the store made them durable.
+func (w *reduceWorker) flush(ctx context.Context, coarse bool) error {
+	a := w.a
+	outs, err := w.r.Flush(ctx, a.children, coarse)
+	if err != nil {
+		return err
+	}
+	if err := a.write(ctx, outs); err != nil {
+		a.m.writeErrors.WithLabelValues("reduce").Inc()
+		return err
+	}
+	c := w.r.Counters()
+	a.m.reduceCounters(&w.prev, &c)
+	w.prev = c
+	n := w.r.Windows()
+	a.m.windowsRes.WithLabelValues("reduce").Add(float64(n - w.res))
+	w.res = n
+	return nil
+}
+
+func (w *reduceWorker) checkpoint() error {
+	a := w.a
+	c, err := w.r.Checkpoint(model.TimestampOf(a.now()))
+	if errors.Is(err, aggregate.ErrUnpublished) {
+		return nil // catching up: nothing may be written yet
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.commit(w.gen, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part, c.Offset, string(c.Metadata)); err != nil {
+		a.m.commits.WithLabelValues("reduce", "error").Inc()
+		a.log.Warn("reduce: commit failed", "partition", w.part, "err", err)
+		return nil
+	}
+	a.m.commits.WithLabelValues("reduce", "ok").Inc()
+	w.commit = c
+	return nil
+}
+
+func (w *reduceWorker) finish() {
+	if w.r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := w.flush(ctx, true); err != nil {
+		w.a.log.Warn("reduce: final write failed; the next owner re-reads from the last commit", "partition", w.part, "err", err)
+		return
+	}
+	if err := w.checkpoint(); err != nil {
+		w.a.log.Warn("reduce: final checkpoint failed", "partition", w.part, "err", err)
+	}
+}
+
+// write stores outputs: operation rollups through WriteRollups, edge
+// rollups through the store's edge writer.
+func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	var rs []model.Rollup
+	var es []model.EdgeRollup
+	for i := range outs {
+		o := &outs[i]
+		if o.Key.Edge {
+			es = append(es, o.EdgeRollup())
+		} else {
+			rs = append(rs, o.Rollup(a.cfg.Stats.Dimensions))
+		}
+	}
+	if len(rs) > 0 {
+		if err := a.store.WriteRollups(ctx, rs); err != nil {
+			return fmt.Errorf("write rollups: %w", err)
+		}
+	}
+	if len(es) > 0 {
+		if a.edges == nil {
+			return errors.New("BUG: edge rollups without an edge store")
+		}
+		if err := a.edges.WriteEdgeRollups(ctx, es); err != nil {
+			return fmt.Errorf("write edge rollups: %w", err)
+		}
+	}
+	for _, r := range rs {
+		a.m.written.WithLabelValues(resolutionName(r.Resolution)).Inc()
+	}
+	for _, e := range es {
+		a.m.written.WithLabelValues("edge-" + resolutionName(e.Resolution)).Inc()
+	}
+	return nil
+}
+
+// startup restores the partition's state from the group's commit, retrying
+// transient errors until gctx ends; a configuration that cannot work stops
+// the aggregator. It reports whether the worker may run.
+func (w *reduceWorker) startup(gctx context.Context) bool {
+	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		err := w.restore(gctx, true)
+		if err == nil {
+			return true
+		}
+		if gctx.Err() != nil {
+			return false
+		}
+		if errors.Is(err, aggregate.ErrConfigChanged) {
+			w.a.log.Error("reduce: the checkpoint does not fit this configuration", "partition", w.part, "err", err)
+			w.a.fatal(err)
+			return false
+		}
+		w.a.log.Warn("reduce: cannot start partition; retrying", "partition", w.part, "err", err, "in", backoff)
+		select {
+		case <-gctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (w *reduceWorker) discard() { w.r = nil }
