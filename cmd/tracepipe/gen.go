@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/pipeline/ingest"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+type slowFlags []gen.Slow
+
+func (s *slowFlags) String() string { return fmt.Sprint(*s) }
+func (s *slowFlags) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) < 3 {
+		return fmt.Errorf("want service:operation:factor, got %q", v)
+	}
+	f, err := strconv.ParseFloat(parts[len(parts)-1], 64)
+	if err != nil || f <= 0 {
+		return fmt.Errorf("factor in %q must be a positive number", v)
+	}
+	*s = append(*s, gen.Slow{Service: parts[0], Operation: strings.Join(parts[1:len(parts)-1], ":"), Factor: f})
+	return nil
+}
+
+const genUsage = `usage: tracepipe gen [flags]
+
+Generates a synthetic workload of traces (services calling each other, parallel
+and async calls, errors, shard/host/client tags), shuffles spans across
+traces, and writes them to a Kafka topic (key = trace ID) or to a file
+(--out; JSON encodings one message per line, protobuf ones length-prefixed).
+Deterministic for a seed. Flags have TRACEPIPE_* environment equivalents.
+
+`
+
+// runGen implements 'tracepipe gen'.
+func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, genUsage); fs.PrintDefaults() }
+	var (
+		seed       = fs.Uint64("seed", 1, "random seed; the same seed gives the same workload")
+		traces     = fs.Int("traces", 1000, "number of traces")
+		rate       = fs.Float64("rate", 0, "messages per second to Kafka (0: as fast as possible)")
+		encoding   = fs.String("encoding", string(wire.JaegerProto), "jaeger-proto, jaeger-json, otlp-proto or otlp-json")
+		brokers    = fs.String("kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka brokers")
+		topic      = fs.String("spans-topic", "jaeger-spans", "topic to write to")
+		partitions = fs.Int("partitions", 0, "create the topic with this many partitions if it does not exist (0: don't)")
+		out        = fs.String("out", "", "write to this file instead of Kafka ('-' for stdout)")
+		truth      = fs.String("truth", "", "write the ground truth (traces, spans, counts per operation) as JSON to this file")
+		batch      = fs.Int("batch", 20, "OTLP encodings: spans per message")
+		mixed      = fs.Bool("mixed-batches", false, "OTLP encodings: batch spans of different traces together, unkeyed (needs the ingester's --rekey-to)")
+		interleave = fs.Int("interleave", 50, "traces whose spans are shuffled together")
+		errorRate  = fs.Float64("error-rate", 0.01, "probability that a leaf call fails")
+		interval   = fs.Duration("interval", 10*time.Millisecond, "start-time distance between consecutive traces")
+		start      = fs.String("start", "2026-01-01T00:00:00Z", "start time of the first trace (RFC 3339)")
+		slow       slowFlags
+	)
+	fs.Var(&slow, "slow", "make an operation slower: service:operation:factor (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := ingest.ApplyEnv(fs, nil); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	enc, err := wire.ParseEncoding(*encoding)
+	if err != nil {
+		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
+	}
+	encode, err := gen.EncoderFor(enc)
+	if err != nil {
+		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
+	}
+	if *traces <= 0 || *batch <= 0 || *interleave <= 0 {
+		return fmt.Errorf("%w: --traces, --batch and --interleave must be positive", errUsage)
+	}
+	t0, err := time.Parse(time.RFC3339, *start)
+	if err != nil {
+		return fmt.Errorf("%w: --start: %v", errUsage, err)
+	}
+	w := gen.Generate(gen.Config{Seed: *seed, Traces: *traces, ErrorRate: *errorRate, Interleave: *interleave,
+		Interval: *interval, Start: t0, Slow: slow})
+	msgs, err := gen.Messages(w.Order(), enc, encode, *batch, *mixed)
+	if err != nil {
+		return err
+	}
+	if *truth != "" {
+		b, err := json.MarshalIndent(w.Truth(), "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*truth, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write truth: %w", err)
+		}
+	}
+	t := w.Truth()
+	if *out != "" {
+		var f io.Writer = stdout
+		if *out != "-" {
+			file, err := os.Create(*out)
+			if err != nil {
+				return err
+			}
+			defer file.Close()
+			f = file
+		}
+		if err := gen.WriteFile(f, enc, msgs); err != nil {
+			return fmt.Errorf("write %s: %w", *out, err)
+		}
+		if *out != "-" {
+			fmt.Fprintf(stdout, "wrote %d traces, %d spans in %d messages to %s\n", t.Traces, t.Spans, len(msgs), *out)
+		}
+		return nil
+	}
+	bl := strings.Split(*brokers, ",")
+	if *partitions > 0 {
+		if err := createTopic(ctx, bl, *topic, *partitions); err != nil {
+			return err
+		}
+	}
+	kw := &kafka.Writer{Addr: kafka.TCP(bl...), Topic: *topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+		BatchSize: 1000, BatchTimeout: 5 * time.Millisecond, BatchBytes: 1 << 20}
+	defer kw.Close()
+	began := time.Now()
+	if err := gen.Publish(ctx, kw, msgs, *rate, 1000); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "published %d traces, %d spans in %d messages to %s in %v\n", t.Traces, t.Spans, len(msgs), *topic, time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+func createTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+// Command tracepipe is the user-facing CLI: analyze trace files, generate
+// workloads, query stored traces and statistics.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// errUsage marks an error caused by how the command was called (exit 2).
+var errUsage = errors.New("usage")
+
+const usage = `usage: tracepipe <command> [flags] [args]
+
+commands:
+  run       run the whole pipeline in one process (embedded broker and store, query API, metrics)
+  analyze   explain Jaeger UI JSON trace files: critical path, self time, bottlenecks
+  gen       generate a synthetic workload of traces to Kafka or a file
+  query     query stored traces, slowest requests, bottlenecks and rollups
+
+Run 'tracepipe <command> -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = runRun(ctx, args[1:], stderr)
+	case "analyze":
+		err = runAnalyze(ctx, args[1:], stdin, stdout, stderr)
+	case "gen":
+		err = runGen(ctx, args[1:], stdout, stderr)
+	case "query":
+		err = runQuery(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "tracepipe: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tracepipe %s: %v\n", args[0], err)
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tracepipe/tracepipe/pipeline/aggregator"
+	"github.com/tracepipe/tracepipe/pipeline/index"
+	"github.com/tracepipe/tracepipe/pipeline/local"
+	"github.com/tracepipe/tracepipe/query"
+	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/elasticsearch"
+	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/wire"
+)
+
+const runUsage = `usage: tracepipe run [flags]
+
+Runs the whole pipeline in one process on embedded defaults: a Kafka broker
+(persisted under --data-dir; collectors and 'tracepipe gen' produce spans to
+it), the ingester, the indexer writing explained traces to the embedded store
+(or Elasticsearch with --es-url), the aggregator writing per-operation rollups
+beside them, the query API and /metrics. With
+--kafka-brokers it consumes from real Kafka instead of starting a broker.
+Stop it with Ctrl-C (SIGINT) or SIGTERM: it stops fetching, finishes and
+commits what is durable, and closes everything in order.
+`
+
+func runRun(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := local.DefaultConfig()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, runUsage, "\nflags (each also as TRACEPIPE_<NAME>, e.g. TRACEPIPE_DATA_DIR):\n")
+		fs.PrintDefaults()
+	}
+	var (
+		brokers     = fs.String("kafka-brokers", "", "real Kafka brokers, comma-separated (default: start the embedded broker)")
+		esURL       = fs.String("es-url", "", "store in Elasticsearch/OpenSearch at this URL instead of the embedded store")
+		indexPrefix = fs.String("index-prefix", "", "Elasticsearch index prefix")
+		encoding    = fs.String("encoding", string(wire.Auto), "span encoding: auto, jaeger-proto, jaeger-json, otlp-proto, otlp-json")
+		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded broker's log and the embedded store")
+	fs.StringVar(&cfg.BrokerListen, "broker-listen", cfg.BrokerListen, "address of the embedded broker")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of the embedded broker's topics")
+	fs.BoolVar(&cfg.SyncWrites, "sync-writes", false, "embedded broker: fsync every produced batch (slower, survives power loss)")
+	fs.StringVar(&cfg.QueryListen, "listen", cfg.QueryListen, "query API address (empty: none)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "/metrics and /healthz address (empty: none)")
+	fs.StringVar(&cfg.Ingest.SpansTopic, "spans-topic", cfg.Ingest.SpansTopic, "topic of incoming spans")
+	fs.StringVar(&cfg.Ingest.TracesTopic, "traces-topic", cfg.Ingest.TracesTopic, "topic of assembled traces")
+	fs.DurationVar(&cfg.Ingest.IdleTimeout, "idle-timeout", cfg.Ingest.IdleTimeout, "emit a trace when no span arrived for this long")
+	fs.DurationVar(&cfg.Ingest.MaxWait, "max-wait", cfg.Ingest.MaxWait, "emit a trace at the latest this long after its first span")
+	fs.IntVar(&cfg.Ingest.MaxSpansPerTrace, "max-spans-per-trace", cfg.Ingest.MaxSpansPerTrace, "spans kept per trace; more are counted and the trace is marked truncated")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := applyEnv(fs); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	enc, err := wire.ParseEncoding(*encoding)
+	if err != nil {
+		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
+	}
+	cfg.Ingest.Encoding = enc
+	if *brokers != "" {
+		cfg.Brokers = strings.Split(*brokers, ",")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	var store storage.Store
+	if *esURL != "" {
+		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix})
+	} else {
+		path := filepath.Join(cfg.DataDir, "tracepipe.db")
+		store, err = embedded.Open(ctx, embedded.Options{Path: path})
+		log.Info("embedded store", "path", path)
+	}
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	// The store closes after every stage has stopped (Run returns first).
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	deps := local.Deps{
+		Registry: reg,
+		Logger:   log,
+		Query:    query.NewHandler(store, time.Now, log.With("component", "query")),
+		Stages: func(brokers []string) ([]local.Stage, error) {
+			icfg := index.DefaultConfig()
+			icfg.Brokers = brokers
+			icfg.Topic = cfg.Ingest.TracesTopic
+			x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg})
+			if err != nil {
+				return nil, err
+			}
+			acfg := aggregator.DefaultConfig()
+			acfg.Brokers = brokers
+			acfg.TracesTopic = cfg.Ingest.TracesTopic
+			acfg.PartialsPartitions = cfg.Partitions
+			agg, err := aggregator.New(acfg, store, aggregator.Options{Logger: log.With("stage", "aggregator"), Registry: reg})
+			if err != nil {
+				return nil, err
+			}
+			return []local.Stage{x, agg}, nil
+		},
+	}
+	return local.Run(ctx, cfg, deps, func(brokers []string) {
+		log.Info("tracepipe is running", "spans", fmt.Sprintf("%s on %s", cfg.Ingest.SpansTopic, strings.Join(brokers, ",")),
+			"query", cfg.QueryListen, "metrics", cfg.MetricsAddr)
+	})
+}
+
+// applyEnv sets every flag not given on the command line from its
+// TRACEPIPE_<NAME> environment variable (dashes become underscores).
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := "TRACEPIPE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
+			}
+		}
+	})
+	return err
+}

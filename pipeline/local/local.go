@@ -1,0 +1,285 @@
+// Package local runs every tracepipe stage in one process on one machine:
+// the quick start, and the deployment for teams that do not need a fleet.
+//
+// Components, started in this order and stopped in the reverse:
+//
+//  1. Kafka: an embedded broker (franz-go's kfake, persisted under
+//     DataDir/kafka, listening on BrokerListen so Jaeger collectors, OTel
+//     collectors and `tracepipe gen` can produce to it), or the real brokers
+//     named in Brokers.
+//  2. the embedded store (SQLite under DataDir), or Elasticsearch when the
+//     caller supplies a store.
+//  3. the stages, each a consumer group as in a fleet: the ingester and
+//     every extra Stage (the indexer and the aggregator, built by the caller).
+//  4. HTTP: the query API on QueryListen and /metrics + /healthz on MetricsAddr.
+//
+// Shutdown (context cancelled): the HTTP servers stop accepting, the stages
+// stop fetching, finish in-flight work and commit what is durable (see
+// pipeline/ingest), then the store closes, then the broker. Every goroutine
+// started here is waited for before Run returns.
+//
+// The embedded broker keeps its log on disk (kfake's DataDir) but is a
+// single in-process node with no replication: it is for one machine. A crash
+// between a produce and the page cache reaching disk can lose the newest
+// spans unless SyncWrites is set; use real Kafka where that matters.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tracepipe/tracepipe/pipeline/ingest"
+)
+
+// Config configures a single-process deployment.
+type Config struct {
+	// DataDir holds the embedded broker's log and the embedded store.
+	DataDir string
+	// Brokers, when set, are real Kafka brokers; no embedded broker starts.
+	Brokers []string
+	// BrokerListen is the embedded broker's address.
+	BrokerListen string
+	// Partitions of the topics the embedded broker creates.
+	Partitions int
+	// SyncWrites makes the embedded broker fsync every produced batch.
+	SyncWrites bool
+	// QueryListen serves the query API ("" disables it).
+	QueryListen string
+	// MetricsAddr serves /metrics and /healthz ("" disables it).
+	MetricsAddr string
+	// Ingest configures the ingester; its Brokers are replaced by the
+	// embedded broker's address or by Brokers.
+	Ingest ingest.Config
+}
+
+// DefaultConfig returns the defaults of `tracepipe run`.
+func DefaultConfig() Config {
+	ic := ingest.DefaultConfig()
+	return Config{
+		DataDir:      "tracepipe-data",
+		BrokerListen: "127.0.0.1:9092",
+		Partitions:   4,
+		QueryListen:  "127.0.0.1:16689",
+		MetricsAddr:  "127.0.0.1:9464",
+		Ingest:       ic,
+	}
+}
+
+// Validate reports the first configuration problem in terms of `tracepipe run`'s flags.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir must not be empty")
+	}
+	if len(c.Brokers) == 0 {
+		if _, _, err := net.SplitHostPort(c.BrokerListen); err != nil {
+			return fmt.Errorf("--broker-listen %q: %v", c.BrokerListen, err)
+		}
+		if c.Partitions < 1 || c.Partitions > 1024 {
+			return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
+		}
+	}
+	return nil
+}
+
+// Stage is a long-running component: Run blocks until ctx is cancelled and
+// it has shut down, returning nil after a clean stop.
+type Stage interface {
+	Run(ctx context.Context) error
+}
+
+// Deps are the components built by the caller around the broker (they need
+// its address, which Start decides).
+type Deps struct {
+	// Stages to run beside the ingester (the aggregator), built once the
+	// broker addresses are known.
+	Stages func(brokers []string) ([]Stage, error)
+	// Query serves the query API (nil: none).
+	Query http.Handler
+	// Registry and Gatherer for the metrics endpoint; nil means a fresh registry.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Run starts everything, blocks until ctx is cancelled or a component fails,
+// then stops everything in order. ready, if not nil, is called with the
+// broker addresses once every component has started.
+func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string)) (err error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+
+	brokers := cfg.Brokers
+	if len(brokers) == 0 {
+		cluster, err := startBroker(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cluster.Close()
+			log.Info("embedded broker stopped")
+		}()
+		brokers = cluster.ListenAddrs()
+		log.Info("embedded broker", "addr", brokers, "data", filepath.Join(cfg.DataDir, "kafka"), "partitions", cfg.Partitions)
+	}
+
+	icfg := cfg.Ingest
+	icfg.Brokers = brokers
+	icfg.MetricsAddr = "" // served below, with every stage's metrics
+	in, err := ingest.New(icfg, ingest.Options{Logger: log.With("stage", "ingester"), Registry: reg})
+	if err != nil {
+		return fmt.Errorf("ingester: %w", err)
+	}
+	stages := []namedStage{{"ingester", in}}
+	if deps.Stages != nil {
+		extra, err := deps.Stages(brokers)
+		if err != nil {
+			return err
+		}
+		for i, s := range extra {
+			stages = append(stages, namedStage{fmt.Sprintf("stage-%d", i+1), s})
+		}
+	}
+
+	// HTTP listeners first, so a taken port fails before any stage starts.
+	var servers []*http.Server
+	var lns []net.Listener
+	listen := func(addr string, h http.Handler, what string) error {
+		if addr == "" || h == nil {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		lns = append(lns, ln)
+		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second})
+		log.Info(what, "addr", ln.Addr().String())
+		return nil
+	}
+	closeListeners := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	if err := listen(cfg.MetricsAddr, metricsHandler(reg, in), "metrics"); err != nil {
+		return err
+	}
+	if err := listen(cfg.QueryListen, deps.Query, "query API"); err != nil {
+		closeListeners()
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(stages)+len(servers))
+	for _, s := range stages {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(runCtx); err != nil {
+				errs <- fmt.Errorf("%s: %w", s.name, err)
+				cancel()
+			}
+		}()
+	}
+	var srvWG sync.WaitGroup
+	for i, srv := range servers {
+		srvWG.Add(1)
+		go func() {
+			defer srvWG.Done()
+			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http %s: %w", lns[i].Addr(), err)
+				cancel()
+			}
+		}()
+	}
+	if ready != nil {
+		ready(brokers)
+	}
+	<-runCtx.Done()
+	log.Info("stopping")
+
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, srv := range servers {
+		srv.Shutdown(sctx)
+	}
+	scancel()
+	srvWG.Wait()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for e := range errs {
+		all = append(all, e)
+	}
+	return errors.Join(all...)
+}
+
+type namedStage struct {
+	name string
+	Stage
+}
+
+func startBroker(cfg Config) (*kfake.Cluster, error) {
+	host, port, _ := net.SplitHostPort(cfg.BrokerListen)
+	dir := filepath.Join(cfg.DataDir, "kafka")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	topics := []string{cfg.Ingest.SpansTopic, cfg.Ingest.TracesTopic, cfg.Ingest.DLQTopic}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.DataDir(dir),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.SeedTopics(int32(cfg.Partitions), topics...),
+		kfake.GroupMinSessionTimeout(time.Second),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, port))
+		}),
+	}
+	if cfg.SyncWrites {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker on %s: %w", cfg.BrokerListen, err)
+	}
+	return c, nil
+}
+
+// metricsHandler serves /metrics in the OpenMetrics format when asked (so
+// Prometheus receives the aggregator's trace-ID exemplars) and /healthz (200
+// while the ingester is a member of its group).
+func metricsHandler(g prometheus.Gatherer, in *ingest.Ingester) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !in.Healthy() {
+			http.Error(w, "not a group member", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
