@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"github.com/tracepipe/tracepipe/model"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -36,7 +38,7 @@ func TestSimulationExact(t *testing.T) {
 			s := newSim(t, cfg, logs, o)
 			s.run()
 			compare(t, "after run", want, s.store)
-			t.Logf("crashes %d zombies %d lost %d rewinds %d writes %d", s.crashes, s.zombies, s.lost, s.rewinds, s.store.writes)
+			t.Logf("crashes %d zombies %d lost %d rewinds %d (widened by %d windows) writes %d", s.crashes, s.zombies, s.lost, s.rewinds, s.extended, s.store.writes)
 			if o.freshMapReplay {
 				s.restartSources()
 				s.run()
@@ -66,6 +68,10 @@ func TestSimulationRandom(t *testing.T) {
 	if testing.Short() {
 		n = 6
 	}
+	// TRACEPIPE_SIM_SEEDS=N draws N configurations instead (a longer search).
+	if v, err := strconv.Atoi(os.Getenv("TRACEPIPE_SIM_SEEDS")); err == nil && v > 0 {
+		n = v
+	}
 	for seed := uint64(100); seed < 100+uint64(n); seed++ {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		wo := defaultWorkload(100 + rng.IntN(250))
@@ -93,6 +99,7 @@ func TestSimulationRandom(t *testing.T) {
 			reduceSourceIdle: rng.IntN(3) == 0, shuffleLogs: rng.IntN(3) == 0,
 			freshMapReplay: rng.IntN(4) == 0,
 		}
+		o.freshFullReplay = rng.IntN(3) == 0
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			want := oracle(cfg, allMessagesOf(w))
 			logs := w.logs(o.sources, o.salt)
@@ -106,6 +113,11 @@ func TestSimulationRandom(t *testing.T) {
 				s.restartSources()
 				s.run()
 				compare(t, "after a fresh-group replay", want, s.store)
+			}
+			if o.freshFullReplay {
+				s.restartAll()
+				s.run()
+				compare(t, "after a full replay", want, s.store)
 			}
 		})
 	}

@@ -318,6 +318,27 @@ func (r *Reducer) apply(off int64, pt *Partial, count bool) {
 	}
 }
 
+// Extend widens rw, which Add returned and which has not begun, to also
+// rebuild the window of m, a partial that follows rw's trigger, if m will
+// need that window rebuilt. Rebuilding a window earlier than needed is
+// exact (the replay reads every partial of it before rw.To), so a caller
+// that extends a rewind with the partials it already holds re-reads the log
+// once instead of once per late partial. It reports whether rw changed.
+func (r *Reducer) Extend(rw *Rewind, m PartialMessage, names []string) bool {
+	pt := &m.Partial
+	if r.rw != nil || m.Offset < rw.To || m.Offset < r.hw || r.accepts(pt, names) != "" {
+		return false
+	}
+	if r.base[pt.Window] != nil || pt.Window >= r.hor || rw.rebuilds(pt.Window) {
+		return false
+	}
+	i, _ := slices.BinarySearch(rw.windows, pt.Window)
+	rw.windows = slices.Insert(rw.windows, i, pt.Window)
+	rw.From = min(rw.From, r.hist.lowerBound(pt.Window))
+	rw.low = min(rw.low, pt.Window)
+	return true
+}
+
 // BeginRewind starts replaying for rw (see Partition.BeginRewind).
 func (r *Reducer) BeginRewind(rw *Rewind) {
 	r.rw = rw

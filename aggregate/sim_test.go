@@ -68,7 +68,7 @@ type sim struct {
 	store *store
 	clock model.Timestamp
 
-	crashes, zombies, lost, rewinds int
+	crashes, zombies, lost, rewinds, extended int
 }
 
 func newSim(t *testing.T, cfg Config, logs [][]Message, o simOpts) *sim {
@@ -263,6 +263,14 @@ func (s *sim) feedReducer(r *Reducer, log []partialRec, m partialRec) {
 			return
 		}
 		s.rewinds++
+		// Like the Kafka stage, widen the rewind with partials that
+		// follow (as if already fetched).
+		ahead := log[min(len(log), int(m.m.Offset)+1):]
+		for _, x := range ahead[:min(len(ahead), s.rng.IntN(30))] {
+			if r.Extend(rw, x.m, x.names) {
+				s.extended++
+			}
+		}
 		r.BeginRewind(rw)
 		for _, x := range log[rw.From:rw.To] {
 			if err := r.Replay(x.m, x.names); err != nil {

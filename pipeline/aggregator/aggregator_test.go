@@ -2,9 +2,12 @@ package aggregator
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,6 +50,9 @@ func testConfig(brokers []string, traces string) Config {
 	cfg.CoarseInterval = 300 * time.Millisecond
 	cfg.CheckpointInterval = 300 * time.Millisecond
 	cfg.IdleTimeout = 500 * time.Millisecond
+	if v, err := time.ParseDuration(os.Getenv("AGG_IDLE")); err == nil {
+		cfg.IdleTimeout = v
+	}
 	cfg.SessionTimeout = time.Second
 	cfg.Stats = aggregate.Config{
 		Coarse:         []time.Duration{5 * time.Minute, 15 * time.Minute},
@@ -83,7 +89,17 @@ type running struct {
 
 func start(t testing.TB, cfg Config, store RollupStore) *running {
 	t.Helper()
-	a, err := New(cfg, store, Options{Registry: prometheus.NewRegistry()})
+	return startLogged(t, cfg, store, nil)
+}
+
+// startLogged is start with the aggregator's log written to w (nil: discarded).
+func startLogged(t testing.TB, cfg Config, store RollupStore, w io.Writer) *running {
+	t.Helper()
+	if w == nil {
+		w = io.Discard
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a, err := New(cfg, store, Options{Registry: prometheus.NewRegistry(), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +157,16 @@ func TestStageKfake(t *testing.T) {
 	msgs := aggtest.Generate(1, aggtest.DefaultOptions(400, time.Now()))
 	half := len(msgs) / 2
 	produce(t, c.Brokers, topic, msgs[:half])
+	logs := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- aggregator log (last 16 KiB):\n%s", tail(logs.String(), 16<<10))
+		}
+	})
+	start := func(t testing.TB, cfg Config, store RollupStore) *running {
+		fmt.Fprintf(logs, "--- start group=%s\n", cfg.Group)
+		return startLogged(t, cfg, store, logs)
+	}
 	r := start(t, cfg, store)
 	produce(t, c.Brokers, topic, msgs[half:])
 	exp := aggtest.Expect(cfg.Stats, msgs)

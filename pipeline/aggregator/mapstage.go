@@ -17,21 +17,26 @@ import (
 
 // watermarks is the instance's view of event time across the source
 // partitions it owns: the watermark is the lowest (max event time minus
-// allowed lateness) among partitions that received a message within the
-// idle timeout; with none active, +inf (everything may close).
+// allowed lateness) among partitions that are not idle; with none active,
+// +inf (everything may close). A partition is idle when it received no
+// message within the idle timeout *and* has nothing left to read: a
+// partition with a backlog (a slow fetch, a rewind, a consumer catching up)
+// holds the watermark however long it takes, or its traces would all turn
+// late and every one of them force a rewind.
 type watermarks struct {
 	mu    sync.Mutex
 	parts map[int]wmPart
 }
 
 type wmPart struct {
-	max  model.Timestamp
-	last time.Time
+	max    model.Timestamp
+	last   time.Time
+	behind bool // known to have unread messages
 }
 
-func (w *watermarks) update(p int, max model.Timestamp, last time.Time) {
+func (w *watermarks) update(p int, max model.Timestamp, last time.Time, behind bool) {
 	w.mu.Lock()
-	w.parts[p] = wmPart{max, last}
+	w.parts[p] = wmPart{max, last, behind}
 	w.mu.Unlock()
 }
 
@@ -46,7 +51,7 @@ func (w *watermarks) get(now time.Time, idle, lateness time.Duration) model.Time
 	defer w.mu.Unlock()
 	wm := model.Timestamp(math.MaxInt64)
 	for _, p := range w.parts {
-		if now.Sub(p.last) > idle {
+		if now.Sub(p.last) > idle && !p.behind {
 			continue
 		}
 		if p.max == math.MinInt64 {
@@ -67,9 +72,13 @@ type mapWorker struct {
 	f       *fetcher
 	prev    aggregate.PartitionCounters
 	lastMsg time.Time
-	open    int // gauges last reported
-	res     int
-	traces  int
+	// behind: the partition has messages not yet read (from the last
+	// message's high-water mark, or the log end at restore); such a
+	// partition is never idle.
+	behind bool
+	open   int // gauges last reported
+	res    int
+	traces int
 }
 
 // runMap consumes one source partition until gctx ends: it restores the
@@ -182,8 +191,15 @@ func (w *mapWorker) restore(ctx context.Context, fromGroup bool) error {
 			return err
 		}
 	}
+	// Until the first message says otherwise, the partition is behind if
+	// its log holds anything past the position.
+	_, end, err := a.offsets(ctx, a.cfg.TracesTopic, w.part)
+	if err != nil {
+		return err
+	}
 	w.p = p
 	w.prev = p.Counters()
+	w.behind, w.lastMsg = p.Position() < end, a.now()
 	f, err := a.startFetcher(a.cfg.TracesTopic, w.part, p.Position())
 	if err != nil {
 		return err
@@ -204,7 +220,9 @@ func decodeMessage(m kafka.Message) (aggregate.Message, error) {
 func (w *mapWorker) process(ctx context.Context, km kafka.Message) error {
 	a := w.a
 	w.lastMsg = a.now()
-	a.m.lag.WithLabelValues("map", partitionLabel(w.part)).Set(float64(max(0, km.HighWaterMark-km.Offset-1)))
+	lag := max(0, km.HighWaterMark-km.Offset-1)
+	w.behind = lag > 0
+	a.m.lag.WithLabelValues("map", partitionLabel(w.part)).Set(float64(lag))
 	m, err := decodeMessage(km)
 	if err != nil {
 		a.m.dropped.WithLabelValues("map", "decode").Inc()
@@ -233,6 +251,10 @@ func (w *mapWorker) process(ctx context.Context, km kafka.Message) error {
 func (w *mapWorker) rewind(ctx context.Context, rw *aggregate.Rewind) error {
 	a := w.a
 	a.log.Info("map: rewind", "partition", w.part, "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
+	// A rewind may take a while: the partition holds the watermark
+	// meanwhile.
+	a.wm.update(w.part, w.p.MaxEventTime(), a.now(), true)
+	defer func() { w.lastMsg = a.now() }()
 	w.p.BeginRewind(rw)
 	missing, err := a.readRange(ctx, a.cfg.TracesTopic, w.part, rw.From, rw.To, func(km kafka.Message) error {
 		m, err := decodeMessage(km)
@@ -257,12 +279,12 @@ func (w *mapWorker) rewind(ctx context.Context, rw *aggregate.Rewind) error {
 func (w *mapWorker) flush(ctx context.Context, all bool) error {
 	a := w.a
 	now := a.now()
-	a.wm.update(w.part, w.p.MaxEventTime(), w.lastMsg)
+	a.wm.update(w.part, w.p.MaxEventTime(), w.lastMsg, w.behind)
 	wm := a.wm.get(now, a.cfg.IdleTimeout, a.cfg.Stats.AllowedLateness)
 	if wm != math.MinInt64 && wm != math.MaxInt64 {
 		a.m.watermark.Set(float64(wm) / 1e9)
 	}
-	idle := now.Sub(w.lastMsg) > a.cfg.IdleTimeout
+	idle := now.Sub(w.lastMsg) > a.cfg.IdleTimeout && !w.behind
 	parts := w.p.Collect(aggregate.FlushPolicy{Watermark: wm, All: all || idle})
 	if err := a.publish(ctx, parts); err != nil {
 		a.m.writeErrors.WithLabelValues("map").Inc()

@@ -22,6 +22,9 @@ type reduceWorker struct {
 	f      *fetcher
 	prev   aggregate.ReduceCounters
 	res    int
+	// held: partials taken from the fetcher, processed before any other
+	// (see process).
+	held []heldPartial
 }
 
 // runReduce consumes one partials partition until gctx ends: it merges
@@ -144,13 +147,56 @@ func decodePartialMessage(m kafka.Message) (aggregate.PartialMessage, []string, 
 	return aggregate.PartialMessage{Offset: m.Offset, Time: model.TimestampOf(m.Time), Partial: pt}, names, err
 }
 
+// heldPartial is a fetched partial waiting to be processed.
+type heldPartial struct {
+	km    kafka.Message
+	m     aggregate.PartialMessage
+	names []string
+	err   error // decoding
+}
+
+// maxHeld bounds the partials taken from the fetcher ahead of processing to
+// widen a rewind (each is at most a few KB).
+const maxHeld = 4096
+
 func (w *reduceWorker) process(ctx context.Context, km kafka.Message) error {
-	a := w.a
-	a.m.lag.WithLabelValues("reduce", partitionLabel(w.part)).Set(float64(max(0, km.HighWaterMark-km.Offset-1)))
+	w.held = append(w.held, w.decode(km))
+	for len(w.held) > 0 {
+		h := w.held[0]
+		w.held = w.held[1:]
+		if err := w.step(ctx, h); err != nil {
+			return err
+		}
+	}
+	w.held = nil
+	return nil
+}
+
+func (w *reduceWorker) decode(km kafka.Message) heldPartial {
 	m, names, err := decodePartialMessage(km)
-	if err != nil {
+	return heldPartial{km: km, m: m, names: names, err: err}
+}
+
+// holdFetched takes the partials the fetcher already holds, without
+// waiting, into w.held (up to maxHeld).
+func (w *reduceWorker) holdFetched() {
+	for len(w.held) < maxHeld {
+		select {
+		case km := <-w.f.msgs:
+			w.held = append(w.held, w.decode(km))
+		default:
+			return
+		}
+	}
+}
+
+func (w *reduceWorker) step(ctx context.Context, h heldPartial) error {
+	a := w.a
+	km, m, names := h.km, h.m, h.names
+	a.m.lag.WithLabelValues("reduce", partitionLabel(w.part)).Set(float64(max(0, km.HighWaterMark-km.Offset-1)))
+	if h.err != nil {
 		a.m.dropped.WithLabelValues("reduce", "decode").Inc()
-		a.log.Error("reduce: undecodable partial skipped", "partition", w.part, "offset", km.Offset, "err", err)
+		a.log.Error("reduce: undecodable partial skipped", "partition", w.part, "offset", km.Offset, "err", h.err)
 		return w.r.Skip(km.Offset)
 	}
 	for {
@@ -161,7 +207,16 @@ func (w *reduceWorker) process(ctx context.Context, km kafka.Message) error {
 		if rw == nil {
 			return nil
 		}
-		a.log.Info("reduce: rewind", "partition", w.part, "from", rw.From, "to", rw.To)
+		// Late partials come in bursts (a map partition that rewound
+		// republishes many windows): rebuild, in the same pass, the
+		// windows that the partials already fetched will need.
+		w.holdFetched()
+		for _, h := range w.held {
+			if h.err == nil {
+				w.r.Extend(rw, h.m, h.names)
+			}
+		}
+		a.log.Info("reduce: rewind", "partition", w.part, "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
 		w.r.BeginRewind(rw)
 		missing, err := a.readRange(ctx, a.cfg.PartialsTopic, w.part, rw.From, rw.To, func(km kafka.Message) error {
 			m, names, err := decodePartialMessage(km)
@@ -300,4 +355,4 @@ func (w *reduceWorker) startup(gctx context.Context) bool {
 	}
 }
 
-func (w *reduceWorker) discard() { w.r = nil }
+func (w *reduceWorker) discard() { w.r, w.held = nil, nil }
