@@ -173,10 +173,17 @@ func TestIntegration(t *testing.T) {
 	b.stop(t)
 	t.Log("after another SIGKILL and re-emissions: rollups equal the ground truth")
 
-	// Replay from the start with fresh groups and partials topic.
+	// Replay from the start with fresh groups and partials topic, into
+	// empty indices so that every rollup must be rebuilt (in the old ones
+	// the rollups already equal the truth).
+	prefix += "-replay"
+	replayStore, err := elasticsearch.New(ctx, elasticsearch.Config{URLs: []string{esURL}, IndexPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayStore.Close()
 	r := startProc(t, bin, "aggregator-replay", args(group+"-replay", partials+"-replay")...)
-	time.Sleep(5 * time.Second)
-	waitES(t, exp, store, 3*time.Minute)
+	waitES(t, exp, replayStore, 3*time.Minute)
 	r.stop(t)
 	t.Log("after a replay with fresh groups: rollups equal the ground truth")
 }
