@@ -31,8 +31,9 @@ type Config struct {
 	FlushInterval      time.Duration
 	CoarseInterval     time.Duration
 	CheckpointInterval time.Duration
-	// IdleTimeout: a source partition without messages for this long no
-	// longer holds the watermark back, and its open windows are published.
+	// IdleTimeout: a source partition without messages for this long, and
+	// with nothing left to read, no longer holds the watermark back, and its
+	// open windows are published. A partition with a backlog is never idle.
 	IdleTimeout time.Duration
 	// SourceIdle: a source partition that published no partial for this long
 	// no longer holds back the reducers' eviction.
@@ -132,7 +133,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "publish closed windows and write changed rollups this often")
 	fs.DurationVar(&c.CoarseInterval, "coarse-interval", c.CoarseInterval, "rewrite changed coarse rollups this often")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "commit offsets this often")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a partition without messages this long stops holding the watermark")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a partition without messages this long, and with nothing left to read, stops holding the watermark")
 	fs.DurationVar(&c.SourceIdle, "source-idle", c.SourceIdle, "a source partition without partials this long stops holding back reducers' eviction")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
 	fs.IntVar(&c.MaxMetricSeries, "max-metric-series", c.MaxMetricSeries, "label sets of the per-operation Prometheus metrics; more go to __overflow__")
