@@ -321,3 +321,63 @@ func FuzzSpanDoc(f *testing.F) {
 		}
 	})
 }
+
+func edgeCases() map[string]model.EdgeRollup {
+	x := 7 * time.Millisecond
+	return map[string]model.EdgeRollup{
+		"edge_rollup": {
+			Resolution: time.Minute, WindowStart: model.Timestamp(1700000040 * int64(time.Second)),
+			Caller: "frontend", Callee: "db", Calls: 40, Errors: 2,
+			Latency:   model.Distribution{Sum: 40 * x, Quantiles: model.Quantiles{P50: x, P90: 2 * x, P95: 3 * x, P99: 4 * x, Max: 5 * x}, Sketch: []byte{4, 5, 6}},
+			Exemplars: []model.Exemplar{{TraceID: tid128, Duration: 5 * x, Start: t0}, {TraceID: tid64, Duration: 4 * x, Start: t0.Add(time.Second)}},
+		},
+		// A retraction: the reducer empties a window that no longer has calls.
+		"edge_rollup_retraction": {
+			Resolution: time.Hour, WindowStart: model.Timestamp(1699999200 * int64(time.Second)),
+			Caller: "frontend", Callee: "db",
+		},
+	}
+}
+
+func TestEdgeRollupGolden(t *testing.T) {
+	for name, e := range edgeCases() {
+		t.Run(name, func(t *testing.T) {
+			golden(t, name+".domain.json", e)
+			golden(t, name+".stored.json", map[string]any{"_id": e.ID(), "_source": FromDomainEdgeRollup(&e)})
+			var env struct {
+				ID     string     `json:"_id"`
+				Source EdgeRollup `json:"_source"`
+			}
+			readStored(t, name+".stored.json", &env)
+			back, err := env.Source.ToDomain()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(back, e) {
+				t.Errorf("round trip:\ngot  %+v\nwant %+v", back, e)
+			}
+			if env.ID != back.ID() {
+				t.Errorf("id %s != %s", env.ID, back.ID())
+			}
+		})
+	}
+}
+
+func TestEdgeRollupToDomainErrors(t *testing.T) {
+	tests := []struct{ name, doc string }{
+		{"zero resolution", `{"resolutionNanos":0,"caller":"a","callee":"b"}`},
+		{"negative resolution", `{"resolutionNanos":-60000000000,"caller":"a","callee":"b"}`},
+		{"bad exemplar trace id", `{"resolutionNanos":60000000000,"caller":"a","callee":"b","exemplars":[{"traceID":"xyz"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var d EdgeRollup
+			if err := json.Unmarshal([]byte(tt.doc), &d); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ToDomain(); err == nil {
+				t.Fatal("want an error")
+			}
+		})
+	}
+}
