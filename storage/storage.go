@@ -11,22 +11,28 @@
 // SQLite transaction), or handed to the configured dead-letter when the backend
 // rejected it for good. Callers commit Kafka offsets only after that.
 //
+// WriteEdgeRollups follows the same contract.
+//
 // Writes are idempotent: every stored document has a deterministic ID (span:
-// traceID-spanID, trace summary: traceID, rollup: Rollup.ID()). Writing the
+// traceID-spanID, trace summary: traceID, rollup: Rollup.ID(), edge rollup:
+// EdgeRollup.ID()). Writing the
 // same trace version twice stores it once. A trace version older than the
 // stored one is ignored (it never replaces a newer version); an equal or newer
-// one replaces it. A rollup write always replaces the stored rollup of its key.
+// one replaces it. A rollup or edge-rollup write always replaces the stored
+// one of its key; an edge rollup with no calls (a retraction) is stored like
+// any other.
 //
 // # Read contract
 //
 // GetTrace returns the latest stored version of a trace with its analysis, or
 // an error wrapping model.ErrNotFound. FindTraces and TopBottlenecks read the
-// trace summaries; RollupSeries reads the rollups. Query errors the caller can
-// fix wrap model.ErrBadQuery.
+// trace summaries; RollupSeries reads the rollups and EdgeSeries the edge
+// rollups. Query errors the caller can fix wrap model.ErrBadQuery.
 package storage
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
@@ -43,6 +49,33 @@ type TraceWriter interface {
 // same key.
 type RollupWriter interface {
 	WriteRollups(ctx context.Context, rollups []model.Rollup) error
+}
+
+// EdgeWriter stores service-edge rollups, replacing earlier edge rollups of
+// the same key (EdgeRollup.ID()).
+type EdgeWriter interface {
+	WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error
+}
+
+// EdgeReader reads service-edge rollups back.
+type EdgeReader interface {
+	// EdgeSeries returns every stored edge rollup from caller to callee at
+	// resolution res whose window started in [start, end) (zero start or end:
+	// unbounded), ordered by window start, retractions (Calls == 0)
+	// included. A non-positive res, or start after a non-zero end, is an
+	// error wrapping model.ErrBadQuery.
+	EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
+}
+
+// CheckEdgeQuery validates the arguments of EdgeSeries.
+func CheckEdgeQuery(res time.Duration, start, end model.Timestamp) error {
+	switch {
+	case res <= 0:
+		return fmt.Errorf("%w: resolution must be positive", model.ErrBadQuery)
+	case end != 0 && start > end:
+		return fmt.Errorf("%w: start is after end", model.ErrBadQuery)
+	}
+	return nil
 }
 
 // Reader answers the questions of the query command and API.
@@ -67,19 +100,21 @@ type Reader interface {
 type RetentionReport struct {
 	// Indices are the Elasticsearch indices deleted (empty for the embedded store).
 	Indices []string
-	// Traces and Rollups count removed embedded rows (zero for Elasticsearch,
-	// which deletes whole indices).
-	Traces, Rollups int64
+	// Traces, Rollups and EdgeRollups count removed embedded rows (zero for
+	// Elasticsearch, which deletes whole indices).
+	Traces, Rollups, EdgeRollups int64
 }
 
 // Store is a whole backend.
 type Store interface {
 	TraceWriter
 	RollupWriter
+	EdgeWriter
 	Reader
+	EdgeReader
 	// DeleteBefore removes the data of every UTC day that ended at or before
-	// cutoff: traces (by start), spans and rollups (by window start) of days
-	// before cutoff's UTC day. Data of cutoff's own day is kept.
+	// cutoff: traces (by start), spans, rollups and edge rollups (by window
+	// start) of days before cutoff's UTC day. Data of cutoff's own day is kept.
 	DeleteBefore(ctx context.Context, cutoff time.Time) (RetentionReport, error)
 	// Close releases the backend; the store must not be used afterwards.
 	Close() error

@@ -24,7 +24,8 @@
 // dbmodel.Span documents — one row per trace instead of one per span, since a
 // trace version always carries all of its spans and is always read whole),
 // trace_ops and trace_tags (search and aggregation indexes over the summary),
-// rollups (one row per Rollup.ID(), dbmodel.Rollup JSON).
+// rollups (one row per Rollup.ID(), dbmodel.Rollup JSON), edge_rollups (one
+// row per EdgeRollup.ID(), dbmodel.EdgeRollup JSON).
 //
 // # Concurrency
 //
@@ -125,6 +126,16 @@ CREATE TABLE IF NOT EXISTS rollups (
 );
 CREATE INDEX IF NOT EXISTS rollups_by_key ON rollups (service, operation, resolution, window_start);
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (window_start);
+CREATE TABLE IF NOT EXISTS edge_rollups (
+	id           TEXT PRIMARY KEY,
+	resolution   INTEGER NOT NULL,
+	window_start INTEGER NOT NULL,
+	caller       TEXT NOT NULL,
+	callee       TEXT NOT NULL,
+	doc          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edge_rollups_by_key ON edge_rollups (caller, callee, resolution, window_start);
+CREATE INDEX IF NOT EXISTS edge_rollups_by_start ON edge_rollups (window_start);
 `
 
 // Open opens (creating if needed) the store at o.Path.
@@ -380,6 +391,44 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 	return nil
 }
 
+// WriteEdgeRollups stores the edge rollups in one transaction, replacing
+// earlier edge rollups with the same ID. Retractions (Calls == 0) are stored
+// like any other.
+func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error {
+	if len(edges) == 0 {
+		return nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("write edge rollups: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO edge_rollups (id, resolution, window_start, caller, callee, doc)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
+		  caller=excluded.caller, callee=excluded.callee, doc=excluded.doc`)
+	if err != nil {
+		return fmt.Errorf("write edge rollups: %w", err)
+	}
+	for i := range edges {
+		e := &edges[i]
+		if e.Resolution <= 0 {
+			return fmt.Errorf("write edge rollup %s->%s: resolution must be positive", e.Caller, e.Callee)
+		}
+		doc, err := json.Marshal(dbmodel.FromDomainEdgeRollup(e))
+		if err != nil {
+			return fmt.Errorf("encode edge rollup: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, e.ID(), int64(e.Resolution), int64(e.WindowStart), e.Caller, e.Callee, doc); err != nil {
+			return fmt.Errorf("write edge rollup %s: %w", e.ID(), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("write edge rollups: commit: %w", err)
+	}
+	return nil
+}
+
 // GetTrace reads the trace's summary, analysis and spans from one snapshot.
 func (s *Store) GetTrace(ctx context.Context, id model.TraceID) (model.StoredTrace, error) {
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -630,8 +679,49 @@ func (s *Store) RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.
 	return out, nil
 }
 
-// DeleteBefore deletes traces that started, and rollups whose window started,
-// before cutoff's UTC day, in one transaction.
+// EdgeSeries reads the edge rollups of one caller, callee and resolution
+// whose window started in [start, end) (zero: unbounded), in window order.
+func (s *Store) EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error) {
+	if err := storage.CheckEdgeQuery(res, start, end); err != nil {
+		return nil, err
+	}
+	query := `SELECT doc FROM edge_rollups WHERE caller = ? AND callee = ? AND resolution = ?`
+	args := []any{caller, callee, int64(res)}
+	if start != 0 {
+		query, args = query+" AND window_start >= ?", append(args, int64(start))
+	}
+	if end != 0 {
+		query, args = query+" AND window_start < ?", append(args, int64(end))
+	}
+	rows, err := s.r.QueryContext(ctx, query+" ORDER BY window_start, id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("edge rollups: %w", err)
+	}
+	defer rows.Close()
+	out := []model.EdgeRollup{}
+	for rows.Next() {
+		var doc []byte
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("edge rollups: %w", err)
+		}
+		var d dbmodel.EdgeRollup
+		if err := json.Unmarshal(doc, &d); err != nil {
+			return nil, fmt.Errorf("edge rollups: decode: %w", err)
+		}
+		e, err := d.ToDomain()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("edge rollups: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteBefore deletes traces that started, and rollups and edge rollups
+// whose window started, before cutoff's UTC day, in one transaction.
 func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time) (storage.RetentionReport, error) {
 	day := int64(model.TimestampOf(storage.DayStart(cutoff)))
 	var rep storage.RetentionReport
@@ -661,6 +751,10 @@ func (s *Store) DeleteBefore(ctx context.Context, cutoff time.Time) (storage.Ret
 		return rep, fmt.Errorf("retention: %w", err)
 	}
 	rep.Rollups, _ = res.RowsAffected()
+	if res, err = tx.ExecContext(ctx, `DELETE FROM edge_rollups WHERE window_start < ?`, day); err != nil {
+		return rep, fmt.Errorf("retention: %w", err)
+	}
+	rep.EdgeRollups, _ = res.RowsAffected()
 	if err := tx.Commit(); err != nil {
 		return rep, fmt.Errorf("retention: commit: %w", err)
 	}

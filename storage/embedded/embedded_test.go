@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -67,6 +68,50 @@ func TestSurvivesRestart(t *testing.T) {
 	res, err := s.FindTraces(ctx, model.TraceQuery{Tags: map[string]string{"shard": "3"}})
 	if err != nil || len(res) != 1 {
 		t.Fatalf("search after reopen: %v %v", res, err)
+	}
+}
+
+// TestEdgeRollupsSurviveRestartAndRetention: edge rollups (a retraction
+// among them) are read back after a reopen, and retention removes the rows of
+// days before the cutoff's day and counts them.
+func TestEdgeRollupsSurviveRestartAndRetention(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tracepipe.db")
+	ctx := context.Background()
+	day := 24 * time.Hour
+	edge := func(start model.Timestamp, calls int64) model.EdgeRollup {
+		return model.EdgeRollup{Resolution: time.Hour, WindowStart: start, Caller: "api", Callee: "db", Calls: calls}
+	}
+	edges := []model.EdgeRollup{
+		edge(storagetest.Day0.Add(-2*day), 1),
+		edge(storagetest.Day0.Add(-2*day+time.Hour), 0), // retraction
+		edge(storagetest.Day0.Add(-day), 2),
+		edge(storagetest.Day0, 3),
+	}
+	s := open(t, path)
+	if err := s.WriteEdgeRollups(ctx, edges); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	got, err := s.EdgeSeries(ctx, time.Hour, "api", "db", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, edges) {
+		t.Fatalf("after reopen:\ngot  %+v\nwant %+v", got, edges)
+	}
+	rep, err := s.DeleteBefore(ctx, storagetest.Day0.Add(-day+time.Hour).Time())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.EdgeRollups != 2 {
+		t.Errorf("retention removed %d edge rollups, want 2", rep.EdgeRollups)
+	}
+	if got, err = s.EdgeSeries(ctx, time.Hour, "api", "db", 0, 0); err != nil || !reflect.DeepEqual(got, edges[2:]) {
+		t.Errorf("after retention: %+v %v, want %+v", got, err, edges[2:])
 	}
 }
 

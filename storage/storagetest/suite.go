@@ -32,6 +32,8 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"BadQueries", testBadQueries},
 		{"Bottlenecks", testBottlenecks},
 		{"RollupSeries", testRollups},
+		{"EdgeSeries", testEdges},
+		{"EdgeBadQueries", testEdgeBadQueries},
 		{"Retention", testRetention},
 	}
 	for _, tt := range tests {
@@ -542,6 +544,11 @@ func testRetention(t *testing.T, s storage.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{
+		edge(time.Hour, -47, "api", "db", 1), edge(time.Hour, -23, "api", "db", 2), edge(time.Hour, 1, "api", "db", 3),
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// The cutoff is in the middle of day -1: day -2 goes, day -1 and day 0 stay.
 	if _, err := s.DeleteBefore(ctx(t), Day0.Add(-day+5*time.Hour).Time()); err != nil {
 		t.Fatalf("retention: %v", err)
@@ -563,5 +570,122 @@ func testRetention(t *testing.T, s storage.Store) {
 	}
 	if len(rs) != 2 || rs[0].Count != 2 || rs[1].Count != 3 {
 		t.Errorf("remaining rollups %+v", rs)
+	}
+	es, err := s.EdgeSeries(ctx(t), time.Hour, "api", "db", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 || es[0].Calls != 2 || es[1].Calls != 3 {
+		t.Errorf("remaining edge rollups %+v", es)
+	}
+}
+
+func edge(res time.Duration, window int, caller, callee string, calls int64) model.EdgeRollup {
+	e := model.EdgeRollup{Resolution: res, WindowStart: Day0.Add(time.Duration(window) * res), Caller: caller, Callee: callee}
+	if calls == 0 {
+		return e // a retraction: what the reducer writes when a window lost its calls
+	}
+	e.Calls, e.Errors = calls, calls/10
+	e.Latency = model.Distribution{Sum: time.Duration(calls) * time.Millisecond, Quantiles: model.Quantiles{P50: time.Millisecond, P90: 2 * time.Millisecond, P95: 3 * time.Millisecond, P99: 4 * time.Millisecond, Max: 5 * time.Millisecond}, Sketch: []byte{6, 5, 4}}
+	e.Exemplars = []model.Exemplar{{TraceID: tid(uint64(window + 100)), Duration: 5 * time.Millisecond, Start: Day0}}
+	return e
+}
+
+func testEdges(t *testing.T, s storage.Store) {
+	var es []model.EdgeRollup
+	// Windows -3..4 of 1m: the first three fall on the day before Day0 (a
+	// different daily index in Elasticsearch). Written newest first.
+	for w := 4; w >= -3; w-- {
+		es = append(es, edge(time.Minute, w, "api", "db", int64(10+w)))
+		es = append(es, edge(time.Minute, w, "db", "api", int64(50+w))) // the reverse edge is another series
+		es = append(es, edge(time.Minute, w, "api", "cache", int64(70+w)))
+	}
+	es = append(es, edge(time.Hour, 0, "api", "db", 999))
+	if err := s.WriteEdgeRollups(ctx(t), es); err != nil {
+		t.Fatal(err)
+	}
+	// Rewriting window 2 replaces it, twice in one call too; window 3 is
+	// retracted (no calls left) and must still be stored and read back.
+	rw := edge(time.Minute, 2, "api", "db", 42)
+	retract := edge(time.Minute, 3, "api", "db", 0)
+	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{rw, rw, retract}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEdgeRollups(ctx(t), nil); err != nil {
+		t.Errorf("empty write: %v", err)
+	}
+	want := func(from, to int) []model.EdgeRollup {
+		var out []model.EdgeRollup
+		for w := from; w < to; w++ {
+			switch w {
+			case 2:
+				out = append(out, rw)
+			case 3:
+				out = append(out, retract)
+			default:
+				out = append(out, edge(time.Minute, w, "api", "db", int64(10+w)))
+			}
+		}
+		return out
+	}
+	at := func(w int) model.Timestamp { return Day0.Add(time.Duration(w) * time.Minute) }
+	tests := []struct {
+		name           string
+		res            time.Duration
+		caller, callee string
+		start, end     model.Timestamp
+		want           []model.EdgeRollup
+	}{
+		{"range", time.Minute, "api", "db", at(1), at(4), want(1, 4)},
+		{"range across days", time.Minute, "api", "db", at(-2), at(1), want(-2, 1)},
+		{"unbounded", time.Minute, "api", "db", 0, 0, want(-3, 5)},
+		{"start only", time.Minute, "api", "db", at(3), 0, want(3, 5)},
+		{"end only", time.Minute, "api", "db", 0, at(-1), want(-3, -1)},
+		{"end is exclusive", time.Minute, "api", "db", at(4), at(4), nil},
+		{"hour resolution", time.Hour, "api", "db", 0, 0, []model.EdgeRollup{edge(time.Hour, 0, "api", "db", 999)}},
+		{"reverse edge", time.Minute, "db", "api", at(0), at(1), []model.EdgeRollup{edge(time.Minute, 0, "db", "api", 50)}},
+		{"unknown callee", time.Minute, "api", "queue", 0, 0, nil},
+		{"unknown resolution", 24 * time.Hour, "api", "db", 0, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.EdgeSeries(ctx(t), tt.res, tt.caller, tt.callee, tt.start, tt.end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 && len(tt.want) == 0 {
+				return
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("series:\ngot  %+v\nwant %+v", got, tt.want)
+			}
+			for i := range got {
+				if got[i].ID() != tt.want[i].ID() {
+					t.Errorf("id %s, want %s", got[i].ID(), tt.want[i].ID())
+				}
+			}
+		})
+	}
+}
+
+func testEdgeBadQueries(t *testing.T, s storage.Store) {
+	tests := []struct {
+		name       string
+		res        time.Duration
+		start, end model.Timestamp
+	}{
+		{"zero resolution", 0, 0, 0},
+		{"negative resolution", -time.Minute, 0, 0},
+		{"start after end", time.Minute, Day0.Add(time.Hour), Day0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.EdgeSeries(ctx(t), tt.res, "api", "db", tt.start, tt.end); !errors.Is(err, model.ErrBadQuery) {
+				t.Errorf("err = %v, want ErrBadQuery", err)
+			}
+		})
+	}
+	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{{Caller: "api", Callee: "db", WindowStart: Day0, Calls: 1}}); err == nil {
+		t.Error("writing an edge rollup without a resolution: want an error")
 	}
 }
