@@ -131,6 +131,46 @@ func TestTemplatesInstalledIdempotentAndVersioned(t *testing.T) {
 	}
 }
 
+// TestEdgeSeriesPages: a series longer than one search page (model.MaxLimit
+// hits) comes back whole and in window order, across daily indices, and each
+// rollup is indexed under its ID in its resolution's daily index.
+func TestEdgeSeriesPages(t *testing.T) {
+	url := esURL(t)
+	prefix := testPrefix(t, url)
+	ctx := context.Background()
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: prefix, Refresh: "wait_for"})
+	defer s.Close()
+	n := model.MaxLimit + 50 // 1m windows: about a week, 8 daily indices
+	edges := make([]model.EdgeRollup, n)
+	for i := range edges {
+		edges[i] = model.EdgeRollup{Resolution: time.Minute, WindowStart: storagetest.Day0.Add(time.Duration(i) * time.Minute),
+			Caller: "api", Callee: "db", Calls: int64(i%3 + 1)}
+	}
+	// Shuffled, so the order comes from the reader.
+	shuffled := append([]model.EdgeRollup(nil), edges...)
+	rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	if err := s.WriteEdgeRollups(ctx, shuffled); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EdgeSeries(ctx, time.Minute, "api", "db", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d edge rollups, want %d", len(got), n)
+	}
+	for i := range got {
+		if got[i].ID() != edges[i].ID() || got[i].Calls != edges[i].Calls {
+			t.Fatalf("rollup %d: %s calls %d, want %s calls %d", i, got[i].ID(), got[i].Calls, edges[i].ID(), edges[i].Calls)
+		}
+	}
+	last := edges[n-1]
+	res, err := s.c.Get().Index(s.x.edges(last.Resolution, last.WindowStart)).Id(last.ID()).Do(ctx)
+	if err != nil || !res.Found {
+		t.Fatalf("edge rollup %s not in %s: %v", last.ID(), s.x.edges(last.Resolution, last.WindowStart), err)
+	}
+}
+
 func testPrefixCleanup(t *testing.T, url, prefix string) {
 	t.Cleanup(func() {
 		c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))

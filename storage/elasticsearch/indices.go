@@ -23,13 +23,15 @@ import (
 const TemplateVersion = 1
 
 // Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
-// span's start, the trace's start or the rollup window's start); rollup
-// indices add the resolution: <prefix>tracepipe-rollups-1m-YYYY-MM-DD.
+// span's start, the trace's start or the rollup window's start); rollup and
+// edge indices add the resolution: <prefix>tracepipe-rollups-1m-YYYY-MM-DD,
+// <prefix>tracepipe-edges-1m-YYYY-MM-DD.
 const (
 	familySpan    = "jaeger-span"
 	familyService = "jaeger-service"
 	familyTraces  = "tracepipe-traces"
 	familyRollups = "tracepipe-rollups"
+	familyEdges   = "tracepipe-edges"
 	dateLayout    = "2006-01-02"
 )
 
@@ -52,15 +54,21 @@ func (x indices) traces(t model.Timestamp) string  { return x.prefix + familyTra
 func (x indices) rollup(res time.Duration, t model.Timestamp) string {
 	return x.prefix + familyRollups + "-" + model.ResolutionName(res) + "-" + day(t)
 }
+func (x indices) edges(res time.Duration, t model.Timestamp) string {
+	return x.prefix + familyEdges + "-" + model.ResolutionName(res) + "-" + day(t)
+}
 func (x indices) spanPattern() string   { return x.prefix + familySpan + "-*" }
 func (x indices) tracesPattern() string { return x.prefix + familyTraces + "-*" }
 func (x indices) rollupPattern(res time.Duration) string {
 	return x.prefix + familyRollups + "-" + model.ResolutionName(res) + "-*"
 }
+func (x indices) edgesPattern(res time.Duration) string {
+	return x.prefix + familyEdges + "-" + model.ResolutionName(res) + "-*"
+}
 
 var (
 	datedRE  = regexp.MustCompile(`^(jaeger-span|jaeger-service|tracepipe-traces)-(\d{4}-\d{2}-\d{2})$`)
-	rollupRE = regexp.MustCompile(`^tracepipe-rollups-\d+[smhd]-(\d{4}-\d{2}-\d{2})$`)
+	rollupRE = regexp.MustCompile(`^tracepipe-(?:rollups|edges)-\d+[smhd]-(\d{4}-\d{2}-\d{2})$`)
 )
 
 // dayOf returns the day of an index of this prefix, ok=false for any other
@@ -186,6 +194,23 @@ const rollupsMapping = `{
   "dynamic_templates":[{"dimensions":{"path_match":"dim.*","mapping":{"type":"keyword","ignore_above":256}}}]
 }`
 
+// Edge rollups: see dbmodel.EdgeRollup.
+const edgesMapping = `{
+  "dynamic":false,
+  "properties":{
+    "resolution":{"type":"keyword"},
+    "resolutionNanos":{"type":"long"},
+    "windowStart":{"type":"date","format":"epoch_millis"},
+    "windowStartNanos":{"type":"long"},
+    "caller":{"type":"keyword"},
+    "callee":{"type":"keyword"},
+    "calls":{"type":"long"},
+    "errors":{"type":"long"},
+    "latency":` + distMapping + `,
+    "exemplars":{"properties":{"traceID":{"type":"keyword"},"durationNanos":{"type":"long"},"startNanos":{"type":"long"}}}
+  }
+}`
+
 type template struct {
 	name, pattern, mapping string
 }
@@ -196,6 +221,7 @@ func (x indices) templates() []template {
 		{x.prefix + familyService, x.prefix + familyService + "-*", serviceMapping},
 		{x.prefix + familyTraces, x.prefix + familyTraces + "-*", tracesMapping},
 		{x.prefix + familyRollups, x.prefix + familyRollups + "-*", rollupsMapping},
+		{x.prefix + familyEdges, x.prefix + familyEdges + "-*", edgesMapping},
 	}
 }
 

@@ -300,3 +300,59 @@ func (s *Store) RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.
 	})
 	return out, nil
 }
+
+// EdgeSeries reads the edge rollups of one caller, callee and resolution
+// whose window started in [start, end) (zero: unbounded), in window order.
+// It pages with search_after, so the series is complete however long: an
+// edge has at most one rollup per window, so the window start is a unique
+// sort key.
+func (s *Store) EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error) {
+	if err := storage.CheckEdgeQuery(res, start, end); err != nil {
+		return nil, err
+	}
+	bq := elastic.NewBoolQuery().Filter(
+		elastic.NewTermQuery("caller", caller), elastic.NewTermQuery("callee", callee),
+		elastic.NewTermQuery("resolutionNanos", int64(res)))
+	if start != 0 || end != 0 {
+		r := elastic.NewRangeQuery("windowStartNanos")
+		if start != 0 {
+			r = r.Gte(int64(start))
+		}
+		if end != 0 {
+			r = r.Lt(int64(end))
+		}
+		bq = bq.Filter(r)
+	}
+	out := []model.EdgeRollup{}
+	var after []any
+	for {
+		sq := s.search(s.x.edgesPattern(res)).Query(bq).Sort("windowStartNanos", true).Size(model.MaxLimit).TrackTotalHits(false)
+		if after != nil {
+			sq = sq.SearchAfter(after...)
+		}
+		r, err := sq.Do(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("edge rollups %s->%s: %w", caller, callee, err)
+		}
+		if r.Hits == nil {
+			break
+		}
+		for _, h := range r.Hits.Hits {
+			var d dbmodel.EdgeRollup
+			if err := json.Unmarshal(h.Source, &d); err != nil {
+				return nil, fmt.Errorf("edge rollups: decode: %w", err)
+			}
+			e, err := d.ToDomain()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+		if n := len(r.Hits.Hits); n < model.MaxLimit || len(r.Hits.Hits[n-1].Sort) == 0 {
+			break
+		}
+		after = r.Hits.Hits[len(r.Hits.Hits)-1].Sort
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].WindowStart < out[j].WindowStart })
+	return out, nil
+}

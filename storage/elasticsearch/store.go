@@ -8,6 +8,7 @@
 //	[prefix-]jaeger-service-YYYY-MM-DD    Jaeger's service/operation pairs
 //	[prefix-]tracepipe-traces-YYYY-MM-DD  one summary per trace (dbmodel.Trace) with its analysis
 //	[prefix-]tracepipe-rollups-<res>-YYYY-MM-DD  rollups (dbmodel.Rollup), res = 1m, 1h, 1d
+//	[prefix-]tracepipe-edges-<res>-YYYY-MM-DD    service-edge rollups (dbmodel.EdgeRollup)
 //
 // An unmodified Jaeger Query pointed at the same cluster (and prefix) finds
 // and shows tracepipe's traces. Index templates are installed by New,
@@ -16,15 +17,17 @@
 // # Document IDs and versions
 //
 // Span: traceID-spanID; summary: traceID; service: Jaeger's FNV hash of
-// service+operation; rollup: Rollup.ID(). Spans and summaries are indexed
+// service+operation; rollup: Rollup.ID(); edge rollup: EdgeRollup.ID().
+// Spans and summaries are indexed
 // with version_type=external_gte and the trace's Version, so a re-emitted
 // older version is rejected by Elasticsearch (409, counted as stale and
 // treated as success) and never overwrites a newer one; the same or a newer
-// version overwrites. Rollups are overwritten unconditionally.
+// version overwrites. Rollups and edge rollups are overwritten
+// unconditionally.
 //
 // # Write path and acknowledgement
 //
-// WriteTraces/WriteRollups hand their documents to one writer that merges
+// WriteTraces/WriteRollups/WriteEdgeRollups hand their documents to one writer that merges
 // concurrent calls into bulk requests (by count, bytes and a flush interval)
 // sent by Config.Workers goroutines, and return once Elasticsearch
 // acknowledged every document (refresh=false by default: acknowledged means
@@ -36,7 +39,7 @@
 // # Metrics (registered on Config.Registerer)
 //
 //	tracepipe_es_bulk_requests_total{result}   bulk requests (ok, error)
-//	tracepipe_es_docs_written_total{kind}      acknowledged docs (span, service, trace, rollup)
+//	tracepipe_es_docs_written_total{kind}      acknowledged docs (span, service, trace, rollup, edge)
 //	tracepipe_es_retries_total{reason}         docs resent (429, 5xx, connection)
 //	tracepipe_es_failures_total{reason}        docs rejected for good, by error type
 //	tracepipe_es_stale_versions_total          docs skipped because a newer version is stored
@@ -292,6 +295,27 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		return fmt.Errorf("write rollups: %w", err)
+	}
+	return nil
+}
+
+// WriteEdgeRollups indexes the edge rollups under EdgeRollup.ID(), replacing
+// earlier ones; retractions (Calls == 0) are indexed like any other.
+func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error {
+	docs := make([]doc, 0, len(edges))
+	for i := range edges {
+		e := &edges[i]
+		if e.Resolution <= 0 {
+			return fmt.Errorf("write edge rollup %s->%s: resolution must be positive", e.Caller, e.Callee)
+		}
+		body, err := json.Marshal(dbmodel.FromDomainEdgeRollup(e))
+		if err != nil {
+			return fmt.Errorf("encode edge rollup: %w", err)
+		}
+		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), body: body})
+	}
+	if err := s.w.submit(ctx, docs); err != nil {
+		return fmt.Errorf("write edge rollups: %w", err)
 	}
 	return nil
 }

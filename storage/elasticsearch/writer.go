@@ -18,7 +18,7 @@ import (
 // fix (a mapping error, a document too large, ...).
 type Failure struct {
 	Index, ID string
-	Kind      string          // span, service, trace or rollup
+	Kind      string          // span, service, trace, rollup or edge
 	Doc       json.RawMessage // the document as sent
 	Status    int             // HTTP status of the item (0 when the whole request failed)
 	Reason    string          // Elasticsearch's error type and reason
@@ -59,7 +59,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		bulkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_bulk_requests_total", Help: "Bulk requests sent to Elasticsearch, by result (ok, error)."}, []string{"result"}),
-		docsWritten:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_docs_written_total", Help: "Documents acknowledged by Elasticsearch, by kind (span, service, trace, rollup)."}, []string{"kind"}),
+		docsWritten:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_docs_written_total", Help: "Documents acknowledged by Elasticsearch, by kind (span, service, trace, rollup, edge)."}, []string{"kind"}),
 		retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_retries_total", Help: "Documents resent after a transient failure, by reason (429, 5xx, connection)."}, []string{"reason"}),
 		failures:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_failures_total", Help: "Documents rejected for good (dead-lettered or failed), by Elasticsearch error type."}, []string{"reason"}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents skipped because a newer trace version is stored."}),

@@ -265,6 +265,9 @@ func TestIndexNames(t *testing.T) {
 	if got := newIndices("").rollup(time.Hour, ts); got != "tracepipe-rollups-1h-2026-03-10" {
 		t.Errorf("rollup index %s", got)
 	}
+	if got := x.edges(time.Minute, ts); got != "prod-tracepipe-edges-1m-2026-03-10" {
+		t.Errorf("edge index %s", got)
+	}
 	cases := []struct {
 		name string
 		ok   bool
@@ -273,6 +276,9 @@ func TestIndexNames(t *testing.T) {
 		{"prod-jaeger-service-2026-03-10", true},
 		{"prod-tracepipe-traces-2026-03-10", true},
 		{"prod-tracepipe-rollups-1m-2026-03-10", true},
+		{"prod-tracepipe-edges-1m-2026-03-10", true},
+		{"prod-tracepipe-edges-1d-2026-03-10", true},
+		{"prod-tracepipe-edges-2026-03-10", false},     // no resolution
 		{"jaeger-span-2026-03-10", false},              // another prefix
 		{"prod-other-jaeger-span-2026-03-10", false},   // another prefix
 		{"prod-jaeger-span-archive", false},            // not daily
