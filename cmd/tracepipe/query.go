@@ -298,11 +298,11 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 				fmt.Fprintf(w, "  index %s\n", ix)
 			}
 			if c.esURL == "" {
-				fmt.Fprintf(w, "  %d traces, %d rollups\n", rep.Traces, rep.Rollups)
+				fmt.Fprintf(w, "  %d traces, %d rollups, %d edge rollups\n", rep.Traces, rep.Rollups, rep.EdgeRollups)
 			}
 			return nil
 		}
-		return c.output(stdout, map[string]any{"cutoff": cutoff, "indices": rep.Indices, "traces": rep.Traces, "rollups": rep.Rollups}, text)
+		return c.output(stdout, map[string]any{"cutoff": cutoff, "indices": rep.Indices, "traces": rep.Traces, "rollups": rep.Rollups, "edgeRollups": rep.EdgeRollups}, text)
 	case "serve":
 		return c.serve(ctx, st, stdout)
 	}

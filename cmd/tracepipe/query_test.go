@@ -127,7 +127,7 @@ func TestQueryRetentionCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "4 traces, 1 rollups") {
+	if !strings.Contains(out, "4 traces, 1 rollups, 0 edge rollups") {
 		t.Errorf("output: %s", out)
 	}
 	if out, _ = runQ(t, "slowest", "--store", path); !strings.Contains(out, "no traces match") {
