@@ -427,6 +427,37 @@ func (e *Expected) Fetch(ctx context.Context, r Reader) (map[string]model.Rollup
 	return out, nil
 }
 
+// EdgeReader is the part of a store FetchEdges reads.
+type EdgeReader interface {
+	EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
+}
+
+// FetchEdges reads every stored edge rollup (retractions included) of the
+// edges and resolutions in e, by EdgeRollup.ID(), for Check.
+func (e *Expected) FetchEdges(ctx context.Context, r EdgeReader) (map[string]model.EdgeRollup, error) {
+	type q struct {
+		caller, callee string
+		res            time.Duration
+	}
+	qs := map[q]bool{}
+	for _, w := range e.Want {
+		if w.Edge {
+			qs[q{w.Service, w.Operation, w.Resolution}] = true
+		}
+	}
+	out := map[string]model.EdgeRollup{}
+	for k := range qs {
+		es, err := r.EdgeSeries(ctx, k.res, k.caller, k.callee, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("edges %s->%s %s: %w", k.caller, k.callee, model.ResolutionName(k.res), err)
+		}
+		for _, e := range es {
+			out[e.ID()] = e
+		}
+	}
+	return out, nil
+}
+
 func exactQuantile(sorted []int64, q float64) int64 { return sorted[int(q*float64(len(sorted)-1))] }
 
 // checkDist compares a stored distribution with the raw values.
@@ -465,8 +496,8 @@ func checkDist(name string, d model.Distribution, vs []int64) error {
 
 // Check compares stored rollups (by ID, as Fetch returns them) with the
 // truth: every expected rollup must be stored and equal, and every other
-// stored rollup must be empty (a retraction). Edge rollups are checked when
-// edges is not nil.
+// stored rollup must be empty (a retraction). Edge rollups (by ID, as
+// FetchEdges returns them) are checked the same way when edges is not nil.
 func (e *Expected) Check(got map[string]model.Rollup, edges map[string]model.EdgeRollup) error {
 	var errs []string
 	for id, w := range e.Want {
@@ -512,6 +543,11 @@ func (e *Expected) Check(got map[string]model.Rollup, edges map[string]model.Edg
 			if share := float64(g.CriticalPath.Sum) / float64(w.TraceDuration); math.Abs(g.CriticalPathShare-share) > 1e-9 {
 				errs = append(errs, fmt.Sprintf("%s: critical-path share %v, want %v", id, g.CriticalPathShare, share))
 			}
+		}
+	}
+	for id, g := range edges {
+		if e.Want[id] == nil && g.Calls != 0 {
+			errs = append(errs, fmt.Sprintf("unexpected edge %s %s->%s at %s (calls %d)", model.ResolutionName(g.Resolution), g.Caller, g.Callee, g.WindowStart.Time().Format(time.RFC3339), g.Calls))
 		}
 	}
 	for id, g := range got {

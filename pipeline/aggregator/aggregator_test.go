@@ -118,15 +118,26 @@ func (r *running) stop(t testing.TB) {
 	}
 }
 
-// waitFor polls the store until it holds exactly the expected rollups.
-func waitFor(t testing.TB, exp *aggtest.Expected, store aggtest.Reader, within time.Duration) {
+// checkedStore is what waitFor reads: rollups and edge rollups.
+type checkedStore interface {
+	aggtest.Reader
+	aggtest.EdgeReader
+}
+
+// waitFor polls the store until it holds exactly the expected rollups and
+// edge rollups.
+func waitFor(t testing.TB, exp *aggtest.Expected, store checkedStore, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
 		got, err := exp.Fetch(context.Background(), store)
+		var edges map[string]model.EdgeRollup
 		if err == nil {
-			if last = exp.Check(got, nil); last == nil {
+			edges, err = exp.FetchEdges(context.Background(), store)
+		}
+		if err == nil {
+			if last = exp.Check(got, edges); last == nil {
 				return
 			}
 		} else {
@@ -138,8 +149,9 @@ func waitFor(t testing.TB, exp *aggtest.Expected, store aggtest.Reader, within t
 }
 
 // TestStageKfake runs both stages against an in-process Kafka and the
-// embedded store: the rollups equal the ground truth; after a restart and
-// re-emitted versions they still do; and after a replay with fresh groups.
+// embedded store: the rollups and edge rollups equal the ground truth; after
+// a restart and re-emitted versions they still do; and after a replay with
+// fresh groups.
 func TestStageKfake(t *testing.T) {
 	c := kafkatest.NewCluster(t)
 	const topic = "traces"
@@ -166,6 +178,15 @@ func TestStageKfake(t *testing.T) {
 	r := start(t, cfg, store)
 	produce(t, c.Brokers, topic, msgs[half:])
 	exp := aggtest.Expect(cfg.Stats, msgs)
+	edges := 0
+	for _, w := range exp.Want {
+		if w.Edge {
+			edges++
+		}
+	}
+	if edges == 0 {
+		t.Fatal("the workload has no service edges: the edge check would be vacuous")
+	}
 	waitFor(t, exp, store, 60*time.Second)
 
 	// Restart, and re-emit a third of the messages (as an ingester does
