@@ -26,8 +26,9 @@ type RollupStore interface {
 }
 
 // EdgeStore stores service-edge rollups. A store that implements it gets
-// them; with one that does not, the aggregator computes no edge rollups
-// (the edge metrics on /metrics remain).
+// them (both built-in stores do: storage/embedded and
+// storage/elasticsearch); with one that does not, the aggregator computes no
+// edge rollups (the edge metrics on /metrics remain).
 type EdgeStore interface {
 	WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error
 	EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
@@ -87,7 +88,7 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 	if es, ok := store.(EdgeStore); ok {
 		a.edges = es
 	} else if !a.cfg.Stats.NoEdges {
-		a.log.Info("the store keeps no edge rollups; service edges are on /metrics only")
+		a.log.Info("the store does not implement EdgeStore; service-edge rollups are not computed, edges are on /metrics only")
 		a.cfg.Stats.NoEdges = true
 	}
 	for _, c := range a.m.collectors() {
