@@ -83,11 +83,6 @@ type running struct {
 	done   chan error
 }
 
-func start(t testing.TB, cfg Config, store RollupStore) *running {
-	t.Helper()
-	return startLogged(t, cfg, store, nil)
-}
-
 // startLogged is start with the aggregator's log written to w (nil: discarded).
 func startLogged(t testing.TB, cfg Config, store RollupStore, w io.Writer) *running {
 	t.Helper()
