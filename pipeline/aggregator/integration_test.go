@@ -202,13 +202,17 @@ func waitES(t *testing.T, exp *aggtest.Expected, store *elasticsearch.Store, wit
 		readStart := time.Now()
 		err := store.Refresh(ctx)
 		var got map[string]model.Rollup
+		var edges map[string]model.EdgeRollup
 		if err == nil {
 			got, err = exp.Fetch(ctx, store)
 		}
+		if err == nil {
+			edges, err = exp.FetchEdges(ctx, store)
+		}
 		cancel()
 		if err == nil {
-			if last = exp.Check(got, nil); last == nil {
-				t.Logf("rollups equal the ground truth after %v", time.Since(start).Round(time.Second))
+			if last = exp.Check(got, edges); last == nil {
+				t.Logf("rollups and edge rollups equal the ground truth after %v", time.Since(start).Round(time.Second))
 				return
 			}
 		} else {
