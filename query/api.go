@@ -1,6 +1,6 @@
 // Package query answers users' questions about stored traces — a trace by ID,
 // the N slowest traces, a search by tags, the bottleneck operations, an
-// operation's rollup series — over HTTP (Handler, JSON under /api/v1/) and
+// operation's rollup series, a service edge's rollup series — over HTTP (Handler, JSON under /api/v1/) and
 // as text or JSON for the CLI (the Write* functions), from any backend that
 // implements Reader.
 package query
@@ -13,12 +13,14 @@ import (
 	"github.com/tracepipe/tracepipe/model"
 )
 
-// Reader is what the query side needs from a store (storage.Reader).
+// Reader is what the query side needs from a store (storage.Reader and
+// storage.EdgeReader).
 type Reader interface {
 	GetTrace(ctx context.Context, id model.TraceID) (model.StoredTrace, error)
 	FindTraces(ctx context.Context, q model.TraceQuery) ([]model.TraceSummary, error)
 	TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error)
 	RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.Rollup, error)
+	EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
 }
 
 // The JSON shapes below are the API's and the CLI's `--format json` output.
@@ -130,6 +132,22 @@ type Rollup struct {
 	Exemplars         []Exemplar        `json:"exemplars"`
 }
 
+// Edge is one window of the calls from one service (the caller) to another
+// (the callee): Latency is the distribution of the callee spans' durations,
+// Exemplars the slowest calls, slowest first. A window whose calls all went
+// away (a retraction) has Calls 0 and is listed like any other.
+type Edge struct {
+	ID          string       `json:"id"`
+	Resolution  string       `json:"resolution"`
+	WindowStart time.Time    `json:"windowStart"`
+	Caller      string       `json:"caller"`
+	Callee      string       `json:"callee"`
+	Calls       int64        `json:"calls"`
+	Errors      int64        `json:"errors"`
+	Latency     Distribution `json:"latency"`
+	Exemplars   []Exemplar   `json:"exemplars"`
+}
+
 // Distribution is a rollup distribution (the sketch is left out).
 type Distribution struct {
 	SumNanos int64 `json:"sumNanos"`
@@ -140,7 +158,7 @@ type Distribution struct {
 	MaxNanos int64 `json:"maxNanos"`
 }
 
-// Exemplar is a slow request of a rollup window.
+// Exemplar is a slow request of a rollup or edge window.
 type Exemplar struct {
 	TraceID       string    `json:"traceID"`
 	DurationNanos int64     `json:"durationNanos"`
@@ -299,6 +317,23 @@ func NewRollups(rs []model.Rollup) []Rollup {
 		}
 		for _, e := range r.Exemplars {
 			o.Exemplars = append(o.Exemplars, Exemplar{TraceID: e.TraceID.String(), DurationNanos: int64(e.Duration), Start: e.Start.Time()})
+		}
+		out[i] = o
+	}
+	return out
+}
+
+// NewEdges converts edge rollups (never nil).
+func NewEdges(es []model.EdgeRollup) []Edge {
+	out := make([]Edge, len(es))
+	for i := range es {
+		e := &es[i]
+		o := Edge{
+			ID: e.ID(), Resolution: model.ResolutionName(e.Resolution), WindowStart: e.WindowStart.Time(),
+			Caller: e.Caller, Callee: e.Callee, Calls: e.Calls, Errors: e.Errors, Latency: dist(e.Latency), Exemplars: []Exemplar{},
+		}
+		for _, x := range e.Exemplars {
+			o.Exemplars = append(o.Exemplars, Exemplar{TraceID: x.TraceID.String(), DurationNanos: int64(x.Duration), Start: x.Start.Time()})
 		}
 		out[i] = o
 	}

@@ -17,6 +17,8 @@ import (
 //	GET /api/v1/traces?...         trace summaries (ParseTraceQuery parameters): {"traces": [...]}
 //	GET /api/v1/bottlenecks?...    ranked operations: {"bottlenecks": [...]}
 //	GET /api/v1/rollups?...        an operation's rollup series: {"rollups": [...]}
+//	GET /api/v1/edges?...          a service edge's rollup series (ParseEdgeQuery: caller, callee,
+//	                               resolution, since or start/end): {"edges": [...]}
 //
 // Errors are {"error": "message"} with 400 for a bad query, 404 for a missing
 // trace (or an unknown path), 405 for a method other than GET/HEAD and 500
@@ -39,6 +41,7 @@ func NewHandler(r Reader, now func() time.Time, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET /api/v1/traces", h.traces)
 	h.mux.HandleFunc("GET /api/v1/bottlenecks", h.bottlenecks)
 	h.mux.HandleFunc("GET /api/v1/rollups", h.rollups)
+	h.mux.HandleFunc("GET /api/v1/edges", h.edges)
 	return h
 }
 
@@ -49,7 +52,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.HasPrefix(r.URL.Path, "/api/v1/") {
-		writeError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; see /api/v1/traces, /api/v1/bottlenecks, /api/v1/rollups")
+		writeError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; see /api/v1/traces, /api/v1/bottlenecks, /api/v1/rollups, /api/v1/edges")
 		return
 	}
 	h.mux.ServeHTTP(w, r)
@@ -109,6 +112,20 @@ func (h *Handler) rollups(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, map[string]any{"rollups": NewRollups(res)})
+}
+
+func (h *Handler) edges(w http.ResponseWriter, r *http.Request) {
+	q, err := ParseEdgeQuery(r.URL.Query(), h.now())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	res, err := h.r.EdgeSeries(r.Context(), q.Resolution, q.Caller, q.Callee, q.Start, q.End)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]any{"edges": NewEdges(res)})
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {

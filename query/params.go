@@ -23,6 +23,7 @@ import (
 //	resolution              1m, 1h, 1d (rollups)
 //	kind                    server, client, ... (rollups)
 //	dim                     name=value, repeatable (rollups)
+//	caller, callee          service names of a service edge (edges)
 //
 // Every error wraps model.ErrBadQuery.
 
@@ -205,4 +206,46 @@ func ParseRollupQuery(v url.Values, now time.Time) (model.RollupQuery, error) {
 		return q, err
 	}
 	return q.Normalize()
+}
+
+// EdgeQuery selects the edge rollups of one caller → callee pair at one
+// resolution whose window started in [Start, End) (zero: unbounded): the
+// arguments of storage.EdgeReader's EdgeSeries.
+type EdgeQuery struct {
+	Caller     string
+	Callee     string
+	Resolution time.Duration
+	Start      model.Timestamp
+	End        model.Timestamp
+}
+
+// ParseEdgeQuery reads a service-edge series request: caller and callee are
+// required, resolution defaults to 1m. There is no limit: the stores return
+// every window in the range.
+func ParseEdgeQuery(v url.Values, now time.Time) (EdgeQuery, error) {
+	var q EdgeQuery
+	var err error
+	if err = checkKnown(v, []string{"caller", "callee", "resolution", "since", "start", "end"}); err != nil {
+		return q, err
+	}
+	q.Caller, q.Callee = v.Get("caller"), v.Get("callee")
+	switch {
+	case q.Caller == "":
+		return q, badf("edges need a caller (the calling service)")
+	case q.Callee == "":
+		return q, badf("edges need a callee (the called service)")
+	}
+	q.Resolution = time.Minute
+	if s := v.Get("resolution"); s != "" {
+		if q.Resolution, err = model.ParseResolution(s); err != nil {
+			return q, fmt.Errorf("%w: %v", model.ErrBadQuery, err)
+		}
+	}
+	if q.Start, q.End, err = parseRange(v, now); err != nil {
+		return q, err
+	}
+	if q.End != 0 && q.Start > q.End {
+		return q, badf("start is after end")
+	}
+	return q, nil
 }

@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,7 +24,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func tid(n uint64) model.TraceID { return model.TraceID{Low: n} }
 
 // server serves an embedded store holding traces 1..5 (trace i lasts i*10ms,
-// starts at Day0+i min, shard i%2, trace 3 has an error) and a rollup.
+// starts at Day0+i min, shard i%2, trace 3 has an error), a rollup and the
+// edge rollups of edges().
 func server(t *testing.T) *httptest.Server {
 	t.Helper()
 	ctx := context.Background()
@@ -45,6 +47,9 @@ func server(t *testing.T) *httptest.Server {
 	r := model.Rollup{Resolution: time.Minute, WindowStart: storagetest.Day0, Service: "db", Operation: "SELECT", Kind: model.KindClient, Count: 5,
 		Exemplars: []model.Exemplar{{TraceID: tid(5), Duration: 50 * time.Millisecond, Start: storagetest.Day0}}}
 	if err := s.WriteRollups(ctx, []model.Rollup{r}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEdgeRollups(ctx, edges()); err != nil {
 		t.Fatal(err)
 	}
 	now := func() time.Time { return storagetest.Day0.Time().Add(10 * time.Minute) }
@@ -107,6 +112,15 @@ func TestAPIErrors(t *testing.T) {
 		{"bad time", "GET", "/api/v1/bottlenecks?start=yesterday", 400, "RFC 3339"},
 		{"rollups need operation", "GET", "/api/v1/rollups?service=db", 400, "operation"},
 		{"bad resolution", "GET", "/api/v1/rollups?service=db&operation=x&resolution=fast", 400, "resolution"},
+		{"edges need caller", "GET", "/api/v1/edges?callee=db", 400, "edges need a caller"},
+		{"edges need callee", "GET", "/api/v1/edges?caller=frontend", 400, "edges need a callee"},
+		{"edges bad resolution", "GET", "/api/v1/edges?caller=frontend&callee=db&resolution=fast", 400, "resolution"},
+		{"edges zero resolution", "GET", "/api/v1/edges?caller=frontend&callee=db&resolution=0s", 400, "resolution"},
+		{"edges start after end", "GET", "/api/v1/edges?caller=frontend&callee=db&start=2026-03-11&end=2026-03-10", 400, "start is after end"},
+		{"edges since and end", "GET", "/api/v1/edges?caller=frontend&callee=db&since=1h&end=2026-03-10", 400, "since cannot be combined"},
+		{"edges bad since", "GET", "/api/v1/edges?caller=frontend&callee=db&since=-1h", 400, "positive duration"},
+		{"edges unknown parameter", "GET", "/api/v1/edges?caller=frontend&callee=db&service=db", 400, "(known: caller, callee, resolution, since, start, end)"},
+		{"edges post", "POST", "/api/v1/edges?caller=frontend&callee=db", 405, "read-only"},
 		{"post", "POST", "/api/v1/traces", 405, "read-only"},
 		{"unknown path", "GET", "/api/v2/x", 404, "no such endpoint"},
 	}
@@ -167,6 +181,111 @@ func TestAPIBottlenecksAndRollups(t *testing.T) {
 	}
 }
 
+// slowCall is the slowest call of the first frontend → db window; its trace
+// ID has a high half, to show that IDs are 32 lowercase hex digits.
+var slowCall = model.Exemplar{TraceID: model.TraceID{High: 0xABCDEF, Low: 0x1F}, Duration: 12 * time.Millisecond, Start: storagetest.Day0.Add(time.Second)}
+
+// edges are frontend → db at 1m (Day0: 4 calls, 1 error; +1m: 2 calls;
+// +2m: a retraction) and 1h (Day0: 6 calls), and db → frontend at 1m (Day0: 1 call).
+func edges() []model.EdgeRollup {
+	lat := func(p50, p99 time.Duration) model.Distribution {
+		return model.Distribution{Sum: 4 * p50, Quantiles: model.Quantiles{P50: p50, P90: p99, P95: p99, P99: p99, Max: p99}}
+	}
+	at := func(m int) model.Timestamp { return storagetest.Day0.Add(time.Duration(m) * time.Minute) }
+	return []model.EdgeRollup{
+		{Resolution: time.Minute, WindowStart: at(0), Caller: "frontend", Callee: "db", Calls: 4, Errors: 1, Latency: lat(2*time.Millisecond, 9*time.Millisecond),
+			Exemplars: []model.Exemplar{slowCall, {TraceID: tid(2), Duration: 8 * time.Millisecond, Start: at(0)}}},
+		{Resolution: time.Minute, WindowStart: at(1), Caller: "frontend", Callee: "db", Calls: 2, Latency: lat(time.Millisecond, 3*time.Millisecond),
+			Exemplars: []model.Exemplar{{TraceID: tid(4), Duration: 3 * time.Millisecond, Start: at(1)}}},
+		{Resolution: time.Minute, WindowStart: at(2), Caller: "frontend", Callee: "db"},
+		{Resolution: time.Hour, WindowStart: at(0), Caller: "frontend", Callee: "db", Calls: 6, Errors: 1, Latency: lat(2*time.Millisecond, 9*time.Millisecond),
+			Exemplars: []model.Exemplar{slowCall}},
+		{Resolution: time.Minute, WindowStart: at(0), Caller: "db", Callee: "frontend", Calls: 1, Latency: lat(time.Millisecond, time.Millisecond)},
+	}
+}
+
+func TestAPIEdges(t *testing.T) {
+	srv := server(t)
+	cases := []struct {
+		name, query string
+		calls       []int64 // of the windows, in order
+	}{
+		{"default resolution is 1m", "caller=frontend&callee=db", []int64{4, 2, 0}},
+		{"hour resolution", "caller=frontend&callee=db&resolution=1h", []int64{6}},
+		{"start and end", "caller=frontend&callee=db&start=2026-03-10T00:01:00Z&end=2026-03-10T00:02:00Z", []int64{2}},
+		{"date range", "caller=frontend&callee=db&start=2026-03-10&end=2026-03-11", []int64{4, 2, 0}},
+		{"since", "caller=frontend&callee=db&since=9m", []int64{2, 0}},
+		{"reverse edge", "caller=db&callee=frontend", []int64{1}},
+		{"unknown edge", "caller=frontend&callee=cache", []int64{}},
+		{"range before the data", "caller=frontend&callee=db&end=2026-03-09", []int64{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var res struct{ Edges []Edge }
+			code, body := get(t, srv, "GET", "/api/v1/edges?"+c.query, &res)
+			if code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+			if !strings.Contains(body, `"edges": [`) {
+				t.Errorf("edges is not a list: %s", body)
+			}
+			got := []int64{}
+			for _, e := range res.Edges {
+				got = append(got, e.Calls)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.calls) {
+				t.Errorf("calls %v, want %v", got, c.calls)
+			}
+		})
+	}
+}
+
+// TestAPIEdgeView checks the JSON form of an edge window: RFC 3339 times,
+// durations in nanoseconds, trace IDs in lowercase hex.
+func TestAPIEdgeView(t *testing.T) {
+	srv := server(t)
+	code, body := get(t, srv, "GET", "/api/v1/edges?caller=frontend&callee=db&end=2026-03-10T00:01:00Z", nil)
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	first := edges()[0]
+	var res struct {
+		Edges []map[string]any `json:"edges"`
+	}
+	if err := json.Unmarshal([]byte(body), &res); err != nil || len(res.Edges) != 1 {
+		t.Fatalf("%v: %s", err, body)
+	}
+	got, _ := json.Marshal(res.Edges[0])
+	want := `{"callee":"db","caller":"frontend","calls":4,"errors":1,` +
+		`"exemplars":[{"durationNanos":12000000,"start":"2026-03-10T00:00:01Z","traceID":"0000000000abcdef000000000000001f"},` +
+		`{"durationNanos":8000000,"start":"2026-03-10T00:00:00Z","traceID":"` + tid(2).String() + `"}],` +
+		`"id":"` + first.ID() + `",` +
+		`"latency":{"maxNanos":9000000,"p50Nanos":2000000,"p90Nanos":9000000,"p95Nanos":9000000,"p99Nanos":9000000,"sumNanos":8000000},` +
+		`"resolution":"1m","windowStart":"2026-03-10T00:00:00Z"}`
+	if string(got) != want {
+		t.Errorf("edge view\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestWriteEdgesText(t *testing.T) {
+	var b strings.Builder
+	if err := WriteEdgesText(&b, NewEdges(edges()[:3])); err != nil {
+		t.Fatal(err)
+	}
+	want := `WINDOW (UTC)      CALLS  ERRORS  ERROR %  P50  P99  SLOWEST
+2026-03-10 00:00  4      1       25%      2ms  9ms  0000000000abcdef000000000000001f
+2026-03-10 00:01  2      0       0%       1ms  3ms  ` + tid(4).String() + `
+2026-03-10 00:02  0      0       -        0s   0s   -
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	if err := WriteEdgesText(&b, NewEdges(nil)); err != nil || b.String() != "no edge rollups in range\n" {
+		t.Errorf("empty: %q %v", b.String(), err)
+	}
+}
+
 func TestHumanDuration(t *testing.T) {
 	cases := []struct {
 		d    time.Duration
@@ -201,7 +320,8 @@ func TestParseTag(t *testing.T) {
 // parsers: they must never panic, and what they accept must be valid.
 func FuzzParseQueries(f *testing.F) {
 	for _, s := range []string{"service=a&operation=b&tag=shard:7&minDuration=1ms&maxDuration=2s&since=1h&limit=5&order=newest",
-		"start=2026-03-10&end=2026-03-11T00:00:00Z", "resolution=1d&service=a&operation=b&dim=x=y&kind=server", "limit=-1", "tag=%3D"} {
+		"start=2026-03-10&end=2026-03-11T00:00:00Z", "resolution=1d&service=a&operation=b&dim=x=y&kind=server",
+		"caller=a&callee=b&resolution=1h&start=2026-03-11&end=2026-03-10", "limit=-1", "tag=%3D"} {
 		f.Add(s)
 	}
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
@@ -217,6 +337,9 @@ func FuzzParseQueries(f *testing.F) {
 		}
 		if q, err := ParseRollupQuery(v, now); err == nil && (q.Resolution <= 0 || q.Service == "" || q.Operation == "") {
 			t.Fatalf("accepted invalid rollup query %+v", q)
+		}
+		if q, err := ParseEdgeQuery(v, now); err == nil && (q.Resolution <= 0 || q.Caller == "" || q.Callee == "" || (q.End != 0 && q.Start > q.End)) {
+			t.Fatalf("accepted invalid edge query %+v", q)
 		}
 		ParseBottleneckQuery(v, now)
 	})

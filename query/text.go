@@ -181,3 +181,28 @@ func WriteRollupsText(w io.Writer, rs []Rollup) error {
 	}
 	return tw.Flush()
 }
+
+// WriteEdgesText renders a service edge's series as a table, one line per
+// window: calls, errors, error rate ("-" for a window with no calls), p50 and
+// p99 latency and the slowest exemplar trace.
+func WriteEdgesText(w io.Writer, es []Edge) error {
+	if len(es) == 0 {
+		_, err := fmt.Fprintln(w, "no edge rollups in range")
+		return err
+	}
+	tw := table(w)
+	fmt.Fprintf(tw, "WINDOW (UTC)\tCALLS\tERRORS\tERROR %%\tP50\tP99\tSLOWEST\n")
+	for _, e := range es {
+		rate := "-"
+		if e.Calls > 0 {
+			rate = pct(float64(e.Errors) / float64(e.Calls))
+		}
+		ex := "-"
+		if len(e.Exemplars) > 0 {
+			ex = e.Exemplars[0].TraceID
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", e.WindowStart.UTC().Format("2006-01-02 15:04"), e.Calls, e.Errors, rate,
+			HumanDuration(e.Latency.P50Nanos), HumanDuration(e.Latency.P99Nanos), ex)
+	}
+	return tw.Flush()
+}

@@ -319,7 +319,7 @@ func (c *queryCmd) output(w io.Writer, v any, text func(io.Writer) error) error 
 }
 
 // serve runs the HTTP API until ctx ends, then shuts down within 5s.
-func (c *queryCmd) serve(ctx context.Context, st storage.Reader, stdout io.Writer) error {
+func (c *queryCmd) serve(ctx context.Context, st query.Reader, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.listen, err)
