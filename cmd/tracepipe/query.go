@@ -31,6 +31,7 @@ commands:
   search             traces by promoted tag values, service, operation and duration range
   bottlenecks        operations ranked by their total critical-path time and share
   rollups            the rollup time series of one operation
+  edges              the rollup time series of one service edge (caller → callee): calls, errors, latency
   serve              serve the same as JSON over HTTP under /api/v1/
   retention          delete stored data older than a number of days
 
@@ -46,6 +47,7 @@ examples:
   tracepipe query search --tag shard=7 --service checkout --min-duration 100ms
   tracepipe query bottlenecks --since 24h
   tracepipe query rollups --service db --operation SELECT --resolution 1m --since 2h
+  tracepipe query edges --caller frontend --callee db --resolution 1m --since 2h
   tracepipe query serve --listen 127.0.0.1:16689
   tracepipe query retention --older-than 7d
 
@@ -65,7 +67,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, queryUsage)
 		return nil
-	case "trace", "slowest", "search", "bottlenecks", "rollups", "serve", "retention":
+	case "trace", "slowest", "search", "bottlenecks", "rollups", "edges", "serve", "retention":
 	default:
 		fmt.Fprint(stderr, queryUsage)
 		return fmt.Errorf("%w: unknown query command %q", errUsage, cmd)
@@ -108,6 +110,7 @@ type queryCmd struct {
 	esURL, indexPrefix, storePath, promoted, format string
 
 	service, operation, since, start, end, minDur, maxDur, order, resolution, kind string
+	caller, callee                                                                 string
 	limit                                                                          int
 	tags, dims                                                                     multi
 	listen, olderThan                                                              string
@@ -161,6 +164,11 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 		fs.Var(&c.dims, "dim", "name=value of a dimension; repeat for several")
 		fs.IntVar(&c.limit, "limit", 0, "maximum number of rollups (default all, up to 10000)")
 		rangeFlags()
+	case "edges":
+		fs.StringVar(&c.caller, "caller", "", "calling service (required)")
+		fs.StringVar(&c.callee, "callee", "", "called service (required)")
+		fs.StringVar(&c.resolution, "resolution", "1m", "window length: 1m, 1h or 1d")
+		rangeFlags()
 	case "serve":
 		// Not Jaeger's 16686 (UI) or 16687 (admin), so both can run side by side on one cluster.
 		fs.StringVar(&c.listen, "listen", env("TRACEPIPE_QUERY_LISTEN", "127.0.0.1:16689"), "HTTP listen address (env TRACEPIPE_QUERY_LISTEN)")
@@ -188,6 +196,8 @@ func (c *queryCmd) values() url.Values {
 	set("order", c.order)
 	set("resolution", c.resolution)
 	set("kind", c.kind)
+	set("caller", c.caller)
+	set("callee", c.callee)
 	if c.limit != 0 {
 		v.Set("limit", strconv.Itoa(c.limit))
 	}
@@ -224,6 +234,7 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		tq  model.TraceQuery
 		bq  model.BottleneckQuery
 		rq  model.RollupQuery
+		eq  query.EdgeQuery
 		age time.Duration
 	)
 	switch c.name {
@@ -240,6 +251,8 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		bq, err = query.ParseBottleneckQuery(c.values(), now)
 	case "rollups":
 		rq, err = query.ParseRollupQuery(c.values(), now)
+	case "edges":
+		eq, err = query.ParseEdgeQuery(c.values(), now)
 	case "retention":
 		if age, err = parseAge(c.olderThan); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
@@ -286,6 +299,13 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		}
 		rs := query.NewRollups(res)
 		return c.output(stdout, map[string]any{"rollups": rs}, func(w io.Writer) error { return query.WriteRollupsText(w, rs) })
+	case "edges":
+		res, err := st.EdgeSeries(ctx, eq.Resolution, eq.Caller, eq.Callee, eq.Start, eq.End)
+		if err != nil {
+			return err
+		}
+		es := query.NewEdges(res)
+		return c.output(stdout, map[string]any{"edges": es}, func(w io.Writer) error { return query.WriteEdgesText(w, es) })
 	case "retention":
 		cutoff := storage.RetentionCutoff(now, age)
 		rep, err := st.DeleteBefore(ctx, cutoff)

@@ -19,8 +19,9 @@ import (
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
-// queryStore writes traces 1..4 (trace i lasts i*10ms, shard i%2) and a
-// rollup, and returns the store's path.
+// queryStore writes traces 1..4 (trace i lasts i*10ms, shard i%2), a
+// rollup and two 1m edge rollups frontend → db (Day0: 3 calls, 1 error,
+// slowest trace 4; Day0+1m: a retraction), and returns the store's path.
 func queryStore(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tracepipe.db")
@@ -42,6 +43,15 @@ func queryStore(t *testing.T) string {
 	r := model.Rollup{Resolution: time.Minute, WindowStart: storagetest.Day0, Service: "db", Operation: "SELECT", Count: 7,
 		Duration: model.Distribution{Quantiles: model.Quantiles{P50: time.Millisecond, P99: 9 * time.Millisecond}}}
 	if err := s.WriteRollups(context.Background(), []model.Rollup{r}); err != nil {
+		t.Fatal(err)
+	}
+	edges := []model.EdgeRollup{
+		{Resolution: time.Minute, WindowStart: storagetest.Day0, Caller: "frontend", Callee: "db", Calls: 3, Errors: 1,
+			Latency:   model.Distribution{Quantiles: model.Quantiles{P50: time.Millisecond, P99: 7 * time.Millisecond}},
+			Exemplars: []model.Exemplar{{TraceID: model.TraceID{Low: 4}, Duration: 7 * time.Millisecond, Start: storagetest.Day0}}},
+		{Resolution: time.Minute, WindowStart: storagetest.Day0.Add(time.Minute), Caller: "frontend", Callee: "db"},
+	}
+	if err := s.WriteEdgeRollups(context.Background(), edges); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -83,6 +93,16 @@ func TestQueryCLI(t *testing.T) {
 		{"bottlenecks", []string{"bottlenecks", "--store", path, "--start", "2026-03-10", "--end", "2026-03-11"}, false, "", []string{"RANK", "payments", "charge", "50%"}},
 		{"rollups", []string{"rollups", "--store", path, "--service", "db", "--operation", "SELECT", "--start", "2026-03-10"}, false, "", []string{"2026-03-10 00:00", "1m", "9ms"}},
 		{"rollups without operation", []string{"rollups", "--store", path, "--service", "db"}, true, "", nil},
+		{"edges", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--start", "2026-03-10"}, false, "",
+			[]string{"WINDOW (UTC)      CALLS  ERRORS  ERROR %  P50  P99  SLOWEST", "2026-03-10 00:00  3      1       33.3%    1ms  7ms  " + id(4), "2026-03-10 00:01  0      0       -"}},
+		{"edges json", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--end", "2026-03-10T00:01:00Z", "--format", "json"}, false, "",
+			[]string{`"edges": [`, `"windowStart": "2026-03-10T00:00:00Z"`, `"calls": 3`, `"p99Nanos": 7000000`, `"traceID": "` + id(4) + `"`}},
+		{"edges other resolution", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--resolution", "1h"}, false, "", []string{"no edge rollups in range"}},
+		{"edges without callee", []string{"edges", "--store", path, "--caller", "frontend"}, true, "", nil},
+		{"edges bad resolution", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--resolution", "soon"}, true, "", nil},
+		{"edges start after end", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--start", "2026-03-11", "--end", "2026-03-10"}, true, "", nil},
+		{"edges since and start", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "--since", "1h", "--start", "2026-03-10"}, true, "", nil},
+		{"edges stray argument", []string{"edges", "--store", path, "--caller", "frontend", "--callee", "db", "extra"}, true, "", nil},
 		{"unknown flag", []string{"slowest", "--store", path, "--colour"}, true, "", nil},
 		{"unknown command", []string{"fastest"}, true, "", nil},
 		{"bad format", []string{"slowest", "--store", path, "--format", "xml"}, true, "", nil},
@@ -127,7 +147,7 @@ func TestQueryRetentionCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "4 traces, 1 rollups, 0 edge rollups") {
+	if !strings.Contains(out, "4 traces, 1 rollups, 2 edge rollups") {
 		t.Errorf("output: %s", out)
 	}
 	if out, _ = runQ(t, "slowest", "--store", path); !strings.Contains(out, "no traces match") {
@@ -172,6 +192,14 @@ func TestQueryServe(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"spans"`)) {
 		t.Errorf("GET trace: %d %s", resp.StatusCode, body)
+	}
+	if resp, err = http.Get(base + "/api/v1/edges?caller=frontend&callee=db"); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"calls": 3`)) {
+		t.Errorf("GET edges: %d %s", resp.StatusCode, body)
 	}
 	cancel()
 	if err := <-done; err != nil {
