@@ -161,7 +161,9 @@ func TestChain(t *testing.T) {
 	}
 
 	backend := []string{"--es-url", esURL, "--index-prefix", prefix, "--format", "json"}
-	query := func(args ...string) []byte { return run(t, tp, append(append([]string{"query"}, args...), backend...)...) }
+	query := func(args ...string) []byte {
+		return run(t, tp, append(append([]string{"query"}, args...), backend...)...)
+	}
 	began := time.Now()
 	deadline := began.Add(4 * time.Minute)
 	var last string
