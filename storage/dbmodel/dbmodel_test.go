@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -359,6 +360,18 @@ func TestEdgeRollupGolden(t *testing.T) {
 			if env.ID != back.ID() {
 				t.Errorf("id %s != %s", env.ID, back.ID())
 			}
+		})
+	}
+}
+
+func TestDependencyGolden(t *testing.T) {
+	for name, e := range edgeCases() {
+		if e.Resolution != 24*time.Hour {
+			e.Resolution = 24 * time.Hour
+			e.WindowStart = model.TimestampOf(e.WindowStart.Time().UTC().Truncate(24 * time.Hour))
+		}
+		t.Run(name, func(t *testing.T) {
+			golden(t, strings.Replace(name, "edge_rollup", "dependency", 1)+".stored.json", map[string]any{"_id": e.ID(), "_source": FromDomainDependency(&e)})
 		})
 	}
 }

@@ -32,7 +32,11 @@ const (
 	familyTraces  = "tracepipe-traces"
 	familyRollups = "tracepipe-rollups"
 	familyEdges   = "tracepipe-edges"
-	dateLayout    = "2006-01-02"
+	// familyDependencies is Jaeger's dependency-link index, read by Jaeger
+	// Query's /api/dependencies (the UI's System Architecture view) and
+	// written from the daily edge rollups.
+	familyDependencies = "jaeger-dependencies"
+	dateLayout         = "2006-01-02"
 )
 
 // indices names the indices of one prefix. Following Jaeger, a non-empty
@@ -57,6 +61,9 @@ func (x indices) rollup(res time.Duration, t model.Timestamp) string {
 func (x indices) edges(res time.Duration, t model.Timestamp) string {
 	return x.prefix + familyEdges + "-" + model.ResolutionName(res) + "-" + day(t)
 }
+func (x indices) dependencies(t model.Timestamp) string {
+	return x.prefix + familyDependencies + "-" + day(t)
+}
 func (x indices) spanPattern() string   { return x.prefix + familySpan + "-*" }
 func (x indices) tracesPattern() string { return x.prefix + familyTraces + "-*" }
 func (x indices) rollupPattern(res time.Duration) string {
@@ -67,7 +74,7 @@ func (x indices) edgesPattern(res time.Duration) string {
 }
 
 var (
-	datedRE  = regexp.MustCompile(`^(jaeger-span|jaeger-service|tracepipe-traces)-(\d{4}-\d{2}-\d{2})$`)
+	datedRE  = regexp.MustCompile(`^(jaeger-span|jaeger-service|jaeger-dependencies|tracepipe-traces)-(\d{4}-\d{2}-\d{2})$`)
 	rollupRE = regexp.MustCompile(`^tracepipe-(?:rollups|edges)-\d+[smhd]-(\d{4}-\d{2}-\d{2})$`)
 )
 
@@ -211,6 +218,16 @@ const edgesMapping = `{
   }
 }`
 
+// Jaeger's dependency links (dependencystore.TimeDependencies): Jaeger
+// creates the index with dynamic mappings; the template pins the types
+// Jaeger Query's range query on timestamp relies on.
+const dependenciesMapping = `{
+  "properties":{
+    "timestamp":{"type":"date"},
+    "dependencies":{"properties":{"parent":` + keyword + `,"child":` + keyword + `,"callCount":{"type":"long"},"source":` + keyword + `}}
+  }
+}`
+
 type template struct {
 	name, pattern, mapping string
 }
@@ -222,6 +239,7 @@ func (x indices) templates() []template {
 		{x.prefix + familyTraces, x.prefix + familyTraces + "-*", tracesMapping},
 		{x.prefix + familyRollups, x.prefix + familyRollups + "-*", rollupsMapping},
 		{x.prefix + familyEdges, x.prefix + familyEdges + "-*", edgesMapping},
+		{x.prefix + familyDependencies, x.prefix + familyDependencies + "-*", dependenciesMapping},
 	}
 }
 

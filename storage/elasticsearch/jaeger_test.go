@@ -198,4 +198,42 @@ func TestJaegerQueryReadsOurIndices(t *testing.T) {
 	if got := find(url.Values{"service": {"db"}, "tags": {`{"host":"h1","error":"true"}`}}); len(got) != 1 || got[0] != id(2) {
 		t.Errorf("by process and span tag: %v", got)
 	}
+
+	// The System Architecture view: /api/dependencies reads the links
+	// written from daily edge rollups; a retracted edge and a 1-minute
+	// rollup add none.
+	today := model.TimestampOf(time.Now().UTC().Truncate(24 * time.Hour))
+	edges := []model.EdgeRollup{
+		{Resolution: 24 * time.Hour, WindowStart: today, Caller: "frontend", Callee: "payments", Calls: 3},
+		{Resolution: 24 * time.Hour, WindowStart: today, Caller: "payments", Callee: "db", Calls: 5, Errors: 1},
+		{Resolution: 24 * time.Hour, WindowStart: today, Caller: "frontend", Callee: "db", Calls: 2},
+		{Resolution: time.Minute, WindowStart: now, Caller: "frontend", Callee: "cache", Calls: 9},
+	}
+	if err := s.WriteEdgeRollups(ctx, edges); err != nil {
+		t.Fatal(err)
+	}
+	// The frontend → db edge went away (its traces were replaced): the
+	// reducer rewrites the day with no calls.
+	if err := s.WriteEdgeRollups(ctx, []model.EdgeRollup{{Resolution: 24 * time.Hour, WindowStart: today, Caller: "frontend", Callee: "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	var deps struct {
+		Data []struct {
+			Parent    string `json:"parent"`
+			Child     string `json:"child"`
+			CallCount int64  `json:"callCount"`
+		}
+	}
+	q := url.Values{"endTs": {fmt.Sprint(time.Now().UnixMilli())}, "lookback": {fmt.Sprint((48 * time.Hour).Milliseconds())}}
+	if err := get("/api/dependencies?"+q.Encode(), &deps); err != nil {
+		t.Fatalf("dependencies: %v", err)
+	}
+	var links []string
+	for _, d := range deps.Data {
+		links = append(links, fmt.Sprintf("%s->%s:%d", d.Parent, d.Child, d.CallCount))
+	}
+	sort.Strings(links)
+	if got, want := strings.Join(links, " "), "frontend->payments:3 payments->db:5"; got != want {
+		t.Errorf("jaeger dependencies = %q, want %q", got, want)
+	}
 }

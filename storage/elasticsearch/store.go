@@ -313,6 +313,17 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 			return fmt.Errorf("encode edge rollup: %w", err)
 		}
 		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), body: body})
+		if e.Resolution == 24*time.Hour {
+			// Jaeger Query's dependency graph: one document per day and
+			// edge (Jaeger concatenates the links of every document in
+			// range), under the edge rollup's ID so rewrites replace it. A
+			// retracted edge keeps its document with no links.
+			dep, err := json.Marshal(dbmodel.FromDomainDependency(e))
+			if err != nil {
+				return fmt.Errorf("encode dependency link: %w", err)
+			}
+			docs = append(docs, doc{kind: "dependency", index: s.x.dependencies(e.WindowStart), id: e.ID(), body: dep})
+		}
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		return fmt.Errorf("write edge rollups: %w", err)

@@ -268,6 +268,9 @@ func TestIndexNames(t *testing.T) {
 	if got := x.edges(time.Minute, ts); got != "prod-tracepipe-edges-1m-2026-03-10" {
 		t.Errorf("edge index %s", got)
 	}
+	if got := x.dependencies(ts); got != "prod-jaeger-dependencies-2026-03-10" {
+		t.Errorf("dependencies index %s", got)
+	}
 	cases := []struct {
 		name string
 		ok   bool
@@ -278,6 +281,7 @@ func TestIndexNames(t *testing.T) {
 		{"prod-tracepipe-rollups-1m-2026-03-10", true},
 		{"prod-tracepipe-edges-1m-2026-03-10", true},
 		{"prod-tracepipe-edges-1d-2026-03-10", true},
+		{"prod-jaeger-dependencies-2026-03-10", true},
 		{"prod-tracepipe-edges-2026-03-10", false},     // no resolution
 		{"jaeger-span-2026-03-10", false},              // another prefix
 		{"prod-other-jaeger-span-2026-03-10", false},   // another prefix
