@@ -10,7 +10,8 @@
 # A lint failure does not stop the tests from running, but fails the script.
 #
 # Variables: TEST_TIMEOUT (go test -timeout, default 20m), PKGS (default ./...), GOTESTFLAGS (extra go test flags),
-# CHECK_ENGINES (e.g. "elasticsearch opensearch": rerun the search-engine tests on each), TEST_LOG (default
+# CHECK_ENGINES (default "elasticsearch opensearch": the search-engine tests run on each, proving compatibility with
+# both; CHECK_ENGINES= runs them on the started engine only), TEST_LOG (default
 # .tmp/go-test.log), and those of deploy/local/services.sh (ports, TRACEPIPE_SEARCH_ENGINE=elasticsearch|opensearch).
 # shellcheck disable=SC2317 # cleanup and run_tests run through trap and phase
 set -euo pipefail
@@ -152,10 +153,10 @@ test_rc=0
 # shellcheck disable=SC2086 # PKGS may name several patterns
 phase "go test -race ($TRACEPIPE_ES_ENGINE)" run_tests "$TEST_LOG" $PKGS || test_rc=$?
 
-# CHECK_ENGINES="elasticsearch opensearch": also run the packages whose tests use the search engine against the
-# other engine(s), to prove compatibility with each. Default: only the engine started above.
+# CHECK_ENGINES: also run the packages whose tests use the search engine against the other engine(s), to prove
+# compatibility with each (default: Elasticsearch 7.10 and OpenSearch 2.19; set it empty for the started one only).
 MAIN_ENGINE=$TRACEPIPE_ES_ENGINE
-for engine in ${CHECK_ENGINES:-}; do
+for engine in ${CHECK_ENGINES-elasticsearch opensearch}; do
 	[ "$engine" = "$MAIN_ENGINE" ] && continue
 	mapfile -t es_pkgs < <(git ls-files '*_test.go' | xargs -r grep -lE 'testenv\.Elasticsearch|"TRACEPIPE_ES"' |
 		xargs -r -n1 dirname | sort -u | sed 's#^#./#')
