@@ -260,3 +260,44 @@ func (nopStore) WriteRollups(context.Context, []model.Rollup) error { return nil
 func (nopStore) RollupSeries(context.Context, model.RollupQuery) ([]model.Rollup, error) {
 	return nil, nil
 }
+
+// blockingStore acknowledges a write only when released; like the
+// Elasticsearch writer it gives up on a cancelled context.
+type blockingStore struct {
+	nopStore
+	release chan struct{}
+}
+
+func (s blockingStore) WriteRollups(ctx context.Context, _ []model.Rollup) error {
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestWriteIsNeverAbandoned: a rollup write in progress when the
+// generation ends still waits for the store, so the partition's next owner
+// cannot read the store before a late write lands.
+func TestWriteIsNeverAbandoned(t *testing.T) {
+	store := blockingStore{release: make(chan struct{})}
+	a, err := New(testConfig([]string{"127.0.0.1:1"}, "t"), store, Options{Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	out := aggregate.Output{Resolution: time.Minute, Key: aggregate.Key{Family: aggregate.Family{Service: "s", Operation: "o"}}}
+	go func() { done <- a.write(ctx, []aggregate.Output{out}) }()
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("write returned %v before the store acknowledged it", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(store.release)
+	if err := <-done; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}

@@ -293,10 +293,20 @@ func (w *reduceWorker) finish() {
 
 // write stores outputs: operation rollups through WriteRollups, edge
 // rollups through the store's edge writer.
+//
+// A write once started is never abandoned, even when ctx ends (a rebalance,
+// a shutdown): it returns only when the store acknowledged or finally
+// rejected it. A store such as Elasticsearch keeps retrying a write whose
+// caller gave up; if the partition's next owner read the stored rollups
+// before that write landed, the late write would resurrect a key the owner
+// never saw (and so never retracts) or put an older value over a newer one.
+// Waiting bounds this by the store's own retry budget; the worker holds its
+// partition meanwhile.
 func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 	if len(outs) == 0 {
 		return nil
 	}
+	ctx = context.WithoutCancel(ctx)
 	var rs []model.Rollup
 	var es []model.EdgeRollup
 	for i := range outs {
