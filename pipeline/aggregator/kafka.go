@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/pipeline/fetch"
 )
 
 // runGroup is a member of a consumer group on one topic: for every
@@ -58,67 +60,14 @@ func (a *Aggregator) runGroup(ctx context.Context, group, topic, stage string, w
 	}
 }
 
-// fetcher reads one partition from an offset into a channel, so that the
-// partition's worker can select on messages and ticks. A full channel stops
-// fetching (backpressure).
-type fetcher struct {
-	r      *kafka.Reader
-	msgs   chan kafka.Message
-	errc   chan error
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
 func (a *Aggregator) reader(topic string, partition int) *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        a.cfg.Brokers,
-		Topic:          topic,
-		Partition:      partition,
-		Dialer:         a.dialer,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        100 * time.Millisecond,
-		QueueCapacity:  1000,
-		IsolationLevel: kafka.ReadCommitted,
-	})
+	return fetch.NewReader(a.cfg.Brokers, a.dialer, topic, partition)
 }
 
-func (a *Aggregator) startFetcher(topic string, partition int, offset int64) (*fetcher, error) {
-	r := a.reader(topic, partition)
-	if err := r.SetOffset(offset); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("set offset %d: %w", offset, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fetcher{r: r, msgs: make(chan kafka.Message, 512), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					f.errc <- err
-				}
-				return
-			}
-			select {
-			case f.msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return f, nil
-}
-
-// stop stops fetching and waits for the fetch goroutine.
-func (f *fetcher) stop() {
-	if f == nil {
-		return
-	}
-	f.cancel()
-	<-f.done
-	f.r.Close()
+// startFetcher reads partition of topic from offset (see fetch.Fetcher: a
+// full channel stops fetching).
+func (a *Aggregator) startFetcher(topic string, partition int, offset int64) (*fetch.Fetcher, error) {
+	return fetch.Start(a.reader(topic, partition), offset, 512)
 }
 
 // readRange calls fn for every message of the partition with an offset in

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/fetch"
 	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 )
 
@@ -69,7 +70,7 @@ type mapWorker struct {
 	part    int
 	p       *aggregate.Partition
 	commit  aggregate.Commit // last committed (where a restart resumes)
-	f       *fetcher
+	f       *fetch.Fetcher
 	prev    aggregate.PartitionCounters
 	lastMsg time.Time
 	// behind: the partition has messages not yet read (from the last
@@ -88,7 +89,7 @@ type mapWorker struct {
 func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part int) {
 	w := &mapWorker{a: a, gen: gen, part: part, lastMsg: a.now()}
 	defer func() {
-		w.f.stop()
+		w.f.Stop()
 		a.wm.remove(part)
 		a.m.lag.DeleteLabelValues("map", partitionLabel(part))
 		w.gauges(0, 0, 0)
@@ -107,7 +108,7 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 		case <-gctx.Done():
 			w.finish()
 			return
-		case m := <-w.f.msgs:
+		case m := <-w.f.Msgs:
 			err = w.process(gctx, m)
 		case <-flush.C:
 			if err = w.flush(gctx, false); err == nil {
@@ -117,7 +118,7 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 			if err = w.flush(gctx, false); err == nil {
 				err = w.checkpoint()
 			}
-		case err = <-w.f.errc:
+		case err = <-w.f.Errs:
 			err = fmt.Errorf("fetch: %w", err)
 		}
 		if err != nil {
@@ -152,7 +153,7 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 // worker committed afterwards.
 func (w *mapWorker) restore(ctx context.Context, fromGroup bool) error {
 	a := w.a
-	w.f.stop()
+	w.f.Stop()
 	w.f = nil
 	if fromGroup {
 		off, meta, ok, err := a.committed(ctx, a.cfg.Group, a.cfg.TracesTopic, w.part)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/fetch"
 )
 
 // reduceWorker owns one partials-topic partition for one generation.
@@ -19,7 +20,7 @@ type reduceWorker struct {
 	part   int
 	r      *aggregate.Reducer
 	commit aggregate.Commit
-	f      *fetcher
+	f      *fetch.Fetcher
 	prev   aggregate.ReduceCounters
 	res    int
 	// held: partials taken from the fetcher, processed before any other
@@ -33,7 +34,7 @@ type reduceWorker struct {
 func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part int) {
 	w := &reduceWorker{a: a, gen: gen, part: part}
 	defer func() {
-		w.f.stop()
+		w.f.Stop()
 		a.m.lag.DeleteLabelValues("reduce", partitionLabel(part))
 		a.m.windowsRes.WithLabelValues("reduce").Sub(float64(w.res))
 	}()
@@ -53,7 +54,7 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 		case <-gctx.Done():
 			w.finish()
 			return
-		case m := <-w.f.msgs:
+		case m := <-w.f.Msgs:
 			err = w.process(gctx, m)
 		case <-flush.C:
 			if err = w.flush(gctx, false); err == nil {
@@ -65,7 +66,7 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 			if err = w.flush(gctx, true); err == nil {
 				err = w.checkpoint()
 			}
-		case err = <-w.f.errc:
+		case err = <-w.f.Errs:
 			err = fmt.Errorf("fetch: %w", err)
 		}
 		if err != nil {
@@ -97,7 +98,7 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 
 func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
 	a := w.a
-	w.f.stop()
+	w.f.Stop()
 	w.f = nil
 	first, end, err := a.offsets(ctx, a.cfg.PartialsTopic, w.part)
 	if err != nil {
@@ -182,7 +183,7 @@ func (w *reduceWorker) decode(km kafka.Message) heldPartial {
 func (w *reduceWorker) holdFetched() {
 	for len(w.held) < maxHeld {
 		select {
-		case km := <-w.f.msgs:
+		case km := <-w.f.Msgs:
 			w.held = append(w.held, w.decode(km))
 		default:
 			return

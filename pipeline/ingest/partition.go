@@ -12,66 +12,16 @@ import (
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/fetch"
 	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
-// fetcher reads one partition from a start offset into a channel, so the
-// worker can select on messages, acknowledgements and ticks. Not reading
-// from msgs stops fetching once the reader's small queue is full
-// (backpressure).
-type fetcher struct {
-	r      *kafka.Reader
-	msgs   chan kafka.Message
-	errc   chan error
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func (in *Ingester) startFetcher(partition int, offset int64) (*fetcher, error) {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        in.cfg.Brokers,
-		Topic:          in.cfg.SpansTopic,
-		Partition:      partition,
-		Dialer:         in.dialer,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        100 * time.Millisecond,
-		QueueCapacity:  1000,
-		IsolationLevel: kafka.ReadCommitted,
-	})
-	if err := r.SetOffset(offset); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("set offset %d: %w", offset, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fetcher{r: r, msgs: make(chan kafka.Message, 256), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					f.errc <- err
-				}
-				return
-			}
-			select {
-			case f.msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return f, nil
-}
-
-// stop stops fetching and waits for the fetch goroutine; messages already
-// fetched and not taken are dropped (they are above every commit).
-func (f *fetcher) stop() {
-	f.cancel()
-	<-f.done
-	f.r.Close()
+// startFetcher reads partition of the spans topic from offset (see
+// fetch.Fetcher: not taking messages stops fetching, which is the
+// ingester's backpressure).
+func (in *Ingester) startFetcher(partition int, offset int64) (*fetch.Fetcher, error) {
+	return fetch.Start(fetch.NewReader(in.cfg.Brokers, in.dialer, in.cfg.SpansTopic, partition), offset, 256)
 }
 
 // worker is the owner of one partition's assembly state for one generation.
@@ -131,7 +81,7 @@ func (in *Ingester) runPartition(runCtx, gctx context.Context, gen *kafka.Genera
 		return err
 	}
 	err = w.loop(gctx, f)
-	f.stop()
+	f.Stop()
 	w.shutdown(runCtx)
 	close(w.done)
 	return err
@@ -142,12 +92,12 @@ func (w *worker) tickEvery() time.Duration {
 	return min(max(d, 10*time.Millisecond), 250*time.Millisecond)
 }
 
-func (w *worker) loop(ctx context.Context, f *fetcher) error {
+func (w *worker) loop(ctx context.Context, f *fetch.Fetcher) error {
 	tick := time.NewTicker(w.tickEvery())
 	defer tick.Stop()
 	lastCommit := time.Now()
 	for {
-		in := f.msgs
+		in := f.Msgs
 		if full := w.asm.MakeRoom(); full != w.paused {
 			w.paused = full
 			if full {
@@ -162,7 +112,7 @@ func (w *worker) loop(ctx context.Context, f *fetcher) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-f.errc:
+		case err := <-f.Errs:
 			return fmt.Errorf("fetch: %w", err)
 		case m := <-in:
 			if err := w.handle(ctx, m); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tracepipe/tracepipe/pipeline/fetch"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -30,7 +31,7 @@ func (in *Ingester) runRekey(runCtx, gctx context.Context, gen *kafka.Generation
 		w.next = pa.Offset
 	}
 	err = w.loop(gctx, f)
-	f.stop()
+	f.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.ShutdownGrace)
 	defer cancel()
 	ok := true
@@ -72,18 +73,18 @@ type rekeyEntry struct {
 	remaining int
 }
 
-func (w *rekeyWorker) loop(ctx context.Context, f *fetcher) error {
+func (w *rekeyWorker) loop(ctx context.Context, f *fetch.Fetcher) error {
 	tick := time.NewTicker(w.in.cfg.CommitInterval)
 	defer tick.Stop()
 	for {
-		in := f.msgs
+		in := f.Msgs
 		if w.outstanding >= maxRekeyOutstanding {
 			in = nil
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-f.errc:
+		case err := <-f.Errs:
 			return fmt.Errorf("fetch: %w", err)
 		case m := <-in:
 			if err := w.handle(ctx, m); err != nil {
