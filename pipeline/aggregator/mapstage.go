@@ -94,7 +94,7 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 		a.m.lag.DeleteLabelValues("map", partitionLabel(part))
 		w.gauges(0, 0, 0)
 	}()
-	if !w.startup(gctx) {
+	if !a.startWorker(gctx, "map", part, w) {
 		return
 	}
 	flush := time.NewTicker(a.cfg.FlushInterval)
@@ -122,27 +122,9 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 			err = fmt.Errorf("fetch: %w", err)
 		}
 		if err != nil {
-			// The state may be half-way through a rewind or a publish:
-			// discard it; restore rebuilds it from the last commit.
-			w.discard()
-			if gctx.Err() != nil {
-				return
-			}
-		}
-		if err != nil {
-			a.log.Warn("map: partition restarts from its last commit", "partition", part, "err", err)
-			a.m.restarts.WithLabelValues("map").Inc()
 			failures++
-			select {
-			case <-gctx.Done():
+			if !a.recoverWorker(gctx, "map", part, w, err, failures) {
 				return
-			case <-time.After(min(time.Second<<min(failures-1, 5), 30*time.Second)):
-			}
-			if err := w.restore(gctx, false); err != nil {
-				a.log.Error("map: cannot restart partition", "partition", part, "err", err)
-				if !w.startup(gctx) {
-					return
-				}
 			}
 		}
 	}
@@ -365,32 +347,6 @@ func (a *Aggregator) publish(ctx context.Context, parts []aggregate.Partial) err
 		msgs = msgs[n:]
 	}
 	return nil
-}
-
-// startup restores the partition's state from the group's commit, retrying
-// transient errors until gctx ends; a configuration that cannot work stops
-// the aggregator. It reports whether the worker may run.
-func (w *mapWorker) startup(gctx context.Context) bool {
-	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
-		err := w.restore(gctx, true)
-		if err == nil {
-			return true
-		}
-		if gctx.Err() != nil {
-			return false
-		}
-		if errors.Is(err, aggregate.ErrConfigChanged) {
-			w.a.log.Error("map: the checkpoint does not fit this configuration", "partition", w.part, "err", err)
-			w.a.fatal(err)
-			return false
-		}
-		w.a.log.Warn("map: cannot start partition; retrying", "partition", w.part, "err", err, "in", backoff)
-		select {
-		case <-gctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-	}
 }
 
 func (w *mapWorker) discard() { w.p = nil }

@@ -38,7 +38,7 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 		a.m.lag.DeleteLabelValues("reduce", partitionLabel(part))
 		a.m.windowsRes.WithLabelValues("reduce").Sub(float64(w.res))
 	}()
-	if !w.startup(gctx) {
+	if !a.startWorker(gctx, "reduce", part, w) {
 		return
 	}
 	flush := time.NewTicker(a.cfg.FlushInterval)
@@ -70,27 +70,9 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 			err = fmt.Errorf("fetch: %w", err)
 		}
 		if err != nil {
-			// The state may be half-way through a rewind or a publish:
-			// discard it; restore rebuilds it from the last commit.
-			w.discard()
-			if gctx.Err() != nil {
-				return
-			}
-		}
-		if err != nil {
-			a.log.Warn("reduce: partition restarts from its last commit", "partition", part, "err", err)
-			a.m.restarts.WithLabelValues("reduce").Inc()
 			failures++
-			select {
-			case <-gctx.Done():
+			if !a.recoverWorker(gctx, "reduce", part, w, err, failures) {
 				return
-			case <-time.After(min(time.Second<<min(failures-1, 5), 30*time.Second)):
-			}
-			if err := w.restore(gctx, false); err != nil {
-				a.log.Error("reduce: cannot restart partition", "partition", part, "err", err)
-				if !w.startup(gctx) {
-					return
-				}
 			}
 		}
 	}
@@ -338,32 +320,6 @@ func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 		a.m.written.WithLabelValues("edge-" + resolutionName(e.Resolution)).Inc()
 	}
 	return nil
-}
-
-// startup restores the partition's state from the group's commit, retrying
-// transient errors until gctx ends; a configuration that cannot work stops
-// the aggregator. It reports whether the worker may run.
-func (w *reduceWorker) startup(gctx context.Context) bool {
-	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
-		err := w.restore(gctx, true)
-		if err == nil {
-			return true
-		}
-		if gctx.Err() != nil {
-			return false
-		}
-		if errors.Is(err, aggregate.ErrConfigChanged) {
-			w.a.log.Error("reduce: the checkpoint does not fit this configuration", "partition", w.part, "err", err)
-			w.a.fatal(err)
-			return false
-		}
-		w.a.log.Warn("reduce: cannot start partition; retrying", "partition", w.part, "err", err, "in", backoff)
-		select {
-		case <-gctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-	}
 }
 
 func (w *reduceWorker) discard() { w.r, w.held = nil, nil }
