@@ -19,6 +19,7 @@ import (
 	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/storage/embedded"
@@ -160,7 +161,7 @@ func TestStageKfake(t *testing.T) {
 	msgs := aggtest.Generate(1, aggtest.DefaultOptions(400, time.Now()))
 	half := len(msgs) / 2
 	produce(t, c.Brokers, topic, msgs[:half])
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- aggregator log (last 16 KiB):\n%s", tail(logs.String(), 16<<10))

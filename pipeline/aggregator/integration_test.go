@@ -1,14 +1,10 @@
 package aggregator
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,60 +16,6 @@ import (
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
-// buildAggregator compiles cmd/aggregator into dir.
-func buildAggregator(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "aggregator")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/tracepipe/tracepipe/cmd/aggregator")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build aggregator: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// proc is one aggregator process.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startProc(t *testing.T, bin, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("--- %s output (last 4 KiB):\n%s", name, tail(p.out.String(), 4096))
-		}
-	})
-	return p
-}
-
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -81,26 +23,24 @@ func tail(s string, n int) string {
 	return s
 }
 
-func (p *proc) kill(t *testing.T) {
+func kill(t *testing.T, p *testenv.Process) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s: %v (output: %s)", p.name, err, tail(p.out.String(), 2048))
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v (output: %s)", p.Name, err, tail(p.Output(), 2048))
 	}
-	<-p.done
-	p.done <- nil // for the cleanup
+	if p.Wait(time.Minute) == testenv.ErrStillRunning {
+		t.Fatalf("%s still runs a minute after SIGKILL", p.Name)
+	}
 }
 
-func (p *proc) stop(t *testing.T) {
+func stop(t *testing.T, p *testenv.Process) {
 	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- nil
-		if err != nil {
-			t.Fatalf("%s exited with %v", p.name, err)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatalf("%s did not stop on SIGTERM", p.name)
+	p.Signal(syscall.SIGTERM)
+	switch err := p.Wait(90 * time.Second); {
+	case err == testenv.ErrStillRunning:
+		t.Fatalf("%s did not stop on SIGTERM", p.Name)
+	case err != nil:
+		t.Fatalf("%s exited with %v", p.Name, err)
 	}
 }
 
@@ -116,7 +56,7 @@ func TestIntegration(t *testing.T) {
 	}
 	brokers := testenv.KafkaBrokers(t)
 	esURL := testenv.Elasticsearch(t)
-	bin := buildAggregator(t)
+	bin := filepath.Join(testenv.Build(t, "github.com/tracepipe/tracepipe/cmd/aggregator"), "aggregator")
 
 	topic := testenv.Name(t, "traces")
 	prefix := strings.ReplaceAll(testenv.Name(t, "agg"), "_", "-")
@@ -154,23 +94,23 @@ func TestIntegration(t *testing.T) {
 	group, partials := topic+"-agg", topic+"-partials"
 	half := len(msgs) / 2
 	produce(t, brokers, topic, msgs[:half])
-	a := startProc(t, bin, "aggregator-a", args(group, partials)...)
-	b := startProc(t, bin, "aggregator-b", args(group, partials)...)
+	a := testenv.StartProcess(t, "aggregator-a", bin, nil, args(group, partials)...)
+	b := testenv.StartProcess(t, "aggregator-b", bin, nil, args(group, partials)...)
 	time.Sleep(8 * time.Second)
-	a.kill(t) // SIGKILL mid-stream
+	kill(t, a) // SIGKILL mid-stream
 	produce(t, brokers, topic, msgs[half:])
-	a = startProc(t, bin, "aggregator-a2", args(group, partials)...)
+	a = testenv.StartProcess(t, "aggregator-a2", bin, nil, args(group, partials)...)
 	// An ingester re-emits versions after a crash.
 	produce(t, brokers, topic, msgs[:len(msgs)/3])
 	waitES(t, exp, store, 3*time.Minute)
 	t.Log("first run: rollups equal the ground truth")
 
-	b.kill(t)
-	b = startProc(t, bin, "aggregator-b2", args(group, partials)...)
+	kill(t, b)
+	b = testenv.StartProcess(t, "aggregator-b2", bin, nil, args(group, partials)...)
 	produce(t, brokers, topic, msgs[len(msgs)/3:len(msgs)/2])
 	waitES(t, exp, store, 3*time.Minute)
-	a.stop(t)
-	b.stop(t)
+	stop(t, a)
+	stop(t, b)
 	t.Log("after another SIGKILL and re-emissions: rollups equal the ground truth")
 
 	// Replay from the start with fresh groups and partials topic, into
@@ -182,9 +122,9 @@ func TestIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer replayStore.Close()
-	r := startProc(t, bin, "aggregator-replay", args(group+"-replay", partials+"-replay")...)
+	r := testenv.StartProcess(t, "aggregator-replay", bin, nil, args(group+"-replay", partials+"-replay")...)
 	waitES(t, exp, replayStore, 3*time.Minute)
-	r.stop(t)
+	stop(t, r)
 	t.Log("after a replay with fresh groups: rollups equal the ground truth")
 }
 
@@ -230,5 +170,3 @@ func waitES(t *testing.T, exp *aggtest.Expected, store *elasticsearch.Store, wit
 	}
 	t.Fatalf("rollups never matched the ground truth within %v: %v", within, last)
 }
-
-var _ = os.Getenv

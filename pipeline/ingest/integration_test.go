@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -24,63 +22,9 @@ import (
 	"github.com/tracepipe/tracepipe/wire"
 )
 
-// buildIngester compiles cmd/ingester into a temporary directory.
-func buildIngester(t *testing.T) string {
+func startIngester(t *testing.T, bin, name string, args []string) *testenv.Process {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ingester")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("build ingester: %v", err)
-	}
-	cmd := exec.Command(gobin, "build", "-o", bin, "github.com/tracepipe/tracepipe/cmd/ingester")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build ingester: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan error
-}
-
-func startIngester(t *testing.T, bin, name string, args []string) *proc {
-	t.Helper()
-	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "TRACEPIPE_METRICS_ADDR=127.0.0.1:0")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logf, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s: process did not exit within 15s of SIGKILL", name)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("--- %s log (last 3000 bytes) ---\n%s", name, tail(b, 3000))
-		}
-		logf.Close()
-	})
-	return p
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
+	return testenv.StartProcess(t, name, bin, []string{"TRACEPIPE_METRICS_ADDR=127.0.0.1:0"}, args...)
 }
 
 // identity is a trace version's content without the per-emission fields.
@@ -102,7 +46,7 @@ func TestIngestersCrashAndScale(t *testing.T) {
 	kafkatest.CreateTopic(t, brokers, spans, partitions)
 	kafkatest.CreateTopic(t, brokers, traces, partitions)
 	kafkatest.CreateTopic(t, brokers, dlq, 1)
-	bin := buildIngester(t)
+	bin := filepath.Join(testenv.Build(t, "github.com/tracepipe/tracepipe/cmd/ingester"), "ingester")
 
 	w := gen.Generate(gen.Config{Seed: 77, Traces: 3000, Interleave: 40})
 	truth := w.Truth()
@@ -138,10 +82,12 @@ func TestIngestersCrashAndScale(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	b := startIngester(t, bin, "b", args) // added later
 	time.Sleep(3 * time.Second)
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	a.done <- <-a.done // wait for it; leave the result for the cleanup
+	if a.Wait(15*time.Second) == testenv.ErrStillRunning {
+		t.Fatal("a still runs 15s after SIGKILL")
+	}
 	t.Log("killed a with SIGKILL")
 	time.Sleep(time.Second)
 	a2 := startIngester(t, bin, "a2", args)
@@ -231,22 +177,19 @@ func TestIngestersCrashAndScale(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for _, p := range []*proc{a2, b} {
+	for _, p := range []*testenv.Process{a2, b} {
 		logMetrics(t, p)
 	}
 	// Clean shutdown of both: SIGTERM, exit status 0.
-	for _, p := range []*proc{a2, b} {
-		p.cmd.Process.Signal(syscall.SIGTERM)
+	for _, p := range []*testenv.Process{a2, b} {
+		p.Signal(syscall.SIGTERM)
 	}
-	for _, p := range []*proc{a2, b} {
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Errorf("%s exited with %v after SIGTERM", p.name, err)
-			}
-			p.done <- err // for the cleanup
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s did not stop within 30s of SIGTERM", p.name)
+	for _, p := range []*testenv.Process{a2, b} {
+		switch err := p.Wait(30 * time.Second); {
+		case err == testenv.ErrStillRunning:
+			t.Errorf("%s did not stop within 30s of SIGTERM", p.Name)
+		case err != nil:
+			t.Errorf("%s exited with %v after SIGTERM", p.Name, err)
 		}
 	}
 	time.Sleep(time.Second) // let the readers see the last outputs
@@ -278,8 +221,8 @@ func TestIngestersCrashAndScale(t *testing.T) {
 }
 
 // logMetrics logs the ingester's counters of interest from its /metrics.
-func logMetrics(t *testing.T, p *proc) {
-	b, _ := os.ReadFile(p.log.Name())
+func logMetrics(t *testing.T, p *testenv.Process) {
+	b := []byte(p.Output())
 	i := bytes.Index(b, []byte("msg=metrics addr="))
 	if i < 0 {
 		return
@@ -287,14 +230,14 @@ func logMetrics(t *testing.T, p *proc) {
 	addr := string(bytes.Fields(b[i+len("msg=metrics addr="):])[0])
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Logf("%s metrics: %v", p.name, err)
+		t.Logf("%s metrics: %v", p.Name, err)
 		return
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, line := range bytes.Split(body, []byte("\n")) {
 		if bytes.HasPrefix(line, []byte("tracepipe_ingester_")) && !bytes.Contains(line, []byte("_bucket")) && !bytes.HasSuffix(line, []byte(" 0")) {
-			t.Logf("%s: %s", p.name, line)
+			t.Logf("%s: %s", p.Name, line)
 		}
 	}
 }
