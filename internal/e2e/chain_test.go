@@ -13,80 +13,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tracepipe/tracepipe/internal/testenv"
 )
 
-// build compiles the three commands once per test binary run.
-func build(t *testing.T) (dir string) {
-	t.Helper()
-	dir = t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
-		"github.com/tracepipe/tracepipe/cmd/tracepipe",
-		"github.com/tracepipe/tracepipe/cmd/ingester",
-		"github.com/tracepipe/tracepipe/cmd/aggregator")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return dir
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// daemon starts a long-running command, stopped (SIGTERM, then SIGKILL)
+// daemon starts a long-running command, stopped with SIGINT (then killed)
 // when the test ends; its output is logged if the test failed.
 func daemon(t *testing.T, bin string, args ...string) {
 	t.Helper()
-	out := &lockedBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", filepath.Base(bin), err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	p := testenv.StartProcess(t, filepath.Base(bin), bin, nil, args...)
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s exited with %v", filepath.Base(bin), err)
-			}
-		case <-time.After(60 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("%s did not stop within 60s of SIGINT", filepath.Base(bin))
-		}
-		if t.Failed() {
-			s := out.String()
-			if len(s) > 4096 {
-				s = s[len(s)-4096:]
-			}
-			t.Logf("--- %s output (last 4 KiB):\n%s", filepath.Base(bin), s)
+		p.Signal(os.Interrupt)
+		switch err := p.Wait(60 * time.Second); {
+		case err == testenv.ErrStillRunning:
+			t.Errorf("%s did not stop within 60s of SIGINT", p.Name)
+		case err != nil:
+			t.Errorf("%s exited with %v", p.Name, err)
 		}
 	})
 }
 
-func run(t *testing.T, bin string, args ...string) []byte {
-	t.Helper()
+// output runs bin to completion and returns its standard output, or an
+// error carrying its standard error.
+func output(bin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).Output()
@@ -95,7 +46,16 @@ func run(t *testing.T, bin string, args ...string) []byte {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = string(ee.Stderr)
 		}
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr)
+		return nil, fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr)
+	}
+	return out, nil
+}
+
+func run(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	out, err := output(bin, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -130,7 +90,8 @@ func TestChain(t *testing.T) {
 	}
 	brokers := strings.Join(testenv.KafkaBrokers(t), ",")
 	esURL := testenv.Elasticsearch(t)
-	bin := build(t)
+	bin := testenv.Build(t, "github.com/tracepipe/tracepipe/cmd/tracepipe",
+		"github.com/tracepipe/tracepipe/cmd/ingester", "github.com/tracepipe/tracepipe/cmd/aggregator")
 	tp, ingester, aggregator := filepath.Join(bin, "tracepipe"), filepath.Join(bin, "ingester"), filepath.Join(bin, "aggregator")
 
 	name := testenv.Name(t, "chain")
@@ -161,8 +122,10 @@ func TestChain(t *testing.T) {
 	}
 
 	backend := []string{"--es-url", esURL, "--index-prefix", prefix, "--format", "json"}
-	query := func(args ...string) []byte {
-		return run(t, tp, append(append([]string{"query"}, args...), backend...)...)
+	// While the stages create their indices, a query may fail (a shard
+	// not yet active): that is "not yet", and reported if it lasts.
+	query := func(args ...string) ([]byte, error) {
+		return output(tp, append(append([]string{"query"}, args...), backend...)...)
 	}
 	began := time.Now()
 	deadline := began.Add(4 * time.Minute)
@@ -182,9 +145,13 @@ func TestChain(t *testing.T) {
 
 // chainCheck returns "" when the stored statistics match want, else what
 // differs.
-func chainCheck(query func(...string) []byte, want *truth) string {
+func chainCheck(query func(...string) ([]byte, error), want *truth) string {
 	var bn struct{ Bottlenecks []bottleneck }
-	if err := json.Unmarshal(query("bottlenecks", "--since", "2h", "--limit", "1000"), &bn); err != nil {
+	out, err := query("bottlenecks", "--since", "2h", "--limit", "1000")
+	if err != nil {
+		return err.Error()
+	}
+	if err := json.Unmarshal(out, &bn); err != nil {
 		return fmt.Sprintf("bottlenecks: %v", err)
 	}
 	if len(bn.Bottlenecks) == 0 {
@@ -207,7 +174,11 @@ func chainCheck(query func(...string) []byte, want *truth) string {
 	// count the slow operation exactly too.
 	for _, res := range []string{"1m", "1h"} {
 		var rs struct{ Rollups []rollup }
-		if err := json.Unmarshal(query("rollups", "--service", "inventory", "--operation", "Reserve", "--resolution", res, "--since", "3h"), &rs); err != nil {
+		out, err := query("rollups", "--service", "inventory", "--operation", "Reserve", "--resolution", res, "--since", "3h")
+		if err != nil {
+			return err.Error()
+		}
+		if err := json.Unmarshal(out, &rs); err != nil {
 			return fmt.Sprintf("rollups: %v", err)
 		}
 		var n int64
