@@ -176,14 +176,18 @@ const tracesMapping = `{
 
 const distMapping = `{"properties":{"sumNanos":{"type":"long"},"p50Nanos":{"type":"long"},"p90Nanos":{"type":"long"},"p95Nanos":{"type":"long"},"p99Nanos":{"type":"long"},"maxNanos":{"type":"long"},"sketch":{"type":"binary"}}}`
 
+// windowFields are the window fields of rollups and edge rollups.
+const windowFields = `"resolution":{"type":"keyword"},"resolutionNanos":{"type":"long"},` +
+	`"windowStart":{"type":"date","format":"epoch_millis"},"windowStartNanos":{"type":"long"}`
+
+// exemplarsMapping is dbmodel.Exemplar's.
+const exemplarsMapping = `{"properties":{"traceID":{"type":"keyword"},"durationNanos":{"type":"long"},"startNanos":{"type":"long"}}}`
+
 // Rollups: see dbmodel.Rollup.
 const rollupsMapping = `{
   "dynamic":false,
   "properties":{
-    "resolution":{"type":"keyword"},
-    "resolutionNanos":{"type":"long"},
-    "windowStart":{"type":"date","format":"epoch_millis"},
-    "windowStartNanos":{"type":"long"},
+    ` + windowFields + `,
     "service":{"type":"keyword"},
     "operation":{"type":"keyword"},
     "kind":{"type":"keyword"},
@@ -196,7 +200,7 @@ const rollupsMapping = `{
     "criticalPath":` + distMapping + `,
     "traceDurationSumNanos":{"type":"long"},
     "criticalPathShare":{"type":"double"},
-    "exemplars":{"properties":{"traceID":{"type":"keyword"},"durationNanos":{"type":"long"},"startNanos":{"type":"long"}}}
+    "exemplars":` + exemplarsMapping + `
   },
   "dynamic_templates":[{"dimensions":{"path_match":"dim.*","mapping":{"type":"keyword","ignore_above":256}}}]
 }`
@@ -205,16 +209,13 @@ const rollupsMapping = `{
 const edgesMapping = `{
   "dynamic":false,
   "properties":{
-    "resolution":{"type":"keyword"},
-    "resolutionNanos":{"type":"long"},
-    "windowStart":{"type":"date","format":"epoch_millis"},
-    "windowStartNanos":{"type":"long"},
+    ` + windowFields + `,
     "caller":{"type":"keyword"},
     "callee":{"type":"keyword"},
     "calls":{"type":"long"},
     "errors":{"type":"long"},
     "latency":` + distMapping + `,
-    "exemplars":{"properties":{"traceID":{"type":"keyword"},"durationNanos":{"type":"long"},"startNanos":{"type":"long"}}}
+    "exemplars":` + exemplarsMapping + `
   }
 }`
 
