@@ -176,9 +176,18 @@ func Committed(t testing.TB, brokers []string, group, topic string, partitions i
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	resp, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err == nil {
-		err = resp.Error
+	var resp *kafka.OffsetFetchResponse
+	var err error
+	for {
+		resp, err = cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+		if err == nil {
+			err = resp.Error
+		}
+		// A new group's coordinator may still be moving or loading: ask again.
+		if !coordinatorBusy(err) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	out := make(map[int]int64)
 	if errors.Is(err, kafka.GroupIdNotFound) {
@@ -234,4 +243,10 @@ func ConsumeGroup(ctx context.Context, cfg kafka.ReaderConfig, n int, commit boo
 		err = fmt.Errorf("close reader: %w", cerr)
 	}
 	return got, err
+}
+
+// coordinatorBusy reports the group-coordinator errors a client retries.
+func coordinatorBusy(err error) bool {
+	return errors.Is(err, kafka.NotCoordinatorForGroup) || errors.Is(err, kafka.GroupCoordinatorNotAvailable) ||
+		errors.Is(err, kafka.GroupLoadInProgress)
 }
