@@ -65,6 +65,43 @@ func BenchmarkDecodeJaegerProto(b *testing.B) {
 	benchDecode(b, JaegerProto, []*model.Span{realisticSpan()})
 }
 
+// BenchmarkDecodeJaegerProtoBulk decodes the same span with
+// JaegerProtoDecoder.Decode: no copy of the message, spans and key-values
+// carved from shared blocks (how the ingester decodes a trace to emit).
+func BenchmarkDecodeJaegerProtoBulk(b *testing.B) {
+	msg, err := EncodeJaegerProto(realisticSpan())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	var dec JaegerProtoDecoder
+	for b.Loop() {
+		if _, err := dec.Decode(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportSpans(b, 1)
+}
+
+// BenchmarkCheckJaegerProto validates the same span with
+// JaegerProtoDecoder.Check (how the ingester reads a span on arrival).
+func BenchmarkCheckJaegerProto(b *testing.B) {
+	msg, err := EncodeJaegerProto(realisticSpan())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	var dec JaegerProtoDecoder
+	for b.Loop() {
+		if _, _, err := dec.Check(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportSpans(b, 1)
+}
+
 // BenchmarkDecodeJaegerProtoGenerated is the reference path the direct
 // decoder replaces: proto.Unmarshal into the generated type, then
 // conversion.

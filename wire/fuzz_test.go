@@ -22,8 +22,10 @@ func FuzzJaegerProto(f *testing.F) {
 	for _, s := range fuzzSeeds(f, "FuzzJaegerProto") {
 		f.Add(s)
 	}
+	var bulk JaegerProtoDecoder
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := DecodeJaegerProto(b)
+		checkBulk(t, &bulk, b, got, err)
 		var p jaegerpb.Span
 		var ref *model.Span
 		refErr := proto.Unmarshal(b, &p)

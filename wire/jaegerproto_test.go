@@ -15,9 +15,11 @@ import (
 // check deterministically over every truncation and a set of single-byte
 // mutations of the seed messages.
 func TestJaegerProtoDifferentialMutations(t *testing.T) {
+	var bulk JaegerProtoDecoder
 	check := func(b []byte) {
 		t.Helper()
 		got, err := DecodeJaegerProto(b)
+		checkBulk(t, &bulk, b, got, err)
 		var p jaegerpb.Span
 		var ref *model.Span
 		refErr := proto.Unmarshal(b, &p)
@@ -47,5 +49,77 @@ func TestJaegerProtoDifferentialMutations(t *testing.T) {
 			}
 			m[i] = orig
 		}
+	}
+}
+
+// checkBulk: JaegerProtoDecoder's Decode and Check agree with
+// DecodeJaegerProto, which gave want or wantErr for b.
+func checkBulk(t *testing.T, dec *JaegerProtoDecoder, b []byte, want *model.Span, wantErr error) {
+	t.Helper()
+	own := append([]byte(nil), b...) // Decode aliases its input
+	got, err := dec.Decode(own)
+	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+		t.Fatalf("input %x\nDecode error: %v\nDecodeJaegerProto error: %v", b, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("input %x: Decode:%s", b, spanDiff(got, want))
+	}
+	traceID, spanID, err := dec.Check(b)
+	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+		t.Fatalf("input %x\nCheck error: %v\nDecodeJaegerProto error: %v", b, err, wantErr)
+	}
+	if err == nil && (traceID != want.TraceID || spanID != want.SpanID) {
+		t.Fatalf("input %x: Check gives %v/%v, want %v/%v", b, traceID, spanID, want.TraceID, want.SpanID)
+	}
+}
+
+// TestJaegerProtoDecoderKeepsSpans: spans decoded from one block stay
+// intact while later messages are decoded and checked, across blocks.
+func TestJaegerProtoDecoderKeepsSpans(t *testing.T) {
+	var dec JaegerProtoDecoder
+	var want, got []*model.Span
+	for i := 0; i < 3*spanBlock; i++ {
+		s := realisticSpan()
+		s.SpanID = model.SpanID(i + 1)
+		s.Tags = append(s.Tags, model.Binary("blob", []byte{byte(i), 1, 2}))
+		b, err := EncodeJaegerProto(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := DecodeJaegerProto(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := dec.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := dec.Check(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dec.Decode(b[:len(b)-1]); err == nil {
+			t.Fatal("a truncated message decoded")
+		}
+		want, got = append(want, ref), append(got, g)
+	}
+	for i := range want {
+		if d := spanDiff(got[i], want[i]); d != "" {
+			t.Fatalf("span %d:%s", i, d)
+		}
+	}
+}
+
+func TestJaegerProtoCheckAllocatesNothing(t *testing.T) {
+	b, err := EncodeJaegerProto(realisticSpan())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec JaegerProtoDecoder
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, _, err := dec.Check(b); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Check allocates %.1f times per message, want 0", allocs)
 	}
 }

@@ -89,7 +89,8 @@ func decodeOTLPProto(b []byte, dst []*model.Span) ([]*model.Span, error) {
 	orig := len(dst)
 	ri := 0
 	for i := 0; i < len(b); {
-		h, ok := d.hdr(i, len(b), otlpRequestFields)
+		var h fieldHdr
+		ok := d.hdr(&h, i, len(b), otlpRequestFields)
 		if !ok {
 			return dst[:orig], d.err
 		}
@@ -115,7 +116,8 @@ func decodeOTLPProto(b []byte, dst []*model.Span) ([]*model.Span, error) {
 // over a message whose parts must be read in a set order.
 func (d *otlpDecoder) scan(vs, ve int, names []string, field func(h fieldHdr) bool) bool {
 	for i := vs; i < ve; {
-		h, ok := d.hdr(i, ve, names)
+		var h fieldHdr
+		ok := d.hdr(&h, i, ve, names)
 		if !ok {
 			return false
 		}
@@ -281,7 +283,8 @@ func (d *otlpDecoder) span(h fieldHdr, scopeTags []model.KeyValue) (*model.Span,
 	var kind int32
 	var status *pbStatus
 	for i := h.vs; i < h.ve; {
-		f, ok := d.hdr(i, h.ve, otlpSpanFields)
+		var f fieldHdr
+		ok := d.hdr(&f, i, h.ve, otlpSpanFields)
 		if !ok {
 			return nil, false
 		}
@@ -449,7 +452,8 @@ type pbStatus struct {
 
 func (d *otlpDecoder) status(h fieldHdr, st *pbStatus, base int) bool {
 	for i := h.vs; i < h.ve; {
-		f, ok := d.hdr(i, h.ve, otlpStatusFields)
+		var f fieldHdr
+		ok := d.hdr(&f, i, h.ve, otlpStatusFields)
 		if !ok {
 			return false
 		}
@@ -486,7 +490,8 @@ func (d *otlpDecoder) event(h fieldHdr, fields model.KeyValues, base int) (model
 	var attrBuf [8]fieldHdr
 	attrs = attrBuf[:0]
 	for i := h.vs; i < h.ve; {
-		f, ok := d.hdr(i, h.ve, otlpEventFields)
+		var f fieldHdr
+		ok := d.hdr(&f, i, h.ve, otlpEventFields)
 		if !ok {
 			return l, false
 		}
@@ -545,7 +550,8 @@ func (d *otlpDecoder) attribute(h fieldHdr, kv *model.KeyValue, base int) bool {
 	simple := true
 fields:
 	for i := h.vs; i < h.ve; {
-		f, ok := d.hdr(i, h.ve, otlpKVFields)
+		var f fieldHdr
+		ok := d.hdr(&f, i, h.ve, otlpKVFields)
 		if !ok {
 			return false
 		}
@@ -558,7 +564,8 @@ fields:
 			i = f.ve
 		case f.num == 2 && f.typ == protowire.BytesType:
 			for j := f.vs; j < f.ve; {
-				g, ok := d.hdr(j, f.ve, anyValueFields)
+				var g fieldHdr
+				ok := d.hdr(&g, j, f.ve, anyValueFields)
 				if !ok {
 					return d.wrap(otlpKVFields, 2)
 				}
