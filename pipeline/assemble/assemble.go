@@ -239,6 +239,7 @@ type Assembler struct {
 	bytes    int64
 	c        Counters
 	enc      []byte
+	dec      wire.JaegerProtoDecoder
 }
 
 // New returns an empty Assembler. budget may be nil (no limits).
@@ -300,32 +301,33 @@ func (a *Assembler) Add(off int64, spans []*model.Span) {
 	now := a.clock.Now()
 	for _, s := range spans {
 		a.c.SpansIn++
-		a.add(off, s, nil, now)
+		a.add(off, s.TraceID, s.SpanID, s, nil, now)
 	}
 }
 
-// AddJaegerProto buffers one span decoded from a Jaeger protobuf message raw
-// (the message's bytes, as wire.DecodeJaegerProto read them into s). raw is
-// kept as the span's stored form instead of re-encoding s; the caller must
-// not modify it afterwards.
-func (a *Assembler) AddJaegerProto(off int64, s *model.Span, raw []byte) {
+// AddJaegerProto buffers the span of the Jaeger protobuf message raw, whose
+// trace and span IDs the caller read while checking that it decodes
+// (wire.JaegerProtoDecoder.Check). raw is kept as the span's stored form;
+// the caller must not modify it afterwards.
+func (a *Assembler) AddJaegerProto(off int64, traceID model.TraceID, spanID model.SpanID, raw []byte) {
 	a.c.SpansIn++
-	a.add(off, s, raw, a.clock.Now())
+	a.add(off, traceID, spanID, nil, raw, a.clock.Now())
 }
 
-func (a *Assembler) add(off int64, s *model.Span, raw []byte, now time.Time) {
-	if s.TraceID.IsZero() {
+// add buffers a span: raw is its Jaeger protobuf form, or nil to encode s.
+func (a *Assembler) add(off int64, traceID model.TraceID, spanID model.SpanID, s *model.Span, raw []byte, now time.Time) {
+	if traceID.IsZero() {
 		return
 	}
-	t := a.traces[s.TraceID]
+	t := a.traces[traceID]
 	if t == nil {
-		if ts := a.tomb[s.TraceID]; ts != nil {
+		if ts := a.tomb[traceID]; ts != nil {
 			a.c.TooLateSpans++
 			ts.max = max(ts.max, off)
 			return
 		}
-		t = &trace{id: s.TraceID, minOffset: off, since: now, last: now, shadow: off < a.shadowBelow}
-		a.traces[s.TraceID] = t
+		t = &trace{id: traceID, minOffset: off, since: now, last: now, shadow: off < a.shadowBelow}
+		a.traces[traceID] = t
 		a.push(lAll, t)
 		a.push(lIdle, t)
 		a.push(lWait, t)
@@ -345,7 +347,7 @@ func (a *Assembler) add(off int64, s *model.Span, raw []byte, now time.Time) {
 		}
 		enc = a.enc
 	}
-	key := spanKey{id: s.SpanID, hash: maphash.Bytes(a.seed, enc)}
+	key := spanKey{id: spanID, hash: maphash.Bytes(a.seed, enc)}
 	if t.has(key) {
 		a.c.DuplicateSpans++
 		return
@@ -361,7 +363,7 @@ func (a *Assembler) add(off int64, s *model.Span, raw []byte, now time.Time) {
 		b = make([]byte, len(enc))
 		copy(b, enc)
 	}
-	t.spans = append(t.spans, stored{off: off, id: s.SpanID, hash: key.hash, b: b})
+	t.spans = append(t.spans, stored{off: off, id: spanID, hash: key.hash, b: b})
 	if t.dedupe != nil {
 		t.dedupe[key] = struct{}{}
 	} else if len(t.spans) > linearDedupe {
@@ -533,7 +535,8 @@ func (a *Assembler) emit(dst []Output, t *trace, c model.Completion, now time.Ti
 		EmittedAt:    now,
 	}
 	for _, st := range t.spans {
-		s, err := wire.DecodeJaegerProto(st.b)
+		// The spans alias the stored bytes, which stay unchanged.
+		s, err := a.dec.Decode(st.b)
 		if err != nil {
 			panic(fmt.Sprintf("BUG: assemble: stored span does not decode: %v", err))
 		}
