@@ -1,7 +1,6 @@
 package dag
 
 import (
-	"bytes"
 	"cmp"
 	"slices"
 	"time"
@@ -190,6 +189,6 @@ func spanEqual(x, y *model.Span) bool {
 
 func kvsEqual(x, y model.KeyValues) bool {
 	return slices.EqualFunc(x, y, func(a, b model.KeyValue) bool {
-		return a.Key == b.Key && a.Type == b.Type && a.Str == b.Str && a.Num == b.Num && bytes.Equal(a.Binary, b.Binary)
+		return a.Key == b.Key && a.Type == b.Type && a.Str == b.Str && a.Num == b.Num
 	})
 }

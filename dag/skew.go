@@ -62,7 +62,7 @@ func parseIP(kv model.KeyValue) (netip.Addr, string) {
 		binary.BigEndian.PutUint32(b[:], uint32(kv.Num))
 		return netip.AddrFrom4(b), ""
 	case model.BinaryType:
-		if ip, ok := netip.AddrFromSlice(kv.Binary); ok {
+		if ip, ok := netip.AddrFromSlice([]byte(kv.Str)); ok {
 			return ip.Unmap(), ""
 		}
 	case model.StringType:

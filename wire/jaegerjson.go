@@ -345,9 +345,7 @@ func decodeJaegerJSONKV(s *jsonscan.Scanner, kv *model.KeyValue) {
 		kv.Type, kv.Num = model.Float64Type, float64Bits(vfloat)
 	case model.BinaryType:
 		kv.Type = model.BinaryType
-		if len(vbin) > 0 {
-			kv.Binary = vbin
-		}
+		kv.Str = string(vbin)
 	}
 }
 

@@ -105,9 +105,7 @@ func kvsFromPB(kvs []*jaegerpb.KeyValue, where string) (model.KeyValues, error) 
 			o.Type, o.Num = model.Float64Type, float64Bits(kv.GetVFloat64())
 		case jaegerpb.ValueType_BINARY:
 			o.Type = model.BinaryType
-			if len(kv.GetVBinary()) > 0 {
-				o.Binary = append([]byte(nil), kv.GetVBinary()...)
-			}
+			o.Str = string(kv.GetVBinary())
 		default:
 			return nil, pbErr(fmt.Sprintf("%s[%d].v_type", where, i), "key %q: unknown v_type %d", o.Key, kv.GetVType())
 		}
@@ -168,7 +166,7 @@ func kvsToPB(kvs, extra []model.KeyValue) []*jaegerpb.KeyValue {
 			case model.Float64Type:
 				o.VFloat64 = kv.Float64Value()
 			case model.BinaryType:
-				o.VBinary = kv.Binary
+				o.VBinary = kv.BinaryValue()
 			}
 			out = append(out, o)
 		}

@@ -76,7 +76,6 @@ type pbDecoder struct {
 
 	kvs      []model.KeyValue // the key-value block
 	logStart int              // the part of kvs not yet used by logs
-	alias    bool             // str aliases b: binary values may alias it too
 }
 
 func (d *pbDecoder) fail(names []string, num protowire.Number, off int, format string, args ...any) bool {
@@ -393,7 +392,7 @@ func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 	if c.warnings > 0 {
 		sp.Warnings = make([]string, 0, c.warnings)
 	}
-	d := pbDecoder{b: b, str: aliasString(b), alias: true}
+	d := pbDecoder{b: b, str: aliasString(b)}
 	if !d.run(sp, c, kvs) {
 		// Let go of what the failed span holds of b.
 		clear(kvs)
@@ -422,7 +421,7 @@ func (j *JaegerProtoDecoder) Check(b []byte) (model.TraceID, model.SpanID, error
 	kvs := j.scratchKVs[:n]
 	clear(kvs)
 	sp.Logs, sp.Warnings = j.scratchLogs[:0], j.scratchWarn[:0]
-	d := pbDecoder{b: b, str: aliasString(b), alias: true}
+	d := pbDecoder{b: b, str: aliasString(b)}
 	ok := d.run(sp, c, kvs)
 	// Keep what grew for the next call, and nothing of b.
 	if c.refs != 1 && cap(sp.References) > cap(j.scratchRefs) {
@@ -693,7 +692,7 @@ func (d *pbDecoder) keyValue(vs, ve, start int, kv *model.KeyValue) bool {
 	var vbool bool
 	var vint int64
 	var vfloat uint64
-	var vbin []byte
+	var vbin string
 	b := d.b
 	for i := vs; i < ve; {
 		if i+1 < ve {
@@ -741,7 +740,7 @@ func (d *pbDecoder) keyValue(vs, ve, start int, kv *model.KeyValue) bool {
 			}
 			i = f.ve
 		case f.typ == protowire.BytesType && f.num == 7:
-			vbin, i = b[f.vs:f.ve], f.ve
+			vbin, i = d.str[f.vs:f.ve], f.ve
 		case f.typ == protowire.VarintType && (f.num == 2 || f.num == 4 || f.num == 5):
 			var v uint64
 			if v, i, ok = d.varint(f, ve, kvFields); !ok {
@@ -784,14 +783,7 @@ func (d *pbDecoder) keyValue(vs, ve, start int, kv *model.KeyValue) bool {
 	case model.Float64Type:
 		kv.Type, kv.Num = model.Float64Type, int64(vfloat)
 	case model.BinaryType:
-		kv.Type = model.BinaryType
-		if len(vbin) > 0 {
-			if d.alias {
-				kv.Binary = vbin[:len(vbin):len(vbin)]
-			} else {
-				kv.Binary = append([]byte(nil), vbin...)
-			}
-		}
+		kv.Type, kv.Str = model.BinaryType, vbin
 	default:
 		return d.fail(kvFields, 2, start, "key %q: unknown v_type %d", kv.Key, vtype)
 	}

@@ -167,8 +167,8 @@ func kvSize(kv *model.KeyValue) int {
 			n += 9
 		}
 	case model.BinaryType:
-		if len(kv.Binary) > 0 {
-			n += lenField(len(kv.Binary))
+		if kv.Str != "" {
+			n += lenField(len(kv.Str))
 		}
 	}
 	return n
@@ -207,9 +207,9 @@ func appendKV(dst []byte, num protowire.Number, kv *model.KeyValue) []byte {
 			dst = protowire.AppendFixed64(dst, uint64(kv.Num))
 		}
 	case model.BinaryType:
-		if len(kv.Binary) > 0 {
+		if kv.Str != "" {
 			dst = protowire.AppendTag(dst, 7, protowire.BytesType)
-			dst = protowire.AppendBytes(dst, kv.Binary)
+			dst = protowire.AppendString(dst, kv.Str)
 		}
 	}
 	return dst

@@ -392,7 +392,7 @@ func kvToAttr(kv *model.KeyValue) *commonpb.KeyValue {
 	case model.Float64Type:
 		v.Value = &commonpb.AnyValue_DoubleValue{DoubleValue: kv.Float64Value()}
 	case model.BinaryType:
-		v.Value = &commonpb.AnyValue_BytesValue{BytesValue: kv.Binary}
+		v.Value = &commonpb.AnyValue_BytesValue{BytesValue: kv.BinaryValue()}
 	}
 	return &commonpb.KeyValue{Key: kv.Key, Value: v}
 }

@@ -184,7 +184,7 @@ func anyValueSize(kv *model.KeyValue) int {
 	case model.Float64Type:
 		return 9
 	case model.BinaryType:
-		return lenField(len(kv.Binary))
+		return lenField(len(kv.Str))
 	}
 	return 0
 }
@@ -214,7 +214,7 @@ func appendAttr(dst []byte, num protowire.Number, kv *model.KeyValue) []byte {
 		dst = protowire.AppendFixed64(dst, uint64(kv.Num))
 	case model.BinaryType:
 		dst = protowire.AppendTag(dst, 7, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, kv.Binary)
+		dst = protowire.AppendString(dst, kv.Str)
 	}
 	return dst
 }

@@ -418,8 +418,8 @@ func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte
 			n += 1 + 8
 		}
 	case model.BinaryType:
-		if len(kv.Binary) > 0 {
-			n += 1 + protowire.SizeBytes(len(kv.Binary))
+		if kv.Str != "" {
+			n += 1 + protowire.SizeBytes(len(kv.Str))
 		}
 	}
 	dst = protowire.AppendTag(dst, num, protowire.BytesType)
@@ -438,9 +438,9 @@ func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte
 	case model.Float64Type:
 		dst = appendFixed(dst, 6, uint64(kv.Num))
 	case model.BinaryType:
-		if len(kv.Binary) > 0 {
+		if kv.Str != "" {
 			dst = protowire.AppendTag(dst, 7, protowire.BytesType)
-			dst = protowire.AppendBytes(dst, kv.Binary)
+			dst = protowire.AppendString(dst, kv.Str)
 		}
 	}
 	return dst
@@ -449,8 +449,7 @@ func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte
 func decodeKeyValue(b []byte) (model.KeyValue, error) {
 	var kv model.KeyValue
 	var boolV, intV, floatV uint64
-	var str string
-	var bin []byte
+	var str, bin string
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v uint64, buf []byte) error {
 		switch num {
 		case 1:
@@ -487,7 +486,7 @@ func decodeKeyValue(b []byte) (model.KeyValue, error) {
 			if typ != protowire.BytesType {
 				return errField("v_binary")
 			}
-			bin = append([]byte(nil), buf...)
+			bin = string(buf)
 		}
 		return nil
 	})
@@ -503,7 +502,7 @@ func decodeKeyValue(b []byte) (model.KeyValue, error) {
 	case model.Float64Type:
 		kv.Num = int64(floatV)
 	case model.BinaryType:
-		kv.Binary = bin
+		kv.Str = bin
 	}
 	return kv, err
 }

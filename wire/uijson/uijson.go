@@ -632,10 +632,7 @@ func readKV(s *jsonscan.Scanner, kv *model.KeyValue) {
 		*kv = model.Float64(kv.Key, v.Float64())
 	case "binary":
 		kv.Type = model.BinaryType
-		b := v.Base64()
-		if len(b) > 0 {
-			kv.Binary = b
-		}
+		kv.Str = string(v.Base64())
 	}
 	v.End()
 	if e := v.Error(); e != nil {
@@ -851,7 +848,7 @@ func appendKVs(b []byte, kvs, extra []model.KeyValue) ([]byte, error) {
 				b = jsonscan.AppendFloat(b, kv.Float64Value())
 			case model.BinaryType:
 				b = append(b, `binary","value":"`...)
-				b = base64.StdEncoding.AppendEncode(b, kv.Binary)
+				b = base64.StdEncoding.AppendEncode(b, []byte(kv.Str))
 				b = append(b, '"')
 			default:
 				return b, fmt.Errorf("write jaeger ui json: key %q: unknown value type %d", kv.Key, kv.Type)

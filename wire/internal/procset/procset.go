@@ -66,7 +66,6 @@ func (s *Set) hash(p *model.Process) uint64 {
 			n[j] = byte(uint64(kv.Num) >> (8 * j))
 		}
 		h.Write(n[:])
-		h.Write(kv.Binary)
 	}
 	return h.Sum64()
 }
@@ -79,7 +78,7 @@ func Equal(a, b *model.Process) bool {
 	}
 	for i := range a.Tags {
 		x, y := &a.Tags[i], &b.Tags[i]
-		if x.Key != y.Key || x.Type != y.Type || x.Str != y.Str || x.Num != y.Num || string(x.Binary) != string(y.Binary) {
+		if x.Key != y.Key || x.Type != y.Type || x.Str != y.Str || x.Num != y.Num {
 			return false
 		}
 	}
