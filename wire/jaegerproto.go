@@ -694,12 +694,15 @@ func (d *pbDecoder) keyValue(vs, ve, start int, kv *model.KeyValue) bool {
 	var vfloat uint64
 	var vbin string
 	b := d.b
+	// A key-value whose bytes are all ASCII (the usual string tag) has
+	// valid strings: one check instead of one per string.
+	ascii := isASCII(b[vs:ve])
 	for i := vs; i < ve; {
 		if i+1 < ve {
 			switch c, l := b[i], int(b[i+1]); {
 			case (c == 0x0a || c == 0x1a) && l < 0x80 && l <= ve-i-2: // key, v_str
 				s0, s1 := i+2, i+2+l
-				if !validUTF8(b[s0:s1]) {
+				if !ascii && !validUTF8(b[s0:s1]) {
 					return d.fail(kvFields, protowire.Number(c>>3), i, "invalid UTF-8")
 				}
 				if c == 0x0a {
@@ -788,6 +791,19 @@ func (d *pbDecoder) keyValue(vs, ve, start int, kv *model.KeyValue) bool {
 		return d.fail(kvFields, 2, start, "key %q: unknown v_type %d", kv.Key, vtype)
 	}
 	return true
+}
+
+// isASCII reports whether b is all ASCII, eight bytes at a time.
+func isASCII(b []byte) bool {
+	var acc uint64
+	for len(b) >= 8 {
+		acc |= binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	for _, c := range b {
+		acc |= uint64(c)
+	}
+	return acc&0x8080808080808080 == 0
 }
 
 // validUTF8 is utf8.Valid with a fast path for ASCII text, eight bytes at
