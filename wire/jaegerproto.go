@@ -74,8 +74,74 @@ type pbDecoder struct {
 	// field's bytes; its path is complete and wrap leaves it alone.
 	whole bool
 
-	kvs      []model.KeyValue // the key-value block
-	logStart int              // the part of kvs not yet used by logs
+	// Key-values are carved from block in runs, one per list (the span's
+	// tags, its process tags, each log's fields), in the order they arrive:
+	// a run is open while one list's key-values follow each other, as
+	// every Jaeger encoder writes them, and closes when another list
+	// starts. A list that resumes after its run closed is copied, one that
+	// outgrows the block moves to the heap: correct, only slower.
+	sp         *model.Span
+	block      []model.KeyValue // what is left of the block
+	run        []model.KeyValue // the open run
+	runList    kvList           // whose run is open
+	runInBlock bool             // run still lies at the front of block
+	logFields  []model.KeyValue // the last closed log run
+}
+
+// kvList names the lists key-values belong to.
+type kvList int8
+
+const (
+	noList kvList = iota
+	tagList
+	processList
+	logList
+)
+
+// newKV adds a zero key-value to list and returns it.
+func (d *pbDecoder) newKV(list kvList) *model.KeyValue {
+	if d.runList != list {
+		d.closeRun()
+		d.runList, d.run, d.runInBlock = list, d.block[:0:len(d.block)], true
+	}
+	if len(d.run) == cap(d.run) {
+		// The block is used up: the run goes on on the heap, and the
+		// block's entries it used are zeroed for whoever carves them next.
+		grown := make([]model.KeyValue, len(d.run), 2*len(d.run)+4)
+		copy(grown, d.run)
+		clear(d.run)
+		d.run, d.runInBlock = grown, false
+	}
+	d.run = d.run[:len(d.run)+1]
+	return &d.run[len(d.run)-1]
+}
+
+// closeRun hands the open run to its list and moves the block past it.
+func (d *pbDecoder) closeRun() {
+	if d.runList == noList {
+		return
+	}
+	n := len(d.run)
+	l := d.run[:n:n]
+	if d.runInBlock {
+		d.block = d.block[n:]
+	}
+	switch d.runList {
+	case tagList:
+		d.sp.Tags = appendList(d.sp.Tags, l)
+	case processList:
+		d.sp.Process.Tags = appendList(d.sp.Process.Tags, l)
+	case logList:
+		d.logFields = l
+	}
+	d.runList, d.run = noList, nil
+}
+
+func appendList(l, more []model.KeyValue) []model.KeyValue {
+	if len(l) == 0 {
+		return more
+	}
+	return append(l[:len(l):len(l)], more...)
 }
 
 func (d *pbDecoder) fail(names []string, num protowire.Number, off int, format string, args ...any) bool {
@@ -304,28 +370,22 @@ func decodeJaegerProto(b []byte) (*model.Span, error) {
 		sp.Warnings = make([]string, 0, c.warnings)
 	}
 	d := pbDecoder{b: b, str: string(b)}
-	if !d.run(sp, c, kvs) {
+	if !d.decode(sp, kvs) {
 		return nil, d.err
 	}
 	jaegertags.Apply(sp)
 	return sp, nil
 }
 
-// run decodes the span into sp, whose References, Logs and Warnings have
-// room for c's counts, with kvs (len c.kvs()) as the block for its
-// key-values.
-func (d *pbDecoder) run(sp *model.Span, c jaegerCounts, kvs []model.KeyValue) bool {
-	if len(kvs) > 0 {
-		d.kvs = kvs
-		sp.Tags = kvs[0:0:c.tags]
-		sp.Process.Tags = kvs[c.tags : c.tags : c.tags+c.procTags]
-		d.logStart = c.tags + c.procTags
+// decode decodes the span into sp, carving its key-values from block.
+func (d *pbDecoder) decode(sp *model.Span, block []model.KeyValue) bool {
+	d.sp, d.block = sp, block
+	ok := d.span(sp)
+	d.closeRun()
+	if ok {
+		normalizeSpan(sp)
 	}
-	if !d.span(sp) {
-		return false
-	}
-	normalizeSpan(sp)
-	return true
+	return ok
 }
 
 // JaegerProtoDecoder decodes Jaeger protobuf span messages in bulk, for a
@@ -340,64 +400,63 @@ func (d *pbDecoder) run(sp *model.Span, c jaegerCounts, kvs []model.KeyValue) bo
 //   - Check validates a message exactly as Decode would and returns its IDs,
 //     allocating nothing once warmed up.
 //
+// Unlike DecodeJaegerProto, neither makes a first pass to count what to
+// allocate.
 // Decode and Check give the same errors as DecodeJaegerProto. The zero
 // value is ready to use; a decoder is not safe for concurrent use.
 type JaegerProtoDecoder struct {
 	spans []spanWithRef    // the front of the current span block
 	kvs   []model.KeyValue // the front of the current key-value block
+	logs  []model.Log      // the front of the current log block
 
-	// Check's scratch space, reused by every call.
+	// Check's scratch space, reused by every call (a span that outgrows
+	// it allocates).
 	scratch     spanWithRef
 	scratchKVs  []model.KeyValue
-	scratchRefs []model.Reference
 	scratchLogs []model.Log
-	scratchWarn []string
 }
 
 // Block sizes: large enough to amortise allocation, small enough that a
-// span kept alive pins little.
+// span kept alive pins little. A span starts a new key-value block when
+// fewer than kvHeadroom are left.
 const (
-	spanBlock = 32
-	kvBlock   = 512
+	spanBlock  = 32
+	kvBlock    = 512
+	kvHeadroom = 64
+	logBlock   = 32
 )
 
 // Decode decodes one message into a span that aliases b (see the type's
 // documentation).
 func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
-	c := countJaeger(b)
 	if len(j.spans) == 0 {
 		j.spans = make([]spanWithRef, spanBlock)
+	}
+	if len(j.kvs) < kvHeadroom {
+		j.kvs = make([]model.KeyValue, kvBlock)
+	}
+	if len(j.logs) == 0 {
+		j.logs = make([]model.Log, logBlock)
 	}
 	x := &j.spans[0]
 	j.spans = j.spans[1:]
 	sp := &x.span
-	switch {
-	case c.refs == 1:
-		sp.References = x.ref[:0:1]
-	case c.refs > 1:
-		sp.References = make([]model.Reference, 0, c.refs)
-	}
-	var kvs []model.KeyValue
-	if n := c.kvs(); n > kvBlock/4 {
-		kvs = make([]model.KeyValue, n)
-	} else if n > 0 {
-		if n > len(j.kvs) {
-			j.kvs = make([]model.KeyValue, kvBlock)
-		}
-		kvs, j.kvs = j.kvs[:n:n], j.kvs[n:]
-	}
-	if c.logs > 0 {
-		sp.Logs = make([]model.Log, 0, c.logs)
-	}
-	if c.warnings > 0 {
-		sp.Warnings = make([]string, 0, c.warnings)
-	}
+	sp.References = x.ref[:0:1]
+	sp.Logs = j.logs[:0:len(j.logs)]
 	d := pbDecoder{b: b, str: aliasString(b)}
-	if !d.run(sp, c, kvs) {
-		// Let go of what the failed span holds of b.
-		clear(kvs)
+	ok := d.decode(sp, j.kvs)
+	used := len(j.kvs) - len(d.block)
+	if !ok {
+		// Let go of what the failed span holds of b, and reuse its room.
+		clear(j.kvs[:used])
+		clear(j.logs)
 		*x = spanWithRef{}
 		return nil, d.err
+	}
+	j.kvs = j.kvs[used:]
+	if n := len(sp.Logs); n > 0 && n <= len(j.logs) && &sp.Logs[0] == &j.logs[0] {
+		sp.Logs = sp.Logs[:n:n]
+		j.logs = j.logs[n:]
 	}
 	jaegertags.Apply(sp)
 	return sp, nil
@@ -406,37 +465,19 @@ func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 // Check validates one message as Decode would and returns its trace and
 // span IDs.
 func (j *JaegerProtoDecoder) Check(b []byte) (model.TraceID, model.SpanID, error) {
-	c := countJaeger(b)
+	if j.scratchKVs == nil {
+		j.scratchKVs = make([]model.KeyValue, kvBlock)
+		j.scratchLogs = make([]model.Log, logBlock)
+	}
 	sp := &j.scratch.span
-	*sp = model.Span{}
-	if c.refs == 1 {
-		sp.References = j.scratch.ref[:0:1]
-	} else {
-		sp.References = j.scratchRefs[:0]
-	}
-	n := c.kvs()
-	if n > cap(j.scratchKVs) {
-		j.scratchKVs = make([]model.KeyValue, n)
-	}
-	kvs := j.scratchKVs[:n]
-	clear(kvs)
-	sp.Logs, sp.Warnings = j.scratchLogs[:0], j.scratchWarn[:0]
+	sp.References = j.scratch.ref[:0:1]
+	sp.Logs = j.scratchLogs[:0]
 	d := pbDecoder{b: b, str: aliasString(b)}
-	ok := d.run(sp, c, kvs)
-	// Keep what grew for the next call, and nothing of b.
-	if c.refs != 1 && cap(sp.References) > cap(j.scratchRefs) {
-		j.scratchRefs = sp.References[:0]
-	}
-	if cap(sp.Logs) > cap(j.scratchLogs) {
-		j.scratchLogs = sp.Logs[:0]
-	}
-	if cap(sp.Warnings) > cap(j.scratchWarn) {
-		j.scratchWarn = sp.Warnings[:0]
-	}
-	clear(kvs)
-	clear(j.scratchLogs[:cap(j.scratchLogs)])
-	clear(j.scratchWarn[:cap(j.scratchWarn)])
+	ok := d.decode(sp, j.scratchKVs)
 	traceID, spanID := sp.TraceID, sp.SpanID
+	// Keep nothing of b.
+	clear(j.scratchKVs[:len(j.scratchKVs)-len(d.block)])
+	clear(j.scratchLogs[:min(len(sp.Logs), len(j.scratchLogs))])
 	*sp = model.Span{}
 	if !ok {
 		return model.TraceID{}, 0, d.err
@@ -583,9 +624,7 @@ func (d *pbDecoder) span(sp *model.Span) bool {
 					return d.wrap(spanFields, 7)
 				}
 			case 8:
-				var kv *model.KeyValue
-				sp.Tags, kv = nextKV(sp.Tags)
-				if !d.keyValue(h.vs, h.ve, h.start, kv) {
+				if !d.keyValue(h.vs, h.ve, h.start, d.newKV(tagList)) {
 					return d.wrap(spanFields, 8)
 				}
 			case 9:
@@ -825,10 +864,7 @@ func validUTF8(b []byte) bool {
 
 func (d *pbDecoder) log(h fieldHdr, sp *model.Span) bool {
 	var ts pbTime
-	var fields model.KeyValues
-	if d.logStart < len(d.kvs) {
-		fields = d.kvs[d.logStart:d.logStart:len(d.kvs)]
-	}
+	d.closeRun() // each log's fields are a run of their own
 	for i := h.vs; i < h.ve; {
 		var f fieldHdr
 		ok := d.hdr(&f, i, h.ve, logFields)
@@ -842,9 +878,7 @@ func (d *pbDecoder) log(h fieldHdr, sp *model.Span) bool {
 			}
 			i = f.ve
 		case f.num == 2 && f.typ == protowire.BytesType:
-			var kv *model.KeyValue
-			fields, kv = nextKV(fields)
-			if !d.keyValue(f.vs, f.ve, f.start, kv) {
+			if !d.keyValue(f.vs, f.ve, f.start, d.newKV(logList)) {
 				return d.wrap(logFields, 2)
 			}
 			i = f.ve
@@ -858,13 +892,9 @@ func (d *pbDecoder) log(h fieldHdr, sp *model.Span) bool {
 	if !ok {
 		return d.fail(logFields, 1, h.start, "timestamp %ds %dns out of range", ts.sec, ts.nanos)
 	}
-	l := model.Log{Timestamp: model.Timestamp(n)}
-	if len(fields) > 0 {
-		l.Fields = fields[:len(fields):len(fields)]
-		if d.logStart < len(d.kvs) && &fields[0] == &d.kvs[d.logStart] {
-			d.logStart += len(fields)
-		}
-	}
+	d.closeRun()
+	l := model.Log{Timestamp: model.Timestamp(n), Fields: d.logFields}
+	d.logFields = nil
 	sp.Logs = append(sp.Logs, l)
 	return true
 }
@@ -885,9 +915,7 @@ func (d *pbDecoder) process(h fieldHdr, proc *model.Process) bool {
 			}
 			i = f.ve
 		case f.num == 2 && f.typ == protowire.BytesType:
-			var kv *model.KeyValue
-			proc.Tags, kv = nextKV(proc.Tags)
-			if !d.keyValue(f.vs, f.ve, f.start, kv) {
+			if !d.keyValue(f.vs, f.ve, f.start, d.newKV(processList)) {
 				return d.wrap(processFields, 2)
 			}
 			i = f.ve

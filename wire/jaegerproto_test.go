@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -36,7 +37,25 @@ func TestJaegerProtoDifferentialMutations(t *testing.T) {
 			t.Fatalf("input %x: error does not wrap ErrMalformed: %v", b, err)
 		}
 	}
-	for _, seed := range fuzzSeeds(t, "FuzzJaegerProto") {
+	seeds := fuzzSeeds(t, "FuzzJaegerProto")
+	// Concatenated messages merge: lists resume after other lists started
+	// (tags after process tags, more logs, a second process).
+	for i := 1; i < len(seeds); i++ {
+		check(append(append([]byte(nil), seeds[i-1]...), seeds[i]...))
+	}
+	// More key-values than a decoder block holds.
+	big := realisticSpan()
+	for i := 0; i < 3*kvBlock; i++ {
+		big.Tags = append(big.Tags, model.Int64(fmt.Sprint("k", i), int64(i)))
+		big.Process.Tags = append(big.Process.Tags, model.String(fmt.Sprint("p", i), "v"))
+	}
+	bigMsg, err := EncodeJaegerProto(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(bigMsg)
+	check(append(append([]byte(nil), bigMsg...), bigMsg...))
+	for _, seed := range seeds {
 		for n := 0; n <= len(seed); n++ {
 			check(seed[:n])
 		}
