@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -53,7 +52,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	tuneGC(cfg, log)
+	if gogc, limit, ok := ingest.TuneGC(cfg, os.LookupEnv); ok {
+		log.Info("gc tuned", "gogc", gogc, "memory_limit_bytes", limit)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	in, err := ingest.New(cfg, ingest.Options{Logger: log, Registry: reg})
@@ -83,19 +84,4 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("ingester stopped")
 	return runErr
-}
-
-// tuneGC trades memory for CPU unless the operator set GOGC or GOMEMLIMIT:
-// the heap may grow to 5x the live data between collections (GOGC=400, about
-// a fifth less CPU per span in BenchmarkEndToEnd), but a soft memory limit of
-// twice the in-flight budget plus 512 MiB makes the collector run before
-// that is exceeded.
-func tuneGC(cfg ingest.Config, log *slog.Logger) {
-	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	limit := 2*cfg.MaxBytesInFlight + 512<<20
-	debug.SetGCPercent(400)
-	debug.SetMemoryLimit(limit)
-	log.Info("gc tuned", "gogc", 400, "memory_limit_bytes", limit)
 }

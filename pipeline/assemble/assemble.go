@@ -240,7 +240,17 @@ type Assembler struct {
 	c        Counters
 	enc      []byte
 	dec      wire.JaegerProtoDecoder
+	free     [][]stored // span lists of evicted traces, for new ones
 }
+
+// Bounds of the free list of span lists: how many are kept and up to what
+// capacity, so that it holds at most 256×64×48 B = 768 KiB per partition
+// (outside the budget, which counts buffered spans).
+const (
+	maxFreeLists     = 256
+	maxFreeListCap   = 64
+	firstSpanListCap = 8
+)
 
 // New returns an empty Assembler. budget may be nil (no limits).
 func New(cfg Config, clock Clock, budget *Budget) *Assembler {
@@ -327,6 +337,11 @@ func (a *Assembler) add(off int64, traceID model.TraceID, spanID model.SpanID, s
 			return
 		}
 		t = &trace{id: traceID, minOffset: off, since: now, last: now, shadow: off < a.shadowBelow}
+		if n := len(a.free); n > 0 {
+			t.spans, a.free = a.free[n-1], a.free[:n-1]
+		} else {
+			t.spans = make([]stored, 0, firstSpanListCap)
+		}
 		a.traces[traceID] = t
 		a.push(lAll, t)
 		a.push(lIdle, t)
@@ -560,6 +575,13 @@ func (a *Assembler) evict(t *trace) {
 	a.remove(lAll, t)
 	delete(a.traces, t.id)
 	a.account(-1, -int64(len(t.spans)), -(t.bytes + TraceOverhead))
+	// Nothing refers to the span list any more (every emission is
+	// acknowledged): keep it for a new trace.
+	if len(a.free) < maxFreeLists && cap(t.spans) <= maxFreeListCap {
+		clear(t.spans)
+		a.free = append(a.free, t.spans[:0])
+	}
+	t.spans = nil
 	if a.cfg.MaxTombstones > 0 {
 		if len(a.tombRing) < a.cfg.MaxTombstones {
 			a.tombRing = append(a.tombRing, t.id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // BenchmarkEndToEnd measures one ingester process from the real broker on
 // loopback to acknowledged output: a pre-produced workload is consumed,
 // assembled, analysed and published (acks=all), until every partition is
-// committed to its end. spans/cpu-s is spans per CPU-second of this process
+// committed to its end, with the garbage collector tuned as cmd/ingester
+// tunes it (TuneGC; set GOGC to measure otherwise). spans/cpu-s is spans per CPU-second of this process
 // (the broker runs in its own process), i.e. per ingester core. Each
 // iteration processes the whole workload; run with -benchtime=1x.
 func BenchmarkEndToEnd(b *testing.B) {
@@ -71,6 +73,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
+		// The collector runs as cmd/ingester sets it (TuneGC), unless GOGC
+		// or GOMEMLIMIT say otherwise.
+		gcPercent, memLimit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+		debug.SetGCPercent(gcPercent)
+		if gogc, _, ok := TuneGC(cfg, nil); ok && i == 0 {
+			b.Logf("GC tuned as in cmd/ingester: GOGC=%d", gogc)
+		}
 		runtime.GC()
 		b.StartTimer()
 		cpu0, t0 := cpuTime(), time.Now()
@@ -90,6 +99,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		wall += time.Since(t0)
 		spans += workloadSpans
 		b.StopTimer()
+		debug.SetGCPercent(gcPercent)
+		debug.SetMemoryLimit(memLimit)
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)

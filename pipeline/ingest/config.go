@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -232,4 +233,30 @@ func (c *Config) assembleConfig() assemble.Config {
 		MaxSpansPerTrace: c.MaxSpansPerTrace,
 		MaxTombstones:    c.MaxTombstones,
 	}
+}
+
+// GCPercent is the GOGC that TuneGC sets.
+const GCPercent = 400
+
+// TuneGC trades memory for CPU, as cmd/ingester does at start, unless the
+// operator set GOGC or GOMEMLIMIT (lookup reads the environment; nil means
+// os.LookupEnv): the heap may grow to 5× the live data between collections
+// (GOGC=400: the ingester's garbage is short-lived, and every collection
+// costs CPU), while a soft memory limit of twice the in-flight budget plus
+// 512 MiB makes the collector run earlier rather than exceed it. It returns
+// what it set and whether it set anything. The settings are process-wide.
+func TuneGC(cfg Config, lookup func(string) (string, bool)) (gogc int, limit int64, ok bool) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	if _, set := lookup("GOGC"); set {
+		return 0, 0, false
+	}
+	if _, set := lookup("GOMEMLIMIT"); set {
+		return 0, 0, false
+	}
+	limit = 2*cfg.MaxBytesInFlight + 512<<20
+	debug.SetGCPercent(GCPercent)
+	debug.SetMemoryLimit(limit)
+	return GCPercent, limit, true
 }

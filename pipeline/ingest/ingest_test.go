@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"flag"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +336,33 @@ func TestBackpressure(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	gcPercent, memLimit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(gcPercent)
+	t.Cleanup(func() {
+		debug.SetGCPercent(gcPercent)
+		debug.SetMemoryLimit(memLimit)
+	})
+	cfg := DefaultConfig()
+	cfg.MaxBytesInFlight = 64 << 20
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		lookup := func(k string) (string, bool) { return "50", k == env }
+		if _, _, ok := TuneGC(cfg, lookup); ok {
+			t.Errorf("with %s set, TuneGC changed the collector", env)
+		}
+	}
+	none := func(string) (string, bool) { return "", false }
+	gogc, limit, ok := TuneGC(cfg, none)
+	if !ok || gogc != GCPercent || limit != 2*cfg.MaxBytesInFlight+512<<20 {
+		t.Fatalf("TuneGC = %d, %d, %v", gogc, limit, ok)
+	}
+	if got := debug.SetGCPercent(gcPercent); got != GCPercent {
+		t.Errorf("GOGC is %d, want %d", got, GCPercent)
+	}
+	if got := debug.SetMemoryLimit(memLimit); got != limit {
+		t.Errorf("memory limit is %d, want %d", got, limit)
 	}
 }
