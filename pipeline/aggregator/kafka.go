@@ -66,8 +66,8 @@ func (a *Aggregator) reader(topic string, partition int) *kafka.Reader {
 
 // startFetcher reads partition of topic from offset (see fetch.Fetcher: a
 // full channel stops fetching).
-func (a *Aggregator) startFetcher(topic string, partition int, offset int64) (*fetch.Fetcher, error) {
-	return fetch.Start(a.reader(topic, partition), offset, 512)
+func (a *Aggregator) startFetcher(topic string, partition int, offset int64) *fetch.Fetcher {
+	return fetch.Start(fetch.Config{Brokers: a.cfg.Brokers, Dialer: a.dialer, Topic: topic, Partition: partition}, offset, 512)
 }
 
 // readRange calls fn for every message of the partition with an offset in

@@ -116,11 +116,7 @@ func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
 	r.SetBarrier(end)
 	w.r = r
 	w.prev = r.Counters()
-	f, err := a.startFetcher(a.cfg.PartialsTopic, w.part, r.Position())
-	if err != nil {
-		return err
-	}
-	w.f = f
+	w.f = a.startFetcher(a.cfg.PartialsTopic, w.part, r.Position())
 	a.log.Info("reduce: partition", "partition", w.part, "offset", r.Position(), "high_water", r.HighWater(), "end", end)
 	return nil
 }

@@ -17,11 +17,11 @@ import (
 	"github.com/tracepipe/tracepipe/wire"
 )
 
-// startFetcher reads partition of the spans topic from offset (see
+// fetchConfig says where the spans topic's partition is (see
 // fetch.Fetcher: not taking messages stops fetching, which is the
 // ingester's backpressure).
-func (in *Ingester) startFetcher(partition int, offset int64) (*fetch.Fetcher, error) {
-	return fetch.Start(fetch.NewReader(in.cfg.Brokers, in.dialer, in.cfg.SpansTopic, partition), offset, 256)
+func (in *Ingester) fetchConfig(partition int) fetch.Config {
+	return fetch.Config{Brokers: in.cfg.Brokers, Dialer: in.dialer, Topic: in.cfg.SpansTopic, Partition: partition}
 }
 
 // worker is the owner of one partition's assembly state for one generation.
@@ -39,6 +39,8 @@ type worker struct {
 	pendingDLQ   map[int64]int // source offsets with unacknowledged dead letters
 	lastCounters assemble.Counters
 	outs         []assemble.Output
+	batch        []kafka.Message // the fetch being handled
+	fetched      []kafka.Message // the rest of it
 	spans        []*model.Span
 	dec          wire.JaegerProtoDecoder
 	scratch      []byte
@@ -77,11 +79,9 @@ func (in *Ingester) runPartition(runCtx, gctx context.Context, gen *kafka.Genera
 		}
 		w.next = start
 	}
-	f, err := in.startFetcher(pa.ID, start)
-	if err != nil {
-		return err
-	}
-	err = w.loop(gctx, f)
+	// Chunks of a fetch: one hand-over per chunk rather than per span.
+	f := fetch.StartBatches(in.fetchConfig(pa.ID), start, 4)
+	err := w.loop(gctx, f)
 	f.Stop()
 	w.shutdown(runCtx)
 	close(w.done)
@@ -98,30 +98,32 @@ func (w *worker) loop(ctx context.Context, f *fetch.Fetcher) error {
 	defer tick.Stop()
 	lastCommit := time.Now()
 	for {
-		in := f.Msgs
-		if full := w.asm.MakeRoom(); full != w.paused {
-			w.paused = full
-			if full {
-				w.in.metrics.Paused.Inc()
-			} else {
-				w.in.metrics.Paused.Dec()
+		// Work through the fetch in hand while the budget has room; what
+		// is left waits until acknowledgements or expiry free some.
+		w.setPaused(w.asm.MakeRoom())
+		for len(w.fetched) > 0 && !w.paused {
+			m := w.fetched[0]
+			w.fetched = w.fetched[1:]
+			if len(w.fetched) == 0 {
+				f.Recycle(w.batch)
+				w.batch, w.fetched = nil, nil
 			}
+			if err := w.handle(ctx, m); err != nil {
+				return err
+			}
+			w.setPaused(w.asm.MakeRoom())
 		}
-		if w.paused {
-			in = nil
+		in := f.Batches
+		if w.paused || len(w.fetched) > 0 {
+			in = nil // fetching stops once the fetcher's buffer is full
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-f.Errs:
 			return fmt.Errorf("fetch: %w", err)
-		case m := <-in:
-			if err := w.handle(ctx, m); err != nil {
-				return err
-			}
-			if err := w.drain(ctx, f.Msgs); err != nil {
-				return err
-			}
+		case w.batch = <-in:
+			w.fetched = w.batch
 		case a := <-w.acks:
 			if err := w.acked(a); err != nil {
 				return err
@@ -140,28 +142,18 @@ func (w *worker) loop(ctx context.Context, f *fetch.Fetcher) error {
 	}
 }
 
-// drainBatch bounds how many waiting messages drain takes in a row, and so
-// how long acknowledgements and ticks wait behind them.
-const drainBatch = 256
-
-// drain handles the messages already waiting, without a select per message
-// (a four-way select costs more than the work on a small span), until the
-// channel is empty, drainBatch messages were taken or the budget is full.
-func (w *worker) drain(ctx context.Context, msgs <-chan kafka.Message) error {
-	for range drainBatch {
-		if w.asm.MakeRoom() {
-			return nil // the loop pauses fetching
-		}
-		select {
-		case m := <-msgs:
-			if err := w.handle(ctx, m); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
+// setPaused records whether the budget is full (a gauge counts paused
+// partitions).
+func (w *worker) setPaused(full bool) {
+	if full == w.paused {
+		return
 	}
-	return nil
+	w.paused = full
+	if full {
+		w.in.metrics.Paused.Inc()
+	} else {
+		w.in.metrics.Paused.Dec()
+	}
 }
 
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {

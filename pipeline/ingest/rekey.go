@@ -21,16 +21,13 @@ const maxRekeyOutstanding = 20_000
 // A source offset is committed once every message derived from it (or its
 // dead letter) is acknowledged.
 func (in *Ingester) runRekey(runCtx, gctx context.Context, gen *kafka.Generation, pa kafka.PartitionAssignment) error {
-	f, err := in.startFetcher(pa.ID, pa.Offset)
-	if err != nil {
-		return err
-	}
+	f := fetch.Start(in.fetchConfig(pa.ID), pa.Offset, 256)
 	w := &rekeyWorker{in: in, gen: gen, partition: pa.ID, acks: make(chan ack, 4096), done: make(chan struct{}),
 		committed: pa.Offset, next: -1, pendingDLQ: map[int64]int{}, index: map[int64]*rekeyEntry{}}
 	if pa.Offset >= 0 {
 		w.next = pa.Offset
 	}
-	err = w.loop(gctx, f)
+	err := w.loop(gctx, f)
 	f.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.ShutdownGrace)
 	defer cancel()
