@@ -313,17 +313,16 @@ func (f *Fetcher) deliver(ctx context.Context, chunk []kafka.Message) ([]kafka.M
 // retriable reports errors that reconnecting may cure: leadership moved,
 // the connection broke or timed out.
 func retriable(err error) bool {
-	var ne net.Error
 	var ke kafka.Error
+	var ne net.Error
 	switch {
 	case err == nil:
 		return true
+	case errors.As(err, &ke): // before net.Error, which kafka.Error satisfies
+		return ke.Temporary()
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.ErrNoProgress),
 		errors.Is(err, net.ErrClosed), errors.As(err, &ne):
 		return true
-	case errors.As(err, &ke):
-		return ke.Temporary() || errors.Is(err, kafka.NotLeaderForPartition) ||
-			errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.LeaderNotAvailable)
 	}
 	return false
 }

@@ -1,11 +1,14 @@
 package fetch
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
@@ -100,5 +103,127 @@ func TestFetcherBatches(t *testing.T) {
 	case ms := <-last.Batches:
 		t.Fatalf("unexpected messages from offset %d", ms[0].Offset)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestFetcherFollowsLeader: when the partition's leadership moves to
+// another broker, the fetcher finds the new leader and goes on from where it
+// was, losing and repeating nothing.
+func TestFetcherFollowsLeader(t *testing.T) {
+	c := kafkatest.NewCluster(t, kfake.NumBrokers(3))
+	c.CreateTopic(t, "t", 1)
+	c.Produce(t, "t", kafkatest.Messages("a", 50)...)
+	f := StartBatches(config(c, "t"), kafka.FirstOffset, 1)
+	defer f.Stop()
+	next := int64(0)
+	receive := func(until int64) {
+		t.Helper()
+		for next < until {
+			select {
+			case ms := <-f.Batches:
+				for _, m := range ms {
+					if m.Offset != next {
+						t.Fatalf("got offset %d, want %d", m.Offset, next)
+					}
+					next++
+				}
+				f.Recycle(ms)
+			case err := <-f.Errs:
+				t.Fatalf("fetch: %v", err)
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no message at offset %d", next)
+			}
+		}
+	}
+	receive(50)
+	leader := c.Fake.LeaderFor("t", 0)
+	if err := c.Fake.MoveTopicPartition("t", 0, (leader+1)%3); err != nil {
+		t.Fatal(err)
+	}
+	c.Produce(t, "t", kafkatest.Messages("b", 50)...)
+	receive(100)
+}
+
+// TestFetcherRetriesThenReports: fetch errors that reconnecting may cure
+// are retried; others end fetching with the error on Errs.
+func TestFetcherRetriesThenReports(t *testing.T) {
+	c := kafkatest.NewCluster(t)
+	c.CreateTopic(t, "t", 1)
+	c.Produce(t, "t", kafkatest.Messages("v", 5)...)
+	failFetches := func(code int16, times int) {
+		n := 0
+		c.Fake.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.Fake.KeepControl()
+			if n >= times {
+				return nil, nil, false
+			}
+			n++
+			fr := req.(*kmsg.FetchRequest)
+			resp := fr.ResponseKind().(*kmsg.FetchResponse)
+			for _, rt := range fr.Topics {
+				st := kmsg.NewFetchResponseTopic()
+				st.Topic, st.TopicID = rt.Topic, rt.TopicID
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewFetchResponseTopicPartition()
+					sp.Partition, sp.ErrorCode = rp.Partition, code
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		})
+	}
+
+	failFetches(int16(kafka.NotLeaderForPartition), 3)
+	f := Start(config(c, "t"), kafka.FirstOffset, 8)
+	for want := int64(0); want < 5; want++ {
+		select {
+		case m := <-f.Msgs:
+			if m.Offset != want {
+				t.Fatalf("got offset %d, want %d", m.Offset, want)
+			}
+		case err := <-f.Errs:
+			t.Fatalf("a retriable error was reported: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no message at offset %d", want)
+		}
+	}
+	f.Stop()
+	c.Fake.DropControl()
+
+	failFetches(int16(kafka.TopicAuthorizationFailed), 1000)
+	f = Start(config(c, "t"), kafka.FirstOffset, 8)
+	defer f.Stop()
+	select {
+	case err := <-f.Errs:
+		if !errors.Is(err, kafka.TopicAuthorizationFailed) {
+			t.Fatalf("reported %v, want the authorization error", err)
+		}
+	case m := <-f.Msgs:
+		t.Fatalf("got offset %d despite failing fetches", m.Offset)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no error reported")
+	}
+}
+
+// TestFetcherWaitsPastTheEnd: an offset past the log's end is waited for
+// (the broker answers "out of range"), not reported.
+func TestFetcherWaitsPastTheEnd(t *testing.T) {
+	c := kafkatest.NewCluster(t)
+	c.CreateTopic(t, "t", 1)
+	c.Produce(t, "t", kafkatest.Messages("v", 5)...)
+	f := Start(config(c, "t"), 8, 8)
+	defer f.Stop()
+	time.Sleep(300 * time.Millisecond) // a few out-of-range fetches
+	c.Produce(t, "t", kafkatest.Messages("w", 5)...)
+	select {
+	case m := <-f.Msgs:
+		if m.Offset != 8 || string(m.Value) != "w3" {
+			t.Fatalf("got offset %d value %q, want offset 8 value w3", m.Offset, m.Value)
+		}
+	case err := <-f.Errs:
+		t.Fatalf("fetch: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message at offset 8")
 	}
 }

@@ -11,8 +11,10 @@
 // tells every worker, by cancelling its context, when the assignment ends, so
 // each partition has an explicit lifecycle and an explicit, per-partition
 // commit (Generation.CommitOffsets). Each worker owns its partition's
-// Assembler and needs no locks; a fetch goroutine per partition (a
-// partition-bound kafka.Reader) feeds it. One async kafka.Writer
+// Assembler and needs no locks; a fetch goroutine per partition
+// (pipeline/fetch: the partition leader read over one kafka-go Conn) feeds
+// it chunks of up to 512 messages, so the hand-over costs one channel
+// operation per chunk rather than per span. One async kafka.Writer
 // (RequiredAcks=all) is shared; its Completion callback hands every
 // acknowledgement back to the worker that produced the message.
 //
@@ -64,13 +66,24 @@
 // and counted (dropped_spans_total{reason="too_late"}); a replay that sees
 // them inside its range may include them in a new, higher version.
 //
+// # Reading spans
+//
+// Jaeger protobuf spans (the collectors' Kafka format) are checked on
+// arrival without being built (wire.JaegerProtoDecoder.Check: every field is
+// validated, nothing allocated) and buffered as the message bytes; a
+// trace's spans are decoded once, when it is emitted, in bulk and without
+// copying (wire.JaegerProtoDecoder.Decode). Other encodings are decoded on
+// arrival and buffered re-encoded as Jaeger protobuf.
+//
 // # Limits and backpressure
 //
 // --max-traces-in-flight and --max-bytes-in-flight bound buffered plus
 // retained traces per instance. When full, retained traces are evicted
 // (oldest emission first, acknowledged ones only); if still full, workers
-// stop taking messages from their fetchers (fetching stops once a reader's
-// bounded queue is full) until emissions and acknowledgements free space.
+// stop taking messages from their fetchers (a worker finishes the message
+// in hand and keeps the rest of its chunk; fetching stops once the
+// fetcher's buffer of four chunks is full) until emissions and
+// acknowledgements free space.
 // Limits can be exceeded by at most one message per partition. Idle timeouts
 // keep running while a partition is paused, so buffered traces still leave
 // and free the budget; a budget smaller than the working set (traces arriving
