@@ -10,11 +10,14 @@
 // numbers as jaeger-idl's model.proto. trace_id is 16 bytes (8 accepted),
 // span_id 8 bytes, start_time a Timestamp, duration a Duration. Decoding
 // is done by a hand-written decoder (google.golang.org/protobuf/encoding/protowire)
-// straight into model.Span, three to five allocations per span (the span
-// with its reference, the copy of its bytes, its key-value block, its logs);
-// the generated code
-// in internal/jaegerpb is the reference it is held to by a differential
-// fuzz test (both accept the same inputs and give the same spans).
+// straight into model.Span: DecodeJaegerProto makes three to five
+// allocations per span (the span with its reference, the copy of its bytes,
+// its key-value block, its logs); JaegerProtoDecoder decodes many spans
+// without copying their messages and carves spans and key-values from
+// shared blocks (Decode), or only validates a message and returns its IDs
+// (Check). The generated code in internal/jaegerpb is the reference all
+// three are held to by a differential fuzz test (they accept the same
+// inputs and give the same spans).
 //
 // Jaeger JSON (JaegerJSON): the protobuf JSON mapping of the same message,
 // the Kafka "json" encoding: camelCase names (traceId, operationName,
