@@ -65,64 +65,57 @@ func BenchmarkDecodeJaegerProto(b *testing.B) {
 	benchDecode(b, JaegerProto, []*model.Span{realisticSpan()})
 }
 
-// BenchmarkDecodeJaegerProtoBulk decodes the same span with
-// JaegerProtoDecoder.Decode: no copy of the message, spans and key-values
-// carved from shared blocks (how the ingester decodes a trace to emit).
-func BenchmarkDecodeJaegerProtoBulk(b *testing.B) {
+// benchJaegerSpan runs op on the realistic span's Jaeger protobuf message.
+func benchJaegerSpan(b *testing.B, op func(msg []byte) error) {
 	msg, err := EncodeJaegerProto(realisticSpan())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
-	var dec JaegerProtoDecoder
 	for b.Loop() {
-		if _, err := dec.Decode(msg); err != nil {
+		if err := op(msg); err != nil {
 			b.Fatal(err)
 		}
 	}
 	reportSpans(b, 1)
 }
 
+// BenchmarkDecodeJaegerProtoBulk decodes the same span with
+// JaegerProtoDecoder.Decode: no copy of the message, spans and key-values
+// carved from shared blocks (how the ingester decodes a trace to emit).
+func BenchmarkDecodeJaegerProtoBulk(b *testing.B) {
+	var dec JaegerProtoDecoder
+	benchJaegerSpan(b, func(msg []byte) error {
+		_, err := dec.Decode(msg)
+		return err
+	})
+}
+
 // BenchmarkCheckJaegerProto validates the same span with
 // JaegerProtoDecoder.Check (how the ingester reads a span on arrival).
 func BenchmarkCheckJaegerProto(b *testing.B) {
-	msg, err := EncodeJaegerProto(realisticSpan())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
 	var dec JaegerProtoDecoder
-	for b.Loop() {
-		if _, _, err := dec.Check(msg); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportSpans(b, 1)
+	benchJaegerSpan(b, func(msg []byte) error {
+		_, _, err := dec.Check(msg)
+		return err
+	})
 }
 
 // BenchmarkDecodeJaegerProtoGenerated is the reference path the direct
 // decoder replaces: proto.Unmarshal into the generated type, then
 // conversion.
 func BenchmarkDecodeJaegerProtoGenerated(b *testing.B) {
-	msg, err := EncodeJaegerProto(realisticSpan())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	for b.Loop() {
+	benchJaegerSpan(b, func(msg []byte) error {
 		var p jaegerpb.Span
 		if err := proto.Unmarshal(msg, &p); err != nil {
-			b.Fatal(err)
+			return err
 		}
-		if _, err := spanFromPB(&p); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportSpans(b, 1)
+		_, err := spanFromPB(&p)
+		return err
+	})
 }
+
 
 func BenchmarkDecodeJaegerJSON(b *testing.B) {
 	benchDecode(b, JaegerJSON, []*model.Span{realisticSpan()})
