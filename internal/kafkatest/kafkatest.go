@@ -95,13 +95,23 @@ const timeout = 30 * time.Second
 // already exists" for a topic with that many partitions.
 func CreateTopic(t testing.TB, brokers []string, topic string, partitions int) {
 	t.Helper()
+	CreateTopicWith(t, brokers, topic, partitions, nil)
+}
+
+// CreateTopicWith is CreateTopic with topic configs (e.g. retention.bytes).
+func CreateTopicWith(t testing.TB, brokers []string, topic string, partitions int, configs map[string]string) {
+	t.Helper()
+	var entries []kafka.ConfigEntry
+	for k, v := range configs {
+		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: timeout}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{
-		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}},
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: entries}},
 	})
 	if err != nil {
 		t.Fatalf("kafkatest: create topic %s: %v", topic, err)

@@ -227,3 +227,26 @@ func TestFetcherWaitsPastTheEnd(t *testing.T) {
 		t.Fatal("no message at offset 8")
 	}
 }
+
+// TestFetcherSkipsDeletedRecords: an offset below the log's start (its
+// records were deleted by retention) reads from the start.
+func TestFetcherSkipsDeletedRecords(t *testing.T) {
+	c := kafkatest.NewCluster(t)
+	kafkatest.CreateTopicWith(t, c.Brokers, "t", 1, map[string]string{"retention.bytes": "200"})
+	for i := 0; i < 10; i++ { // ten batches, so retention can drop whole ones
+		c.Produce(t, "t", kafka.Message{Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	c.Fake.ApplyRetention()
+	f := Start(config(c, "t"), 0, 8)
+	defer f.Stop()
+	select {
+	case m := <-f.Msgs:
+		if m.Offset == 0 || string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
+			t.Fatalf("got offset %d value %q: retention deleted nothing, or the fetcher misread", m.Offset, m.Value)
+		}
+	case err := <-f.Errs:
+		t.Fatalf("fetch: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message")
+	}
+}
