@@ -67,7 +67,15 @@ func (a *Aggregator) reader(topic string, partition int) *kafka.Reader {
 // startFetcher reads partition of topic from offset (see fetch.Fetcher: a
 // full channel stops fetching).
 func (a *Aggregator) startFetcher(topic string, partition int, offset int64) *fetch.Fetcher {
-	return fetch.Start(fetch.Config{Brokers: a.cfg.Brokers, Dialer: a.dialer, Topic: topic, Partition: partition}, offset, 512)
+	stage := "map"
+	if topic == a.cfg.PartialsTopic {
+		stage = "reduce"
+	}
+	return fetch.Start(fetch.Config{Brokers: a.cfg.Brokers, Dialer: a.dialer, Topic: topic, Partition: partition,
+		OnSkip: func(from, to int64) {
+			a.log.Error(stage+": messages deleted by retention before they were read", "partition", partition, "from", from, "to", to)
+			a.m.dropped.WithLabelValues(stage, "retention").Add(float64(to - from))
+		}}, offset, 512)
 }
 
 // readRange calls fn for every message of the partition with an offset in

@@ -66,6 +66,10 @@ type Config struct {
 	Dialer    *kafka.Dialer // nil: kafka.DefaultDialer
 	Topic     string
 	Partition int
+	// OnSkip, if set, is told of offsets [from, to) that were deleted (by
+	// the topic's retention) before they could be read, from the fetch
+	// goroutine.
+	OnSkip func(from, to int64)
 }
 
 // Fetcher delivers a partition's messages from a start offset, on Msgs
@@ -257,7 +261,12 @@ func (f *Fetcher) resolve(conn *kafka.Conn, offset int64) (int64, error) {
 		return offset, fmt.Errorf("read offsets: %w", err)
 	}
 	switch {
-	case offset == kafka.FirstOffset, offset >= 0 && offset < first:
+	case offset >= 0 && offset < first:
+		if f.cfg.OnSkip != nil {
+			f.cfg.OnSkip(offset, first)
+		}
+		return first, nil
+	case offset == kafka.FirstOffset:
 		return first, nil
 	case offset == kafka.LastOffset:
 		return last, nil

@@ -237,12 +237,18 @@ func TestFetcherSkipsDeletedRecords(t *testing.T) {
 		c.Produce(t, "t", kafka.Message{Value: fmt.Appendf(nil, "v%d", i)})
 	}
 	c.Fake.ApplyRetention()
-	f := Start(config(c, "t"), 0, 8)
+	cfg := config(c, "t")
+	skipped := make(chan [2]int64, 1)
+	cfg.OnSkip = func(from, to int64) { skipped <- [2]int64{from, to} }
+	f := Start(cfg, 0, 8)
 	defer f.Stop()
 	select {
 	case m := <-f.Msgs:
 		if m.Offset == 0 || string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
 			t.Fatalf("got offset %d value %q: retention deleted nothing, or the fetcher misread", m.Offset, m.Value)
+		}
+		if r := <-skipped; r != [2]int64{0, m.Offset} {
+			t.Errorf("OnSkip told of %v, want [0 %d]", r, m.Offset)
 		}
 	case err := <-f.Errs:
 		t.Fatalf("fetch: %v", err)

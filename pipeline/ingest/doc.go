@@ -106,7 +106,8 @@
 // # Metrics
 //
 // tracepipe_ingester_: messages_in_total, spans_in_total, decode_errors_total,
-// dead_letters_total, traces_out_total{completion}, truncated_traces_total,
+// dead_letters_total, skipped_messages_total (deleted by retention before
+// they were read), traces_out_total{completion}, truncated_traces_total,
 // late_spans_total, duplicate_spans_total, dropped_spans_total{reason},
 // dropped_traces_total{reason}, produce_errors_total, rekeyed_messages_total,
 // inflight_traces, inflight_spans, inflight_bytes, fetch_paused_partitions,

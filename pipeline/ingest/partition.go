@@ -21,7 +21,11 @@ import (
 // fetch.Fetcher: not taking messages stops fetching, which is the
 // ingester's backpressure).
 func (in *Ingester) fetchConfig(partition int) fetch.Config {
-	return fetch.Config{Brokers: in.cfg.Brokers, Dialer: in.dialer, Topic: in.cfg.SpansTopic, Partition: partition}
+	return fetch.Config{Brokers: in.cfg.Brokers, Dialer: in.dialer, Topic: in.cfg.SpansTopic, Partition: partition,
+		OnSkip: func(from, to int64) {
+			in.metrics.SkippedMessages.Add(float64(to - from))
+			in.log.Warn("spans deleted by retention before they were read", "partition", partition, "from", from, "to", to)
+		}}
 }
 
 // worker is the owner of one partition's assembly state for one generation.
