@@ -116,7 +116,6 @@ func BenchmarkDecodeJaegerProtoGenerated(b *testing.B) {
 	})
 }
 
-
 func BenchmarkDecodeJaegerJSON(b *testing.B) {
 	benchDecode(b, JaegerJSON, []*model.Span{realisticSpan()})
 }
