@@ -57,14 +57,16 @@ func protoErrMsg(n int) string {
 	return msg
 }
 
-// pbDecoder decodes one jaeger.api_v2.Span straight into a model.Span.
+// pbDecoder decodes one jaeger.api_v2.Span straight into a model.Span whose
+// strings are substrings of str (a copy of the message, or the message
+// itself), and whose key-values are carved from a block the caller gives.
 //
-// A first pass (countJaeger) counts the repeated fields, so everything is
-// decoded in place into exactly-sized allocations: the span (with its
-// reference when it has exactly one), one copy of the message whose
-// substrings are the span's strings, one block for all key-values (tags,
-// process tags, log fields), and the logs, references and warnings when
-// present.
+// DecodeJaegerProto first counts the repeated fields (countJaeger), so that
+// everything lands in exactly-sized allocations: the span (with its
+// reference when it has exactly one), the copy of the message, one block
+// for all key-values, and the logs, references and warnings when present.
+// JaegerProtoDecoder skips the count and carves from blocks shared by many
+// spans.
 type pbDecoder struct {
 	b    []byte
 	str  string
