@@ -64,13 +64,9 @@ func (a *Aggregator) reader(topic string, partition int) *kafka.Reader {
 	return fetch.NewReader(a.cfg.Brokers, a.dialer, topic, partition)
 }
 
-// startFetcher reads partition of topic from offset (see fetch.Fetcher: a
-// full channel stops fetching).
-func (a *Aggregator) startFetcher(topic string, partition int, offset int64) *fetch.Fetcher {
-	stage := "map"
-	if topic == a.cfg.PartialsTopic {
-		stage = "reduce"
-	}
+// startFetcher reads partition of topic, the input of stage ("map" or
+// "reduce"), from offset (see fetch.Fetcher: a full channel stops fetching).
+func (a *Aggregator) startFetcher(stage, topic string, partition int, offset int64) *fetch.Fetcher {
 	return fetch.Start(fetch.Config{Brokers: a.cfg.Brokers, Dialer: a.dialer, Topic: topic, Partition: partition,
 		OnSkip: func(from, to int64) {
 			a.log.Error(stage+": messages deleted by retention before they were read", "partition", partition, "from", from, "to", to)

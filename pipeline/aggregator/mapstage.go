@@ -183,7 +183,7 @@ func (w *mapWorker) restore(ctx context.Context, fromGroup bool) error {
 	w.p = p
 	w.prev = p.Counters()
 	w.behind, w.lastMsg = p.Position() < end, a.now()
-	w.f = a.startFetcher(a.cfg.TracesTopic, w.part, p.Position())
+	w.f = a.startFetcher("map", a.cfg.TracesTopic, w.part, p.Position())
 	a.log.Info("map: partition", "partition", w.part, "offset", p.Position(), "high_water", p.HighWater())
 	return nil
 }

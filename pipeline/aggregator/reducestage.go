@@ -116,7 +116,7 @@ func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
 	r.SetBarrier(end)
 	w.r = r
 	w.prev = r.Counters()
-	w.f = a.startFetcher(a.cfg.PartialsTopic, w.part, r.Position())
+	w.f = a.startFetcher("reduce", a.cfg.PartialsTopic, w.part, r.Position())
 	a.log.Info("reduce: partition", "partition", w.part, "offset", r.Position(), "high_water", r.HighWater(), "end", end)
 	return nil
 }

@@ -169,26 +169,23 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	if enc == wire.Auto {
 		enc = wire.Detect(m.Value)
 	}
+	var err error
 	if enc == wire.JaegerProto {
 		// Checked without building the span: the message's bytes are its
 		// stored form, decoded when its trace is emitted.
-		traceID, spanID, err := w.dec.Check(m.Value)
-		if err != nil {
-			w.in.metrics.DecodeErrors.Inc()
-			return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
+		var traceID model.TraceID
+		var spanID model.SpanID
+		if traceID, spanID, err = w.dec.Check(m.Value); err == nil {
+			w.asm.AddJaegerProto(m.Offset, traceID, spanID, m.Value)
+			return nil
 		}
-		w.asm.AddJaegerProto(m.Offset, traceID, spanID, m.Value)
+	} else if w.spans, err = wire.Decode(enc, m.Value, w.spans[:0]); err == nil {
+		w.asm.Add(m.Offset, w.spans)
+		clear(w.spans)
 		return nil
 	}
-	var err error
-	w.spans, err = wire.Decode(enc, m.Value, w.spans[:0])
-	if err != nil {
-		w.in.metrics.DecodeErrors.Inc()
-		return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
-	}
-	w.asm.Add(m.Offset, w.spans)
-	clear(w.spans)
-	return nil
+	w.in.metrics.DecodeErrors.Inc()
+	return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
 }
 
 // deadLetter writes m to the dead-letter topic with the error and its
