@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -22,15 +21,17 @@ import (
 // loopback to acknowledged output: a pre-produced workload is consumed,
 // assembled, analysed and published (acks=all), until every partition is
 // committed to its end, with the garbage collector tuned as cmd/ingester
-// tunes it (TuneGC; set GOGC to measure otherwise). spans/cpu-s is spans per CPU-second of this process
-// (the broker runs in its own process), i.e. per ingester core. Each
-// iteration processes the whole workload; run with -benchtime=1x.
+// tunes it (TuneGC; set GOGC to measure otherwise). spans/cpu-s is spans
+// per CPU-second of this process (the broker runs in its own process), i.e.
+// per ingester core. Each iteration processes the whole workload; run with
+// -benchtime=1x.
 func BenchmarkEndToEnd(b *testing.B) {
 	if os.Getenv(testenv.EnvKafka) == "" {
 		b.Skip(testenv.HowToStart)
 	}
 	brokers := testenv.KafkaBrokers(b)
 	const partitions = 4
+	keepGC(b) // TuneGC below changes the process's collector
 	b.ReportAllocs()
 	var spans int
 	var cpu, wall time.Duration
@@ -75,8 +76,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 		done := make(chan error, 1)
 		// The collector runs as cmd/ingester sets it (TuneGC), unless GOGC
 		// or GOMEMLIMIT say otherwise.
-		gcPercent, memLimit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
-		debug.SetGCPercent(gcPercent)
 		if gogc, _, ok := TuneGC(cfg, nil); ok && i == 0 {
 			b.Logf("GC tuned as in cmd/ingester: GOGC=%d", gogc)
 		}
@@ -99,8 +98,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 		wall += time.Since(t0)
 		spans += workloadSpans
 		b.StopTimer()
-		debug.SetGCPercent(gcPercent)
-		debug.SetMemoryLimit(memLimit)
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)

@@ -339,13 +339,20 @@ func TestBackpressure(t *testing.T) {
 	}
 }
 
-func TestTuneGC(t *testing.T) {
-	gcPercent, memLimit := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+// keepGC restores the collector's settings (GOGC and the memory limit)
+// when tb ends, and returns them.
+func keepGC(tb testing.TB) (gcPercent int, memLimit int64) {
+	gcPercent, memLimit = debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
 	debug.SetGCPercent(gcPercent)
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		debug.SetGCPercent(gcPercent)
 		debug.SetMemoryLimit(memLimit)
 	})
+	return gcPercent, memLimit
+}
+
+func TestTuneGC(t *testing.T) {
+	gcPercent, memLimit := keepGC(t)
 	cfg := DefaultConfig()
 	cfg.MaxBytesInFlight = 64 << 20
 	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
