@@ -190,12 +190,9 @@ func (f *Fetcher) dial(ctx context.Context) (*kafka.Conn, error) {
 // error; it returns the next offset to read and whether any fetch succeeded.
 func (f *Fetcher) read(ctx context.Context, conn *kafka.Conn, offset int64) (int64, bool, error) {
 	progressed, ok := false, true
-	offset, err := f.resolve(conn, offset)
+	offset, err := f.seek(conn, offset)
 	if err != nil {
 		return offset, false, err
-	}
-	if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-		return offset, false, fmt.Errorf("seek %d: %w", offset, err)
 	}
 	for ctx.Err() == nil {
 		// The broker answers within MaxWait; the rest is for reading the
@@ -235,11 +232,8 @@ func (f *Fetcher) read(ctx context.Context, conn *kafka.Conn, offset int64) (int
 		case errors.Is(err, kafka.OffsetOutOfRange):
 			// Below the log's start (retention deleted it): move up. Past
 			// the end: wait for data.
-			if offset, err = f.resolve(conn, offset); err != nil {
+			if offset, err = f.seek(conn, offset); err != nil {
 				return offset, progressed, err
-			}
-			if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
-				return offset, progressed, fmt.Errorf("seek %d: %w", offset, err)
 			}
 			if !sleep(ctx, MaxWait) {
 				return offset, progressed, nil
@@ -251,8 +245,20 @@ func (f *Fetcher) read(ctx context.Context, conn *kafka.Conn, offset int64) (int
 	return offset, progressed, nil
 }
 
-// resolve turns kafka.FirstOffset, kafka.LastOffset and an offset below the
-// log's start into a real offset.
+// seek positions conn at offset, first turning kafka.FirstOffset,
+// kafka.LastOffset and an offset below the log's start into a real offset,
+// which it returns.
+func (f *Fetcher) seek(conn *kafka.Conn, offset int64) (int64, error) {
+	offset, err := f.resolve(conn, offset)
+	if err != nil {
+		return offset, err
+	}
+	if _, err := conn.Seek(offset, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return offset, fmt.Errorf("seek %d: %w", offset, err)
+	}
+	return offset, nil
+}
+
 func (f *Fetcher) resolve(conn *kafka.Conn, offset int64) (int64, error) {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	defer conn.SetDeadline(time.Time{})
