@@ -28,6 +28,21 @@ func config(c *kafkatest.Cluster, topic string) Config {
 	return Config{Brokers: c.Brokers, Dialer: &kafka.Dialer{Timeout: 5 * time.Second}, Topic: topic}
 }
 
+// next returns f's next message, failing the test on a fetch error or when
+// none comes within 20 s.
+func next(t *testing.T, f *Fetcher) kafka.Message {
+	t.Helper()
+	select {
+	case m := <-f.Msgs:
+		return m
+	case err := <-f.Errs:
+		t.Fatalf("fetch: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message")
+	}
+	return kafka.Message{}
+}
+
 // TestFetcher reads a partition from an offset, in order, then stops
 // without leaking its goroutine; a nil Fetcher stops too.
 func TestFetcher(t *testing.T) {
@@ -41,15 +56,8 @@ func TestFetcher(t *testing.T) {
 		t.Fatal("Start feeds Batches")
 	}
 	for want := int64(2); want < 5; want++ {
-		select {
-		case m := <-f.Msgs:
-			if m.Offset != want || string(m.Value) != fmt.Sprintf("v%d", want) {
-				t.Fatalf("got offset %d value %q, want offset %d", m.Offset, m.Value, want)
-			}
-		case err := <-f.Errs:
-			t.Fatalf("fetch: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no message at offset %d", want)
+		if m := next(t, f); m.Offset != want || string(m.Value) != fmt.Sprintf("v%d", want) {
+			t.Fatalf("got offset %d value %q, want offset %d", m.Offset, m.Value, want)
 		}
 	}
 	var none *Fetcher
@@ -176,16 +184,9 @@ func TestFetcherRetriesThenReports(t *testing.T) {
 
 	failFetches(int16(kafka.NotLeaderForPartition), 3)
 	f := Start(config(c, "t"), kafka.FirstOffset, 8)
-	for want := int64(0); want < 5; want++ {
-		select {
-		case m := <-f.Msgs:
-			if m.Offset != want {
-				t.Fatalf("got offset %d, want %d", m.Offset, want)
-			}
-		case err := <-f.Errs:
-			t.Fatalf("a retriable error was reported: %v", err)
-		case <-time.After(20 * time.Second):
-			t.Fatalf("no message at offset %d", want)
+	for want := int64(0); want < 5; want++ { // a retriable error reported fails next
+		if m := next(t, f); m.Offset != want {
+			t.Fatalf("got offset %d, want %d", m.Offset, want)
 		}
 	}
 	f.Stop()
@@ -216,15 +217,8 @@ func TestFetcherWaitsPastTheEnd(t *testing.T) {
 	defer f.Stop()
 	time.Sleep(300 * time.Millisecond) // a few out-of-range fetches
 	c.Produce(t, "t", kafkatest.Messages("w", 5)...)
-	select {
-	case m := <-f.Msgs:
-		if m.Offset != 8 || string(m.Value) != "w3" {
-			t.Fatalf("got offset %d value %q, want offset 8 value w3", m.Offset, m.Value)
-		}
-	case err := <-f.Errs:
-		t.Fatalf("fetch: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no message at offset 8")
+	if m := next(t, f); m.Offset != 8 || string(m.Value) != "w3" {
+		t.Fatalf("got offset %d value %q, want offset 8 value w3", m.Offset, m.Value)
 	}
 }
 
@@ -242,17 +236,11 @@ func TestFetcherSkipsDeletedRecords(t *testing.T) {
 	cfg.OnSkip = func(from, to int64) { skipped <- [2]int64{from, to} }
 	f := Start(cfg, 0, 8)
 	defer f.Stop()
-	select {
-	case m := <-f.Msgs:
-		if m.Offset == 0 || string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
-			t.Fatalf("got offset %d value %q: retention deleted nothing, or the fetcher misread", m.Offset, m.Value)
-		}
-		if r := <-skipped; r != [2]int64{0, m.Offset} {
-			t.Errorf("OnSkip told of %v, want [0 %d]", r, m.Offset)
-		}
-	case err := <-f.Errs:
-		t.Fatalf("fetch: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no message")
+	m := next(t, f)
+	if m.Offset == 0 || string(m.Value) != fmt.Sprintf("v%d", m.Offset) {
+		t.Fatalf("got offset %d value %q: retention deleted nothing, or the fetcher misread", m.Offset, m.Value)
+	}
+	if r := <-skipped; r != [2]int64{0, m.Offset} {
+		t.Errorf("OnSkip told of %v, want [0 %d]", r, m.Offset)
 	}
 }
