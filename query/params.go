@@ -2,6 +2,7 @@ package query
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,13 +41,31 @@ func ParseTag(s string) (key, value string, err error) {
 	return s[:i], s[i+1:], nil
 }
 
-// ParseTime reads an RFC 3339 time or a YYYY-MM-DD date (UTC midnight).
+// The times a model.Timestamp (int64 nanoseconds since the epoch) can hold:
+// 1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z. Times
+// outside are refused rather than wrapped around.
+var (
+	minTime = time.Unix(0, math.MinInt64).UTC()
+	maxTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// timestampOf converts t, refusing a time outside [minTime, maxTime]; what
+// names the input in the message.
+func timestampOf(what string, t time.Time) (model.Timestamp, error) {
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, badf("%s is outside the range of timestamps (%s to %s)", what, minTime.Format(time.DateOnly), maxTime.Format(time.DateOnly))
+	}
+	return model.TimestampOf(t), nil
+}
+
+// ParseTime reads an RFC 3339 time or a YYYY-MM-DD date (UTC midnight)
+// between 1677-09-21 and 2262-04-11.
 func ParseTime(s string) (model.Timestamp, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return model.TimestampOf(t), nil
+		return timestampOf(fmt.Sprintf("time %q", s), t)
 	}
 	if t, err := time.Parse("2006-01-02", s); err == nil {
-		return model.TimestampOf(t), nil
+		return timestampOf(fmt.Sprintf("time %q", s), t)
 	}
 	return 0, badf("time %q: want RFC 3339 (2026-03-10T14:00:00Z) or a date (2026-03-10)", s)
 }
@@ -61,7 +80,8 @@ func parseRange(v url.Values, now time.Time) (start, end model.Timestamp, err er
 		if err != nil || d <= 0 {
 			return 0, 0, badf("since %q: want a positive duration such as 15m or 24h", since)
 		}
-		return model.TimestampOf(now.Add(-d)), 0, nil
+		start, err := timestampOf(fmt.Sprintf("since %q", since), now.Add(-d))
+		return start, 0, err
 	}
 	if s != "" {
 		if start, err = ParseTime(s); err != nil {

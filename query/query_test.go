@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -110,6 +111,9 @@ func TestAPIErrors(t *testing.T) {
 		{"unpromoted tag", "GET", "/api/v1/traces?tag=color=red", 400, "not searchable"},
 		{"since and start", "GET", "/api/v1/traces?since=1h&start=2026-03-10", 400, "since cannot be combined"},
 		{"bad time", "GET", "/api/v1/bottlenecks?start=yesterday", 400, "RFC 3339"},
+		{"start past 2262", "GET", "/api/v1/traces?start=2300-01-01", 400, "outside the range of timestamps (1677-09-21 to 2262-04-11)"},
+		{"end before 1677", "GET", "/api/v1/bottlenecks?end=1600-01-01T00:00:00Z", 400, "outside the range"},
+		{"edges start past 2262", "GET", "/api/v1/edges?caller=frontend&callee=db&start=2262-04-12", 400, "outside the range"},
 		{"rollups need operation", "GET", "/api/v1/rollups?service=db", 400, "operation"},
 		{"bad resolution", "GET", "/api/v1/rollups?service=db&operation=x&resolution=fast", 400, "resolution"},
 		{"edges need caller", "GET", "/api/v1/edges?callee=db", 400, "edges need a caller"},
@@ -321,7 +325,12 @@ func TestParseTag(t *testing.T) {
 func FuzzParseQueries(f *testing.F) {
 	for _, s := range []string{"service=a&operation=b&tag=shard:7&minDuration=1ms&maxDuration=2s&since=1h&limit=5&order=newest",
 		"start=2026-03-10&end=2026-03-11T00:00:00Z", "resolution=1d&service=a&operation=b&dim=x=y&kind=server",
-		"caller=a&callee=b&resolution=1h&start=2026-03-11&end=2026-03-10", "limit=-1", "tag=%3D"} {
+		"caller=a&callee=b&resolution=1h&start=2026-03-11&end=2026-03-10", "limit=-1", "tag=%3D",
+		"start=2300-01-01", "end=1600-01-01T00:00:00Z", "start=2262-04-11T23:47:16.854775807Z", "start=2262-04-11T23:47:16.854775808Z",
+		"start=1677-09-21T00:12:43.145224191Z&end=2026-01-01", "since=2562047h47m16s", "since=0s", "since=1e3h",
+		"minDuration=-1ns", "maxDuration=9223372036854775807ns", "limit=10000", "limit=10001", "limit=%2B5", "order=oldest",
+		"kind=server&resolution=1m&service=a&operation=b&dim=x", "tag=k%3Dv&tag=k%3Dw", "service=a&service=b", "start=2026-02-30",
+		"start=2026-03-10T14:00:00%2B14:00", "start=0001-01-01", "start=9999-12-31T23:59:59.999999999Z"} {
 		f.Add(s)
 	}
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
@@ -330,17 +339,66 @@ func FuzzParseQueries(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if q, err := ParseTraceQuery(v, now); err == nil {
-			if q.Limit < 1 || q.Limit > model.MaxLimit || (q.End != 0 && q.Start > q.End) {
-				t.Fatalf("accepted invalid trace query %+v", q)
+		// checkRange: an accepted start or end is the time that was asked
+		// for (no wrap-around past the int64 nanosecond range).
+		checkRange := func(start, end model.Timestamp) {
+			t.Helper()
+			for _, c := range []struct {
+				param string
+				got   model.Timestamp
+			}{{"start", start}, {"end", end}} {
+				s := v.Get(c.param)
+				if s == "" || v.Get("since") != "" {
+					continue
+				}
+				want, err := time.Parse(time.RFC3339Nano, s)
+				if err != nil {
+					if want, err = time.Parse(time.DateOnly, s); err != nil {
+						t.Fatalf("%s=%q accepted but not a time", c.param, s)
+					}
+				}
+				if !c.got.Time().Equal(want) {
+					t.Fatalf("%s=%q read as %s", c.param, s, c.got.Time())
+				}
 			}
 		}
-		if q, err := ParseRollupQuery(v, now); err == nil && (q.Resolution <= 0 || q.Service == "" || q.Operation == "") {
-			t.Fatalf("accepted invalid rollup query %+v", q)
+		badQuery := func(err error) {
+			t.Helper()
+			if err != nil && !errors.Is(err, model.ErrBadQuery) {
+				t.Fatalf("error does not wrap ErrBadQuery: %v", err)
+			}
 		}
-		if q, err := ParseEdgeQuery(v, now); err == nil && (q.Resolution <= 0 || q.Caller == "" || q.Callee == "" || (q.End != 0 && q.Start > q.End)) {
-			t.Fatalf("accepted invalid edge query %+v", q)
+		tq, err := ParseTraceQuery(v, now)
+		badQuery(err)
+		if err == nil {
+			if tq.Limit < 1 || tq.Limit > model.MaxLimit || (tq.End != 0 && tq.Start > tq.End) || tq.MinDuration < 0 || tq.MaxDuration < 0 {
+				t.Fatalf("accepted invalid trace query %+v", tq)
+			}
+			checkRange(tq.Start, tq.End)
 		}
-		ParseBottleneckQuery(v, now)
+		rq, err := ParseRollupQuery(v, now)
+		badQuery(err)
+		if err == nil {
+			if rq.Resolution <= 0 || rq.Service == "" || rq.Operation == "" {
+				t.Fatalf("accepted invalid rollup query %+v", rq)
+			}
+			checkRange(rq.Start, rq.End)
+		}
+		eq, err := ParseEdgeQuery(v, now)
+		badQuery(err)
+		if err == nil {
+			if eq.Resolution <= 0 || eq.Caller == "" || eq.Callee == "" || (eq.End != 0 && eq.Start > eq.End) {
+				t.Fatalf("accepted invalid edge query %+v", eq)
+			}
+			checkRange(eq.Start, eq.End)
+		}
+		bq, err := ParseBottleneckQuery(v, now)
+		badQuery(err)
+		if err == nil {
+			if bq.Limit < 1 || bq.Limit > model.MaxLimit {
+				t.Fatalf("accepted invalid bottleneck query %+v", bq)
+			}
+			checkRange(bq.Start, bq.End)
+		}
 	})
 }
