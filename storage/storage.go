@@ -32,12 +32,38 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/tracepipe/tracepipe/model"
 )
+
+// ErrPermanent marks a write the backend rejected for good (a document or
+// statement it can never accept): retrying cannot succeed, so the caller
+// dead-letters the record and moves on. Other write errors are transient.
+var ErrPermanent = errors.New("rejected for good")
+
+// Per-trace limits of a summary, well inside the engines' (Elasticsearch:
+// 10,000 nested objects per document; SQLite: 32,766 variables per
+// statement, which storage/embedded chunks within anyway). Summarize keeps
+// what is over them out of the summary (the spans are stored whole).
+const (
+	// MaxSummaryOperations bounds the per-operation totals of one summary;
+	// the smallest (by critical path, then self time) are merged into one
+	// entry named OverflowOperation for service and operation.
+	MaxSummaryOperations = 1000
+	// MaxSummaryServices bounds the services listed (the first in order).
+	MaxSummaryServices = 1000
+	// MaxPromotedValues bounds the values of one promoted tag key per trace
+	// (the first in byte order are kept and searchable).
+	MaxPromotedValues = 100
+)
+
+// OverflowOperation is the service and operation name of the summary entry
+// that holds the totals of the operations beyond MaxSummaryOperations.
+const OverflowOperation = "__overflow__"
 
 // TraceWriter stores assembled traces: their spans (Jaeger's schema) and one
 // summary per trace, carrying the analysis.
@@ -194,13 +220,14 @@ func Summarize(at *model.AssembledTrace, promoted []string) model.TraceSummary {
 		addTags(sp.Tags)
 		addTags(sp.Process.Tags)
 	}
-	s.Services = sortedKeys(services)
+	s.Services = capped(sortedKeys(services), MaxSummaryServices)
 	if tags != nil {
 		s.PromotedTags = make(map[string][]string, len(tags))
 		for k, vs := range tags {
-			s.PromotedTags[k] = sortedKeys(vs)
+			s.PromotedTags[k] = capped(sortedKeys(vs), MaxPromotedValues)
 		}
 	}
+	s.Operations = capOperations(s.Operations, MaxSummaryOperations)
 	if b, ok := a.Bottleneck(); ok {
 		s.Bottleneck = b.OperationKey
 		s.BottleneckCriticalPath = b.CriticalPath
@@ -209,6 +236,35 @@ func Summarize(at *model.AssembledTrace, promoted []string) model.TraceSummary {
 		s.SpanCount = len(at.Trace.Spans)
 	}
 	return s
+}
+
+func capped(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n:n]
+	}
+	return s
+}
+
+// capOperations keeps the first n-1 operations of ops (the analysis orders
+// them by critical path, then self time, descending) and merges the rest
+// into one OverflowOperation entry, so totals stay exact. ops is not
+// modified.
+func capOperations(ops []model.OperationSummary, n int) []model.OperationSummary {
+	if len(ops) <= n {
+		return ops
+	}
+	out := make([]model.OperationSummary, n)
+	copy(out, ops[:n-1])
+	o := model.OperationSummary{OperationKey: model.OperationKey{Service: OverflowOperation, Operation: OverflowOperation}}
+	for _, x := range ops[n-1:] {
+		o.Count += x.Count
+		o.Errors += x.Errors
+		o.Duration += x.Duration
+		o.Self += x.Self
+		o.CriticalPath += x.CriticalPath
+	}
+	out[n-1] = o
+	return out
 }
 
 func sortedKeys(m map[string]struct{}) []string {

@@ -132,7 +132,7 @@ func storedOps(ctx context.Context, tx *sql.Tx, id string) (start, duration int6
 
 // flush applies the deltas and drops buckets that became empty.
 func (d *deltas) flush(ctx context.Context, tx *sql.Tx) error {
-	const chunk = 500
+	const chunk = maxVars / 10
 	var args []any
 	var emptied []opBucketKey
 	n := 0

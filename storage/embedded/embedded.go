@@ -49,7 +49,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
@@ -238,12 +239,12 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		// travel with the analysis, which only GetTrace reads.
 		analysis, err := json.Marshal(detail{Operations: d.Operations, Analysis: d.Analysis})
 		if err != nil {
-			return fmt.Errorf("encode analysis of %s: %w", sum.TraceID, err)
+			return fmt.Errorf("encode analysis of %s: %w: %w", sum.TraceID, storage.ErrPermanent, err)
 		}
 		d.Analysis, d.Operations = dbmodel.Analysis{}, nil
 		doc, err := json.Marshal(d)
 		if err != nil {
-			return fmt.Errorf("encode trace %s: %w", sum.TraceID, err)
+			return fmt.Errorf("encode trace %s: %w: %w", sum.TraceID, storage.ErrPermanent, err)
 		}
 		spans = spans[:0]
 		for _, sp := range at.Trace.Spans {
@@ -251,7 +252,7 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		}
 		buf, err = json.Marshal(spans)
 		if err != nil {
-			return fmt.Errorf("encode spans of %s: %w", sum.TraceID, err)
+			return fmt.Errorf("encode spans of %s: %w: %w", sum.TraceID, storage.ErrPermanent, err)
 		}
 		rows[i] = row{id: sum.TraceID.String(), summary: sum, doc: s.enc.EncodeAll(doc, nil), analysis: s.enc.EncodeAll(analysis, nil), spn: s.enc.EncodeAll(buf, nil)}
 	}
@@ -282,7 +283,7 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		}
 		res, err := upTrace.ExecContext(ctx, r.id, r.summary.Version, int64(r.summary.Start), int64(r.summary.Duration), r.doc, r.analysis)
 		if err != nil {
-			return fmt.Errorf("write trace %s: %w", r.id, err)
+			return fmt.Errorf("write trace %s: %w", r.id, classify(err))
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			continue // a newer version is stored
@@ -292,26 +293,26 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		}
 		dl.add(1, int64(r.summary.Start), int64(r.summary.Duration), r.summary.Operations)
 		if _, err := upSpans.ExecContext(ctx, r.id, r.spn); err != nil {
-			return fmt.Errorf("write spans of %s: %w", r.id, err)
+			return fmt.Errorf("write spans of %s: %w", r.id, classify(err))
 		}
 		for _, st := range []*sql.Stmt{delOps, delTags} {
 			if _, err := st.ExecContext(ctx, r.id); err != nil {
 				return fmt.Errorf("write trace %s: %w", r.id, err)
 			}
 		}
-		// Multi-row inserts: one statement per trace and table, since each
-		// statement costs far more than a row.
+		// Multi-row inserts, since each statement costs far more than a
+		// row, in chunks of at most maxVars variables (SQLite's limit is
+		// 32766 per statement).
 		if len(r.summary.Operations) > 0 {
 			args = args[:0]
 			for _, o := range r.summary.Operations {
 				args = append(args, r.id, int64(r.summary.Start), o.Service, o.Operation, o.Count, o.Errors, int64(o.Duration), int64(o.Self), int64(o.CriticalPath))
 			}
-			q := `INSERT INTO trace_ops (trace_id, start, service, operation, count, errors, duration, self, critical_path) VALUES ` +
-				placeholders(len(r.summary.Operations), 9) +
+			if err := insertRows(ctx, tx, `INSERT INTO trace_ops (trace_id, start, service, operation, count, errors, duration, self, critical_path) VALUES `,
 				` ON CONFLICT DO UPDATE SET count=count+excluded.count, errors=errors+excluded.errors,
-				  duration=duration+excluded.duration, self=self+excluded.self, critical_path=critical_path+excluded.critical_path`
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return fmt.Errorf("write trace %s: operations: %w", r.id, err)
+				  duration=duration+excluded.duration, self=self+excluded.self, critical_path=critical_path+excluded.critical_path`,
+				9, args); err != nil {
+				return fmt.Errorf("write trace %s: operations: %w", r.id, classify(err))
 			}
 		}
 		if len(r.summary.PromotedTags) > 0 {
@@ -321,9 +322,8 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 					args = append(args, r.id, k, v)
 				}
 			}
-			q := `INSERT OR IGNORE INTO trace_tags (trace_id, key, value) VALUES ` + placeholders(len(args)/3, 3)
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				return fmt.Errorf("write trace %s: tags: %w", r.id, err)
+			if err := insertRows(ctx, tx, `INSERT OR IGNORE INTO trace_tags (trace_id, key, value) VALUES `, "", 3, args); err != nil {
+				return fmt.Errorf("write trace %s: tags: %w", r.id, classify(err))
 			}
 		}
 	}
@@ -332,6 +332,40 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("write traces: commit: %w", err)
+	}
+	return nil
+}
+
+// classify marks err as storage.ErrPermanent when SQLite refused the
+// statement for a reason retrying cannot fix (too big, a constraint or type
+// mismatch, too many variables or another SQL logic error); busy, locked,
+// I/O, full-disk and the like stay transient.
+func classify(err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_ERROR, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE:
+		return fmt.Errorf("%w: %w", storage.ErrPermanent, err)
+	}
+	return err
+}
+
+// maxVars bounds the variables of one statement, well inside SQLite's
+// SQLITE_MAX_VARIABLE_NUMBER (32766).
+const maxVars = 4096
+
+// insertRows runs prefix + "(?,…),(?,…)…" + suffix over args, cols
+// variables per row, in as many statements as keep each within maxVars.
+func insertRows(ctx context.Context, tx *sql.Tx, prefix, suffix string, cols int, args []any) error {
+	per := max(maxVars/cols, 1) * cols
+	for len(args) > 0 {
+		n := min(len(args), per)
+		if _, err := tx.ExecContext(ctx, prefix+placeholders(n/cols, cols)+suffix, args[:n]...); err != nil {
+			return err
+		}
+		args = args[n:]
 	}
 	return nil
 }
@@ -588,13 +622,16 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 	if err != nil {
 		return nil, err
 	}
-	where, args := filter(q.Service, "", nil, 0, 0, q.Start, q.End)
+	if err := model.CheckPromoted(q.Tags, s.promoted); err != nil {
+		return nil, err
+	}
+	where, args := filter(q.Service, "", q.Tags, 0, 0, q.Start, q.End)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("bottlenecks: %w", err)
 	}
 	defer tx.Rollback()
-	if q.Service == "" {
+	if q.Service == "" && len(q.Tags) == 0 {
 		byOp, total, err := bucketBottlenecks(ctx, tx, q.Start, q.End)
 		if err != nil {
 			return nil, fmt.Errorf("bottlenecks: %w", err)
@@ -605,7 +642,7 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 		}
 		return storage.RankBottlenecks(out, total, q.Limit), nil
 	}
-	// With a service filter, sum the operations of the matching traces.
+	// With a service or tag filter, sum the operations of the matching traces.
 	var total sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT SUM(t.duration) FROM traces t"+where, args...).Scan(&total); err != nil {
 		return nil, fmt.Errorf("bottlenecks: %w", err)
