@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"EdgeSeries", testEdges},
 		{"EdgeBadQueries", testEdgeBadQueries},
 		{"Retention", testRetention},
+		{"WideTrace", testWideTrace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
