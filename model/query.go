@@ -186,9 +186,11 @@ type BottleneckRow struct {
 
 // BottleneckQuery selects the traces that TopBottlenecks ranks over: those
 // that started in [Start, End) (zero means unbounded), optionally only those
-// with a span of Service. Limit is as in TraceQuery.
+// with a span of Service and only those with every promoted tag of Tags (as
+// in TraceQuery). Limit is as in TraceQuery.
 type BottleneckQuery struct {
 	Service string
+	Tags    map[string]string
 	Start   Timestamp
 	End     Timestamp
 	Limit   int
@@ -196,7 +198,7 @@ type BottleneckQuery struct {
 
 // Normalize checks q and fills the default limit. Errors wrap ErrBadQuery.
 func (q BottleneckQuery) Normalize() (BottleneckQuery, error) {
-	t, err := TraceQuery{Start: q.Start, End: q.End, Limit: q.Limit}.Normalize()
+	t, err := TraceQuery{Start: q.Start, End: q.End, Limit: q.Limit, Tags: q.Tags}.Normalize()
 	q.Limit = t.Limit
 	return q, err
 }

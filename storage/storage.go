@@ -138,6 +138,7 @@ type Store interface {
 	EdgeWriter
 	Reader
 	EdgeReader
+	ServiceReader
 	// DeleteBefore removes the data of every UTC day that ended at or before
 	// cutoff: traces (by start), spans, rollups and edge rollups (by window
 	// start) of days before cutoff's UTC day. Data of cutoff's own day is kept.

@@ -196,6 +196,9 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 	if err != nil {
 		return nil, err
 	}
+	if err := model.CheckPromoted(q.Tags, s.cfg.PromotedTags); err != nil {
+		return nil, err
+	}
 	terms := elastic.NewTermsAggregation().Field("operations.key").Size(maxOperations).
 		Order("cp", false).
 		SubAggregation("cp", elastic.NewSumAggregation().Field("operations.criticalPathNanos")).
@@ -206,7 +209,7 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 		SubAggregation("service", elastic.NewTermsAggregation().Field("operations.service").Size(1)).
 		SubAggregation("operation", elastic.NewTermsAggregation().Field("operations.operation").Size(1))
 	res, err := s.search(s.x.tracesPattern()).
-		Query(filter(q.Service, "", nil, 0, 0, q.Start, q.End)).Size(0).TrackTotalHits(false).
+		Query(filter(q.Service, "", q.Tags, 0, 0, q.Start, q.End)).Size(0).TrackTotalHits(false).
 		Aggregation("total", elastic.NewSumAggregation().Field("durationNanos")).
 		Aggregation("ops", elastic.NewNestedAggregation().Path("operations").SubAggregation("keys", terms)).
 		Do(ctx)

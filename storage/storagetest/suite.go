@@ -34,6 +34,8 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"RollupSeries", testRollups},
 		{"EdgeSeries", testEdges},
 		{"EdgeBadQueries", testEdgeBadQueries},
+		{"Services", testServices},
+		{"EdgeRollups", testEdgeRollups},
 		{"Retention", testRetention},
 		{"WideTrace", testWideTrace},
 	}
@@ -459,6 +461,20 @@ func testBottlenecks(t *testing.T, s storage.Store) {
 	check("from", model.BottleneckQuery{Start: Day0.Add(90 * time.Minute), Limit: 10}, between(90*time.Minute, 24*time.Hour))
 	check("until", model.BottleneckQuery{End: Day0.Add(90 * time.Minute), Limit: 10}, between(-time.Hour, 90*time.Minute))
 	check("empty range", model.BottleneckQuery{Start: Day0.Add(-2 * time.Hour), End: Day0.Add(-time.Hour), Limit: 10}, func(a *model.AssembledTrace) bool { return false })
+	shard := func(v string) func(a *model.AssembledTrace) bool {
+		return func(a *model.AssembledTrace) bool {
+			kv, _ := a.Trace.Spans[0].Tags.Find("shard")
+			return kv.AsString() == v
+		}
+	}
+	check("tag", model.BottleneckQuery{Tags: map[string]string{"shard": "1"}, Limit: 10}, shard("1"))
+	check("tag and range", model.BottleneckQuery{Tags: map[string]string{"shard": "2"}, Start: Day0.Add(5 * time.Minute), End: Day0.Add(12 * time.Minute), Limit: 10},
+		func(a *model.AssembledTrace) bool { return shard("2")(a) && between(5*time.Minute, 12*time.Minute)(a) })
+	check("tag and service", model.BottleneckQuery{Service: "ledger", Tags: map[string]string{"host": "h0", "shard": "0"}, Limit: 10},
+		func(a *model.AssembledTrace) bool { return shard("0")(a) && backend(a) == "ledger" })
+	if _, err := s.TopBottlenecks(ctx(t), model.BottleneckQuery{Tags: map[string]string{"nope": "1"}}); !errors.Is(err, model.ErrBadQuery) {
+		t.Errorf("bottlenecks by an unpromoted tag: err = %v, want ErrBadQuery", err)
+	}
 }
 
 func abs(f float64) float64 {
