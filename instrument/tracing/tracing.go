@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/opentracing/opentracing-go"
@@ -85,8 +86,13 @@ func Config(service string) (*config.Configuration, error) {
 	if cfg.Reporter == nil {
 		cfg.Reporter = &config.ReporterConfig{}
 	}
-	if cfg.Reporter.LocalAgentHostPort == "" {
-		cfg.Reporter.LocalAgentHostPort = DefaultAgent
+	if os.Getenv("JAEGER_AGENT_HOST") == "" {
+		// jaeger-client-go defaults to localhost, which may be ::1.
+		port := os.Getenv("JAEGER_AGENT_PORT")
+		if port == "" {
+			port = "6831"
+		}
+		cfg.Reporter.LocalAgentHostPort = net.JoinHostPort("127.0.0.1", port)
 	}
 	return cfg, nil
 }
