@@ -1,6 +1,7 @@
 package query
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -21,8 +22,9 @@ import (
 //	                               resolution, since or start/end): {"edges": [...]}
 //
 // Errors are {"error": "message"} with 400 for a bad query, 404 for a missing
-// trace (or an unknown path), 405 for a method other than GET/HEAD and 500
-// for a backend failure (logged, message kept).
+// trace (or an unknown path), 405 for a method other than GET/HEAD, 503 with
+// Retry-After when served through Limit and over its budget, and 500 for a
+// backend failure (logged with a request ID; the answer says only that ID).
 type Handler struct {
 	r   Reader
 	now func() time.Time
@@ -128,15 +130,25 @@ func (h *Handler) edges(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"edges": NewEdges(res)})
 }
 
+// fail answers err: 400 and 404 with its message; 503 when the request's
+// budget (Limit) ran out; nothing when the client went away (logged at
+// debug); otherwise 500 with a generic message and the request ID, the error
+// itself logged with that ID and never sent.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	ctx := r.Context()
 	switch {
 	case errors.Is(err, model.ErrBadQuery):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, model.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		overBudget(w, r)
+	case ctx.Err() != nil:
+		h.log.Debug("client went away", "request_id", requestInfo(ctx).id, "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
 	default:
-		h.log.Error("query failed", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		id := requestInfo(ctx).id
+		h.log.Error("query failed", "request_id", id, "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+		writeErrorID(w, http.StatusInternalServerError, "internal error; the server log has the details under request ID "+id, id)
 	}
 }
 
@@ -151,4 +163,11 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// writeErrorID is writeError with the request's ID: {"error", "requestId"}.
+func writeErrorID(w http.ResponseWriter, code int, msg, id string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "requestId": id})
 }

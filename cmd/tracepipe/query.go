@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -345,7 +344,13 @@ func (c *queryCmd) serve(ctx context.Context, st query.Reader, stdout io.Writer)
 		return fmt.Errorf("listen %s: %w", c.listen, err)
 	}
 	log := slog.New(slog.NewTextHandler(stdout, nil))
-	srv := &http.Server{Handler: query.NewHandler(st, time.Now, log), ReadHeaderTimeout: 10 * time.Second}
+	limits := query.DefaultLimits()
+	h, err := query.Limit(query.NewHandler(st, time.Now, log), limits, query.LimitOptions{Logger: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := query.NewServer(h, limits)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("query API listening", "url", "http://"+ln.Addr().String()+"/api/v1/traces")

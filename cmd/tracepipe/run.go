@@ -110,10 +110,16 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	qlog := log.With("component", "query")
+	// The limits wrap everything the query listener serves.
+	queryAPI, err := query.Limit(query.NewHandler(store, time.Now, qlog), query.DefaultLimits(), query.LimitOptions{Logger: qlog, Registry: reg})
+	if err != nil {
+		return err
+	}
 	deps := local.Deps{
 		Registry: reg,
 		Logger:   log,
-		Query:    query.NewHandler(store, time.Now, log.With("component", "query")),
+		Query:    queryAPI,
 		Stages: func(brokers []string) ([]local.Stage, error) {
 			icfg := index.DefaultConfig()
 			icfg.Brokers = brokers

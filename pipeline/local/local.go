@@ -172,7 +172,10 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		lns = append(lns, ln)
-		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second})
+		// The write timeout exceeds the query API's longest queue wait plus
+		// budget (query.DefaultLimits), with room to send the answer.
+		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute})
 		log.Info(what, "addr", ln.Addr().String())
 		return nil
 	}

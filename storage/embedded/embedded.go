@@ -64,7 +64,9 @@ type Options struct {
 	// PromotedTags are the searchable tag keys (default model.DefaultPromotedTags()).
 	// Changing them applies to traces written afterwards.
 	PromotedTags []string
-	// ReadConns is the size of the read pool (default: number of CPUs, at least 2).
+	// ReadConns is the size of the read pool (default: number of CPUs, at
+	// least 2, plus 4, so that cheap lookups find a connection while heavy
+	// queries hold one per CPU; see query.Limits).
 	ReadConns int
 }
 
@@ -151,7 +153,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	if o.ReadConns <= 0 {
-		o.ReadConns = max(runtime.NumCPU(), 2)
+		o.ReadConns = max(runtime.NumCPU(), 2) + 4
 	}
 	if dir := filepath.Dir(o.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
