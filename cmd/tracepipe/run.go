@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
+	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/index"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/query"
@@ -30,7 +31,9 @@ Runs the whole pipeline in one process on embedded defaults: a Kafka broker
 (persisted under --data-dir; collectors and 'tracepipe gen' produce spans to
 it), the ingester, the indexer writing explained traces to the embedded store
 (or Elasticsearch with --es-url), the aggregator writing per-operation rollups
-beside them, the query API and /metrics. With
+beside them, the collector (receiving spans from instrumented services over
+Jaeger UDP/HTTP and OTLP gRPC/HTTP on loopback; see docs/collector.md), the
+query API and /metrics. With
 --kafka-brokers it consumes from real Kafka instead of starting a broker.
 Stop it with Ctrl-C (SIGINT) or SIGTERM: it stops fetching, finishes and
 commits what is durable, and closes everything in order.
@@ -62,6 +65,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Ingest.IdleTimeout, "idle-timeout", cfg.Ingest.IdleTimeout, "emit a trace when no span arrived for this long")
 	fs.DurationVar(&cfg.Ingest.MaxWait, "max-wait", cfg.Ingest.MaxWait, "emit a trace at the latest this long after its first span")
 	fs.IntVar(&cfg.Ingest.MaxSpansPerTrace, "max-spans-per-trace", cfg.Ingest.MaxSpansPerTrace, "spans kept per trace; more are counted and the trace is marked truncated")
+	cfg.Collector.RegisterFlags(fs) // --jaeger-compact-udp, --otlp-grpc, ... (empty: that receiver off)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
@@ -120,6 +124,10 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Registry: reg,
 		Logger:   log,
 		Query:    queryAPI,
+		Collector: func(a collector.Addrs) {
+			log.Info("collector", "jaeger_compact_udp", a.JaegerCompactUDP, "jaeger_binary_udp", a.JaegerBinaryUDP,
+				"jaeger_http", a.JaegerHTTP, "otlp_grpc", a.OTLPGRPC, "otlp_http", a.OTLPHTTP, "sampling_http", a.SamplingHTTP)
+		},
 		Stages: func(brokers []string) ([]local.Stage, error) {
 			icfg := index.DefaultConfig()
 			icfg.Brokers = brokers

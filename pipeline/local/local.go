@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
 
@@ -62,6 +63,10 @@ type Config struct {
 	// Ingest configures the ingester; its Brokers are replaced by the
 	// embedded broker's address or by Brokers.
 	Ingest ingest.Config
+	// Collector configures the receivers of spans from instrumented
+	// services (none when every address is empty); its Brokers and
+	// SpansTopic are replaced by the broker addresses and Ingest.SpansTopic.
+	Collector collector.Config
 }
 
 // DefaultConfig returns the defaults of `tracepipe run`.
@@ -74,6 +79,7 @@ func DefaultConfig() Config {
 		QueryListen:  "127.0.0.1:16689",
 		MetricsAddr:  "127.0.0.1:9464",
 		Ingest:       ic,
+		Collector:    collector.DefaultConfig(),
 	}
 }
 
@@ -88,6 +94,13 @@ func (c *Config) Validate() error {
 		}
 		if c.Partitions < 1 || c.Partitions > 1024 {
 			return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
+		}
+	}
+	if c.Collector.Enabled() {
+		cc := c.Collector
+		cc.Brokers, cc.SpansTopic = []string{"placeholder:9092"}, "placeholder"
+		if err := cc.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -110,6 +123,9 @@ type Deps struct {
 	// Registry and Gatherer for the metrics endpoint; nil means a fresh registry.
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+	// Collector, if not nil, is told the collector's bound addresses once
+	// its sockets are bound (before ready).
+	Collector func(collector.Addrs)
 }
 
 // Run starts everything, blocks until ctx is cancelled or a component fails,
@@ -190,6 +206,26 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	if err := listen(cfg.QueryListen, deps.Query, "query API"); err != nil {
 		closeListeners()
 		return err
+	}
+	// The collector binds its sockets last: nothing can fail between its
+	// Listen and its Run, which owns them.
+	if cfg.Collector.Enabled() {
+		ccfg := cfg.Collector
+		ccfg.Brokers = brokers
+		ccfg.SpansTopic = cfg.Ingest.SpansTopic
+		col, err := collector.New(ccfg, collector.Options{Logger: log.With("stage", "collector"), Registry: reg})
+		if err == nil {
+			err = col.Listen()
+		}
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("collector: %w", err)
+		}
+		// Nothing fails from here on: the collector's Run owns its sockets.
+		stages = append(stages, namedStage{"collector", col})
+		if deps.Collector != nil {
+			deps.Collector(col.Addrs())
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)

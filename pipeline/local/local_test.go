@@ -36,6 +36,13 @@ func testConfig(t *testing.T, dir string) Config {
 	cfg.Ingest.CommitInterval = 100 * time.Millisecond
 	cfg.Ingest.SessionTimeout = 6 * time.Second
 	cfg.Ingest.ShutdownGrace = 3 * time.Second
+	cfg.Collector.JaegerCompactUDP = "127.0.0.1:0"
+	cfg.Collector.JaegerBinaryUDP = "127.0.0.1:0"
+	cfg.Collector.JaegerHTTP = "127.0.0.1:0"
+	cfg.Collector.OTLPGRPC = "127.0.0.1:0"
+	cfg.Collector.OTLPHTTP = "127.0.0.1:0"
+	cfg.Collector.SamplingHTTP = "127.0.0.1:0"
+	cfg.Collector.ShutdownGrace = 3 * time.Second
 	return cfg
 }
 
