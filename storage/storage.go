@@ -162,7 +162,8 @@ func DayStart(t time.Time) time.Time {
 
 // Summarize builds the searchable summary of an assembled trace. promoted
 // lists the tag keys whose values (span and process tags, as text) become
-// searchable.
+// searchable. When HostTag is promoted, the values of HostTagAliases are
+// searchable as HostTag too.
 //
 // The root is the analysis's root span; without one, the earliest-starting
 // span. Start, duration and counts come from the analysis, which the ingester
@@ -203,7 +204,7 @@ func Summarize(at *model.AssembledTrace, promoted []string) model.TraceSummary {
 	addTags := func(kvs model.KeyValues) {
 		for _, kv := range kvs {
 			for _, p := range promoted {
-				if kv.Key != p {
+				if kv.Key != p && (p != HostTag || !isHostAlias(kv.Key)) {
 					continue
 				}
 				if tags == nil {
@@ -266,6 +267,23 @@ func capOperations(ops []model.OperationSummary, n int) []model.OperationSummary
 	}
 	out[n-1] = o
 	return out
+}
+
+// HostTag is the promoted tag that also collects the host names real clients
+// send under other keys (HostTagAliases), so `--tag host=…` finds them.
+const HostTag = "host"
+
+// HostTagAliases are the tag keys searched as HostTag: jaeger-client-go's
+// process tag "hostname" and OpenTelemetry's resource attribute "host.name".
+var HostTagAliases = []string{"hostname", "host.name"}
+
+func isHostAlias(key string) bool {
+	for _, a := range HostTagAliases {
+		if key == a {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys(m map[string]struct{}) []string {

@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"NewestOrdering", testNewest},
 		{"ListingSummaries", testListingSummaries},
 		{"SearchByTagServiceOperationDuration", testSearch},
+		{"SearchHostAliases", testSearchHostAliases},
 		{"BadQueries", testBadQueries},
 		{"Bottlenecks", testBottlenecks},
 		{"RollupSeries", testRollups},
