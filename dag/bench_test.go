@@ -124,6 +124,15 @@ func BenchmarkAnalyzeWideFanout10000(b *testing.B) {
 // every run: span starts, logs and notes are restored before each analysis
 // (the restore loop is timed too).
 func BenchmarkAnalyzeSkew100(b *testing.B) {
+	for _, m := range []struct {
+		name   string
+		method ClockSkewMethod
+	}{{"host-offsets", ClockSkewHostOffsets}, {"per-span", ClockSkewPerSpan}} {
+		b.Run(m.name, func(b *testing.B) { benchSkew(b, Options{ClockSkew: m.method}) })
+	}
+}
+
+func benchSkew(b *testing.B, opts Options) {
 	traces := benchTraces(100, 64, true)
 	starts := make([][]model.Timestamp, len(traces))
 	for i, t := range traces {
@@ -134,7 +143,7 @@ func BenchmarkAnalyzeSkew100(b *testing.B) {
 	var a Analyzer
 	shifted := 0
 	for _, t := range traces {
-		for _, w := range a.Analyze(t, Options{}).Warnings {
+		for _, w := range a.Analyze(t, opts).Warnings {
 			if w.Kind == model.WarnClockSkew {
 				shifted++
 			}
@@ -148,7 +157,7 @@ func BenchmarkAnalyzeSkew100(b *testing.B) {
 			s.Start = starts[k][j]
 			s.Warnings = s.Warnings[:0]
 		}
-		a.Analyze(traces[k], Options{})
+		a.Analyze(traces[k], opts)
 	}
 	reportSpans(b, 100)
 	b.ReportMetric(float64(shifted)/float64(len(traces)), "shifts/trace")

@@ -111,7 +111,23 @@ type Options struct {
 	// DefaultMaxWarningsPerKind; negative means no cap). Beyond the cap, one
 	// last warning of that kind (SpanID 0) says how many were left out.
 	MaxWarningsPerKind int
+	// ClockSkew chooses the clock-skew repair (default ClockSkewHostOffsets).
+	ClockSkew ClockSkewMethod
 }
+
+// ClockSkewMethod is a way of repairing clock skew.
+type ClockSkewMethod uint8
+
+const (
+	// ClockSkewHostOffsets estimates one clock offset per host from all the
+	// trace's cross-host parent/child pairs and moves every span of a host by
+	// it; children that still do not fit their parent (conflicting or too
+	// many hosts) are then repaired one by one as ClockSkewPerSpan does.
+	ClockSkewHostOffsets ClockSkewMethod = iota
+	// ClockSkewPerSpan is Jaeger's adjuster: each cross-host child that does
+	// not fit its parent is shifted on its own, with its same-host subtree.
+	ClockSkewPerSpan
+)
 
 const (
 	DefaultMaxClockSkewAdjust = time.Minute
@@ -201,6 +217,7 @@ type Analyzer struct {
 	hosts     []hostID
 	hostKnown []bool
 	notes     []string // clock-skew note of each shifted span
+	sk        skewSolver
 
 	sortBuf  []sortKey
 	stack    []frame
@@ -257,7 +274,7 @@ func (a *Analyzer) Analyze(t *model.Trace, opts Options) model.Analysis {
 	a.buildChildren()
 	root, trueRoots := a.mainRoot()
 	a.rootWarnings(root, trueRoots)
-	a.adjustSkew()
+	a.adjustSkew(root)
 	a.sortChildren(a.n, trueRoots == 0)
 
 	if root >= 0 {
@@ -294,6 +311,8 @@ func (a *Analyzer) release() {
 	a.spans = nil
 	clear(a.hosts)
 	clear(a.notes)
+	clear(a.sk.keys)
+	clear(a.sk.sorted)
 	if len(a.opIndex) > 256 {
 		a.opIndex = nil // clearing a large map costs its capacity on every later call
 	} else {

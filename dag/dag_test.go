@@ -352,8 +352,8 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "clock skew different host shifted with subtree",
 			spans: []sp{
-				{id: 1, start: 0, dur: 100, host: "a"},
-				{id: 2, parent: 1, start: -10, dur: 40, host: "b"},
+				{id: 1, start: 0, dur: 100, host: "a", kind: model.KindClient},
+				{id: 2, parent: 1, start: -10, dur: 40, host: "b", kind: model.KindServer},
 				{id: 3, parent: 2, start: -5, dur: 10, host: "b"},
 			},
 			root: 1, dur: 100,
@@ -400,7 +400,8 @@ func TestAnalyze(t *testing.T) {
 			cp: []sec{{1, 0, 10}, {2, 10, 50}},
 		},
 		{
-			name: "clock skew of grandchild on third host judged afresh",
+			name: "per span: clock skew of grandchild on third host judged afresh",
+			opts: Options{ClockSkew: ClockSkewPerSpan},
 			spans: []sp{
 				{id: 1, start: 0, dur: 100, host: "a"},
 				{id: 2, parent: 1, start: 110, dur: 60, host: "b"}, // shifted by -90 to [20,80]
@@ -409,6 +410,70 @@ func TestAnalyze(t *testing.T) {
 			root: 1, dur: 100,
 			cp:    []sec{{1, 0, 20}, {2, 20, 30}, {3, 30, 40}, {2, 40, 80}, {1, 80, 100}},
 			warns: []model.WarningKind{model.WarnClockSkew},
+		},
+		{
+			name: "host offsets: grandchild on third host moved by the least shift, a hop inside its parent",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100, host: "a"},
+				{id: 2, parent: 1, start: 110, dur: 60, host: "b"}, // x_b in [70, 110]: 70 + 0.1 (hop)
+				{id: 3, parent: 2, start: 30, dur: 10, host: "c"},  // x_c − x_b in [−130, −80]: x_c = −10 (hop)
+			},
+			root: 1, dur: 100,
+			cp:    []sec{{1, 0, 39}, {2, 39, 40}, {3, 40, 50}, {2, 50, 99}, {1, 99, 100}},
+			warns: []model.WarningKind{model.WarnClockSkew, model.WarnClockSkew},
+			check: func(t *testing.T, tr *model.Trace, an model.Analysis) {
+				if got, want := tr.Spans[1].Start, ms(110)-model.Timestamp(70100*time.Microsecond); got != want {
+					t.Errorf("span 2 start %d, want %d", got, want)
+				}
+				if got, want := tr.Spans[2].Start, ms(40); got != want {
+					t.Errorf("span 3 start %d, want %d", got, want)
+				}
+			},
+		},
+		{
+			name: "host offsets: siblings on one host keep their order",
+			// Per span, 3 fits and stays while 2 is centred past it; one
+			// offset for host b moves both by the same amount.
+			spans: []sp{
+				{id: 1, start: 0, dur: 100, host: "a"},
+				{id: 2, parent: 1, start: -20, dur: 30, host: "b"},
+				{id: 3, parent: 1, start: 20, dur: 30, host: "b"},
+			},
+			root: 1, dur: 100,
+			// x_b in [−50, −20], no client/server evidence: the least shift
+			// keeping a hop, +20.1ms (sections shown truncated to ms).
+			cp:    []sec{{1, 0, 0}, {2, 0, 30}, {1, 30, 40}, {3, 40, 70}, {1, 70, 100}},
+			warns: []model.WarningKind{model.WarnClockSkew},
+			check: func(t *testing.T, tr *model.Trace, an model.Analysis) {
+				if d := tr.Spans[2].Start - tr.Spans[1].Start; d != model.Timestamp(40*time.Millisecond) {
+					t.Errorf("siblings %v apart, want 40ms", time.Duration(d))
+				}
+			},
+		},
+		{
+			name: "host offsets: client/server pairs of two hosts give the centre of their common interval",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100, host: "a", kind: model.KindServer},
+				{id: 2, parent: 1, start: 10, dur: 20, host: "a", kind: model.KindClient},
+				{id: 3, parent: 2, start: 14, dur: 10, host: "b", kind: model.KindServer}, // x_b in [−6, 4]
+				{id: 4, parent: 1, start: 50, dur: 20, host: "a", kind: model.KindClient},
+				{id: 5, parent: 4, start: 48, dur: 16, host: "b", kind: model.KindServer}, // x_b in [−6, −2]
+			},
+			root: 1, dur: 100,
+			// Common interval [−6, −2]: 0 does not fit, centre −4: b moves +4.
+			cp:    []sec{{1, 0, 10}, {2, 10, 18}, {3, 18, 28}, {2, 28, 30}, {1, 30, 50}, {4, 50, 52}, {5, 52, 68}, {4, 68, 70}, {1, 70, 100}},
+			warns: []model.WarningKind{model.WarnClockSkew},
+		},
+		{
+			name: "host offsets: conflicting pairs fall back to span by span",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100, host: "a"},
+				{id: 2, parent: 1, start: -10, dur: 40, host: "b"}, // x_b in [−70, −10]
+				{id: 3, parent: 1, start: 90, dur: 5, host: "b"},   // x_b in [−5, 90]
+			},
+			root: 1, dur: 100,
+			warns: []model.WarningKind{model.WarnClockSkew, model.WarnClockSkew},
+			cp:    []sec{{1, 0, 30}, {2, 30, 70}, {1, 70, 90}, {3, 90, 95}, {1, 95, 100}},
 		},
 		{
 			name: "same host not shifted",
@@ -661,8 +726,8 @@ func TestReanalyzeStable(t *testing.T) {
 // TestLogsShifted checks that log timestamps move with their span.
 func TestLogsShifted(t *testing.T) {
 	tr := buildTrace(
-		sp{id: 1, start: 0, dur: 100, host: "a"},
-		sp{id: 2, parent: 1, start: -10, dur: 40, host: "b"},
+		sp{id: 1, start: 0, dur: 100, host: "a", kind: model.KindClient},
+		sp{id: 2, parent: 1, start: -10, dur: 40, host: "b", kind: model.KindServer},
 	)
 	tr.Spans[1].Logs = []model.Log{{Timestamp: ms(-5)}}
 	Analyze(tr, Options{})

@@ -109,7 +109,7 @@ func (h *hostID) String() string {
 
 // adjustSkew repairs clock skew top-down from every root (see the package
 // documentation). It fills a.shift and moves a.start, a.end and the spans.
-func (a *Analyzer) adjustSkew() {
+func (a *Analyzer) adjustSkew(root int) {
 	n := a.n
 	a.shift = grow(a.shift, n)
 	clear(a.shift)
@@ -120,6 +120,19 @@ func (a *Analyzer) adjustSkew() {
 	a.hostKnown = grow(a.hostKnown, n)
 	clear(a.hostKnown)
 	maxAdj := int64(a.opts.MaxClockSkewAdjust)
+	if a.opts.ClockSkew == ClockSkewHostOffsets {
+		ref := int32(root)
+		if root < 0 {
+			for _, r := range a.kids[a.off[n]:a.off[n+1]] {
+				if ref < 0 || a.rootBefore(int(r), int(ref)) {
+					ref = r
+				}
+			}
+		}
+		if !a.hostOffsets(ref) {
+			a.warnf(model.WarnClockSkew, 0, "more than %d hosts: clock skew repaired span by span", maxSkewHosts)
+		}
+	}
 
 	stack := a.istack[:0]
 	roots := a.kids[a.off[n]:a.off[n+1]]

@@ -38,12 +38,30 @@ type Config struct {
 	// together in Order (default 50; 1 keeps traces apart).
 	Interleave int
 	Slow       []Slow
+	// ClockSkew, when positive, gives every host a clock offset of up to
+	// ±ClockSkew (see skew.go): Workload.Traces carry skewed timestamps,
+	// Workload.TrueTraces the true ones.
+	ClockSkew time.Duration
+	// DirectCalls is the probability that a call has no client span (its
+	// client library is not instrumented): the callee's server span is then
+	// a direct child of the caller's span. Default 0.
+	DirectCalls float64
+	// AsymmetricLatency draws a call's request and response network latencies
+	// independently (by default they are equal).
+	AsymmetricLatency bool
 }
 
 // Workload is a generated set of traces.
 type Workload struct {
+	// Traces as the hosts recorded them (with clock offsets when
+	// Config.ClockSkew is set).
 	Traces []*model.Trace
-	cfg    Config
+	// TrueTraces are the traces on true time when Config.ClockSkew is set
+	// (nil otherwise: Traces are true).
+	TrueTraces []*model.Trace
+	// Offsets maps host names to their clock offsets (Config.ClockSkew).
+	Offsets map[string]time.Duration
+	cfg     Config
 }
 
 func (c Config) withDefaults() Config {
@@ -167,6 +185,9 @@ func Generate(cfg Config) *Workload {
 	for i := 0; i < cfg.Traces; i++ {
 		w.Traces = append(w.Traces, b.build(i))
 	}
+	if cfg.ClockSkew > 0 {
+		w.applySkew()
+	}
 	return w
 }
 
@@ -286,12 +307,25 @@ func (b *builder) server(k opKey, start model.Timestamp, parent *model.Span, ref
 // client creates a client span in parent's service calling k, with k's server
 // span as its child; the network adds latency on both sides.
 func (b *builder) client(parent *model.Span, k opKey, start model.Timestamp, clientTag string) (model.Timestamp, bool) {
+	if b.cfg.DirectCalls > 0 && b.rng.Float64() < b.cfg.DirectCalls {
+		req := time.Duration(100+b.rng.IntN(300)) * time.Microsecond
+		resp := req
+		if b.cfg.AsymmetricLatency {
+			resp = time.Duration(100+b.rng.IntN(300)) * time.Microsecond
+		}
+		ss, failed := b.server(k, start.Add(req), parent, model.ChildOf, clientTag)
+		return ss.End().Add(resp), failed
+	}
 	cs := b.newSpan(opKey{parent.Process.ServiceName, k.op}, model.KindClient, start, parent, model.ChildOf)
 	cs.Process = parent.Process
 	cs.Tags = append(cs.Tags, model.String("peer.service", k.service))
 	net := time.Duration(100+b.rng.IntN(300)) * time.Microsecond
+	resp := net
+	if b.cfg.AsymmetricLatency {
+		resp = time.Duration(100+b.rng.IntN(300)) * time.Microsecond
+	}
 	ss, failed := b.server(k, start.Add(net), cs, model.ChildOf, clientTag)
-	cs.Duration = ss.End().Add(net).Sub(start)
+	cs.Duration = ss.End().Add(resp).Sub(start)
 	if failed {
 		cs.Status = model.StatusError
 		cs.Tags = append(cs.Tags, model.Bool("error", true))
@@ -337,6 +371,10 @@ type Truth struct {
 	// TraceSpans maps each trace ID (Jaeger hex form) to its span count.
 	TraceSpans map[string]int `json:"traceSpans"`
 	Slow       []Slow         `json:"slow,omitempty"`
+	// With clock skew: the hosts' clock offsets and the analysis of every
+	// trace on true time (critical path, self times).
+	ClockOffsets []HostOffset `json:"clockOffsets,omitempty"`
+	Analyses     []TraceTruth `json:"analyses,omitempty"`
 }
 
 // OperationTruth counts one operation's spans.
@@ -350,6 +388,10 @@ type OperationTruth struct {
 // Truth computes the workload's ground truth.
 func (w *Workload) Truth() Truth {
 	t := Truth{Traces: len(w.Traces), TraceSpans: map[string]int{}, Slow: w.cfg.Slow}
+	if w.TrueTraces != nil {
+		t.ClockOffsets = w.Hosts()
+		t.Analyses = w.TrueAnalyses()
+	}
 	ops := map[opKey]*OperationTruth{}
 	for _, tr := range w.Traces {
 		t.Spans += len(tr.Spans)

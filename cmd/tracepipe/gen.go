@@ -59,13 +59,16 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		topic      = fs.String("spans-topic", "jaeger-spans", "topic to write to")
 		partitions = fs.Int("partitions", 0, "create the topic with this many partitions if it does not exist (0: don't)")
 		out        = fs.String("out", "", "write to this file instead of Kafka ('-' for stdout)")
-		truth      = fs.String("truth", "", "write the ground truth (traces, spans, counts per operation) as JSON to this file")
+		truth      = fs.String("truth", "", "write the ground truth (traces, spans, counts per operation; with --clock-skew the host offsets and every trace's true-time analysis) as JSON to this file")
 		batch      = fs.Int("batch", 20, "OTLP encodings: spans per message")
 		mixed      = fs.Bool("mixed-batches", false, "OTLP encodings: batch spans of different traces together, unkeyed (needs the ingester's --rekey-to)")
 		interleave = fs.Int("interleave", 50, "traces whose spans are shuffled together")
 		errorRate  = fs.Float64("error-rate", 0.01, "probability that a leaf call fails")
 		interval   = fs.Duration("interval", 10*time.Millisecond, "start-time distance between consecutive traces")
 		start      = fs.String("start", "2026-01-01T00:00:00Z", "start time of the first trace (RFC 3339)")
+		clockSkew  = fs.Duration("clock-skew", 0, "give every host a seeded clock offset of up to ± this much (--truth then holds the true-time analyses)")
+		direct     = fs.Float64("uninstrumented-clients", 0, "share of calls without a client span (the server span is a child of the caller's span)")
+		asymmetric = fs.Bool("asymmetric-latency", false, "draw request and response network latencies independently")
 		slow       slowFlags
 	)
 	fs.Var(&slow, "slow", "make an operation slower: service:operation:factor (repeatable)")
@@ -89,6 +92,9 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
 	}
+	if *clockSkew < 0 || *direct < 0 || *direct > 1 {
+		return fmt.Errorf("%w: --clock-skew must not be negative, --uninstrumented-clients must be in [0, 1]", errUsage)
+	}
 	if *traces <= 0 || *batch <= 0 || *interleave <= 0 {
 		return fmt.Errorf("%w: --traces, --batch and --interleave must be positive", errUsage)
 	}
@@ -97,7 +103,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w: --start: %v", errUsage, err)
 	}
 	w := gen.Generate(gen.Config{Seed: *seed, Traces: *traces, ErrorRate: *errorRate, Interleave: *interleave,
-		Interval: *interval, Start: t0, Slow: slow})
+		Interval: *interval, Start: t0, Slow: slow, ClockSkew: *clockSkew, DirectCalls: *direct, AsymmetricLatency: *asymmetric})
 	msgs, err := gen.Messages(w.Order(), enc, encode, *batch, *mixed)
 	if err != nil {
 		return err

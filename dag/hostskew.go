@@ -1,0 +1,433 @@
+package dag
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// Per-host clock offsets (ClockSkewHostOffsets, the default).
+//
+// Every blocking parent→child edge between two hosts P and C bounds the
+// offset between their clocks: the child ran inside its parent, so
+// x_C − x_P ∈ [child end − parent end, child start − parent start], where x_H
+// is how far host H's clock is ahead. These are difference constraints; their
+// all-pairs shortest paths give each host's feasible offset interval relative
+// to the reference host (the main root's). Hosts are fixed one at a time, in
+// order of first appearance in a walk from the reference host, each at a
+// point of its current feasible interval, which keeps the system feasible for
+// the hosts after it. The point is the centre of the interval implied by the
+// client→server pairs alone (request and response latency assumed equal on
+// average) when the host has such evidence, else the point nearest zero (the
+// clock is believed unless the spans prove it wrong), in both cases clamped
+// to the interval implied by every edge.
+
+// maxSkewHosts bounds the hosts of one trace solved for offsets (the solver is
+// cubic in hosts); a trace with more distinct hosts on cross-host edges falls
+// back to per-span repair.
+const maxSkewHosts = 96
+
+const inf = int64(math.MaxInt64 / 4)
+
+// minHop is the least distance kept between a host's spans and their parents'
+// edges when the host's offset is only bounded, not estimated: about one
+// network hop.
+const minHop = int64(100 * time.Microsecond)
+
+type hostKey struct {
+	kind uint8 // 0 none, 1 name, 2 ip
+	id   hostID
+}
+
+func keyOf(h *hostID) hostKey {
+	switch {
+	case h.hasName:
+		return hostKey{kind: 1, id: hostID{name: h.name}}
+	case h.hasIP:
+		return hostKey{kind: 2, id: hostID{ip: h.ip, ipRaw: h.ipRaw}}
+	}
+	return hostKey{}
+}
+
+// skewSolver is the scratch state of the per-host solver, kept in Analyzer.
+type skewSolver struct {
+	hostOf  []int32   // span -> host index
+	keys    []hostKey // host index -> key
+	first   []int32   // host index -> a span on it (for names in messages)
+	h       int
+	all     []int64 // h*h shortest distances, every constraint
+	rpc     []int64 // h*h shortest distances, client→server constraints only
+	lo, hi  []int64 // h*h aggregated interval of x_v − x_u per pair (u < v)
+	isRPC   []bool  // h*h: pair has client→server evidence
+	pairs   []int32 // h*h: number of edges on the pair
+	order   []int32
+	remap   []int32
+	tagPtr  []*model.KeyValue // process tag arrays seen, with their host
+	tagIdx  []int32
+	sorted  []hostKey
+	notes   []string
+	count   []int32
+	offset  []int64
+	fixed   []bool
+	visited []bool
+	rank    []sortPair
+}
+
+type sortPair struct {
+	u, v  int32
+	width int64
+}
+
+// internHosts gives every span a host index, hosts being numbered in the
+// order of their keys (so the result does not depend on the order of the
+// spans). It reports the number of hosts.
+func (a *Analyzer) internHosts() int {
+	s := &a.sk
+	s.hostOf = grow(s.hostOf, a.n)
+	s.keys = s.keys[:0]
+	s.tagPtr = s.tagPtr[:0]
+	for i := range a.n {
+		// Spans of one process usually share its tag array: recognise it
+		// before parsing the tags.
+		tp := unsafe.SliceData(a.spans[i].Process.Tags)
+		idx := int32(-1)
+		if tp != nil {
+			for j, p := range s.tagPtr {
+				if p == tp {
+					idx = s.tagIdx[j]
+					break
+				}
+			}
+		}
+		if idx >= 0 {
+			s.hostOf[i] = idx
+			continue
+		}
+		k := keyOf(a.host(int32(i)))
+		for j := range s.keys {
+			if s.keys[j] == k {
+				idx = int32(j)
+				break
+			}
+		}
+		if idx < 0 {
+			idx = int32(len(s.keys))
+			s.keys = append(s.keys, k)
+		}
+		if tp != nil && len(s.tagPtr) < 64 {
+			s.tagPtr = append(s.tagPtr, tp)
+			s.tagIdx = append(s.tagIdx[:len(s.tagPtr)-1], idx)
+		}
+		s.hostOf[i] = idx
+	}
+	clear(s.tagPtr)
+	h := len(s.keys)
+	// Renumber by key order.
+	s.order = grow(s.order, h)
+	for i := range s.order {
+		s.order[i] = int32(i)
+	}
+	slices.SortFunc(s.order, func(x, y int32) int { return compareHostKeys(&s.keys[x], &s.keys[y]) })
+	s.remap = grow(s.remap, h)
+	for newIdx, old := range s.order {
+		s.remap[old] = int32(newIdx)
+	}
+	sorted := grow(s.sorted, h)
+	for old := range h {
+		sorted[s.remap[old]] = s.keys[old]
+	}
+	s.keys, s.sorted = sorted, s.keys
+	s.first = grow(s.first, h)
+	for i := range s.first {
+		s.first[i] = -1
+	}
+	for i := range a.n {
+		v := s.remap[s.hostOf[i]]
+		s.hostOf[i] = v
+		if f := s.first[v]; f < 0 || a.spans[i].SpanID < a.spans[f].SpanID {
+			s.first[v] = int32(i)
+		}
+	}
+	return h
+}
+
+func compareHostKeys(x, y *hostKey) int {
+	if x.kind != y.kind {
+		return int(x.kind) - int(y.kind)
+	}
+	if c := strings.Compare(x.id.name, y.id.name); c != 0 {
+		return c
+	}
+	if c := x.id.ip.Compare(y.id.ip); c != 0 {
+		return c
+	}
+	return strings.Compare(x.id.ipRaw, y.id.ipRaw)
+}
+
+// hostOffsets estimates and applies per-host offsets. It reports false when
+// the trace has too many hosts for the solver (nothing was changed).
+func (a *Analyzer) hostOffsets(ref int32) bool {
+	n := a.n
+	s := &a.sk
+	// Cheap exit: when every blocking child fits its parent (most traces,
+	// and every re-analysis), offset 0 for every host satisfies every
+	// constraint, and the solver would fix every host at 0.
+	misfit := false
+	for i := range n {
+		p := a.parent[i]
+		if p < 0 || a.flag[i]&fBlocking == 0 || (a.start[i] >= a.start[p] && a.end[i] <= a.end[p]) {
+			continue
+		}
+		if !a.sameHost(int32(i), p) {
+			misfit = true
+			break
+		}
+	}
+	if !misfit {
+		return true
+	}
+	h := a.internHosts()
+	if h > maxSkewHosts {
+		return false
+	}
+	s.h = h
+	hh := h * h
+	s.lo, s.hi = grow(s.lo, hh), grow(s.hi, hh)
+	s.isRPC, s.pairs = grow(s.isRPC, hh), grow(s.pairs, hh)
+	clear(s.pairs)
+	clear(s.isRPC)
+	for i := range n {
+		p := a.parent[i]
+		if p < 0 || a.flag[i]&fBlocking == 0 {
+			continue
+		}
+		u, v := s.hostOf[p], s.hostOf[i]
+		if u == v {
+			continue
+		}
+		// x_v − x_u ∈ [lo, hi]. A child longer than its parent cannot fit
+		// it: only its start bounds the offset.
+		lo, hi := subSat(a.end[i], a.end[p]), subSat(a.start[i], a.start[p])
+		if a.end[i]-a.start[i] > a.end[p]-a.start[p] {
+			lo = -inf
+		}
+		if u > v {
+			u, v, lo, hi = v, u, negSat(hi), negSat(lo)
+		}
+		k := int(u)*h + int(v)
+		if s.pairs[k] == 0 {
+			s.lo[k], s.hi[k] = lo, hi
+		} else {
+			s.lo[k], s.hi[k] = max(s.lo[k], lo), min(s.hi[k], hi)
+		}
+		s.pairs[k]++
+		if a.spans[i].Kind == model.KindServer && a.spans[p].Kind == model.KindClient {
+			s.isRPC[k] = true
+		}
+	}
+	s.all, s.rpc = grow(s.all, hh), grow(s.rpc, hh)
+	for i := range hh {
+		s.all[i], s.rpc[i] = inf, inf
+	}
+	for i := range h {
+		s.all[i*h+i], s.rpc[i*h+i] = 0, 0
+	}
+	// Add the pairs, tightest first; a pair contradicting the ones before it
+	// (or itself) is left out.
+	s.rank = s.rank[:0]
+	for u := range h {
+		for v := u + 1; v < h; v++ {
+			k := u*h + v
+			if s.pairs[k] == 0 {
+				continue
+			}
+			if s.lo[k] > s.hi[k] {
+				a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
+					"clock offset of host %s relative to %s: its %d parent/child pairs conflict (a child longer than its parent, or needing more than the span allows); spans repaired one by one",
+					a.host(s.first[v]), a.host(s.first[u]), s.pairs[k])
+				continue
+			}
+			s.rank = append(s.rank, sortPair{int32(u), int32(v), subSat(s.hi[k], s.lo[k])})
+		}
+	}
+	slices.SortFunc(s.rank, func(x, y sortPair) int {
+		if x.width != y.width {
+			if x.width < y.width {
+				return -1
+			}
+			return 1
+		}
+		if x.u != y.u {
+			return int(x.u - y.u)
+		}
+		return int(x.v - y.v)
+	})
+	for _, pr := range s.rank {
+		u, v := int(pr.u), int(pr.v)
+		k := u*h + v
+		if !s.addInterval(s.all, u, v, s.lo[k], s.hi[k]) {
+			a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
+				"clock offset of host %s relative to %s: its %d parent/child pairs conflict with the other hosts' pairs; left out",
+				a.host(s.first[v]), a.host(s.first[u]), s.pairs[k])
+			continue
+		}
+		if s.isRPC[k] {
+			s.addInterval(s.rpc, u, v, s.lo[k], s.hi[k])
+		}
+	}
+	// Fix hosts in breadth-first order from the reference host.
+	s.offset = grow(s.offset, h)
+	s.fixed = grow(s.fixed, h)
+	s.visited = grow(s.visited, h)
+	clear(s.offset)
+	clear(s.fixed)
+	clear(s.visited)
+	r := int(s.hostOf[ref])
+	s.order = append(s.order[:0], int32(r))
+	s.visited[r] = true
+	s.fixed[r] = true
+	for q := 0; q < len(s.order); q++ {
+		u := int(s.order[q])
+		for v := range h {
+			if !s.visited[v] && (s.all[u*h+v] < inf || s.all[v*h+u] < inf) {
+				s.visited[v] = true
+				s.order = append(s.order, int32(v))
+			}
+		}
+	}
+	maxAdj := int64(a.opts.MaxClockSkewAdjust)
+	for _, hv := range s.order[1:] {
+		v := int(hv)
+		lb, ub := negSat(s.all[v*h+r]), s.all[r*h+v]
+		if lb <= 0 && 0 <= ub {
+			// The host's spans fit as they are: its clock is believed.
+			s.fix(v, r, 0)
+			continue
+		}
+		x := int64(0)
+		if rl, ru := negSat(s.rpc[v*h+r]), s.rpc[r*h+v]; rl > -inf && ru < inf {
+			// Client→server pairs: the centre of their interval.
+			x = min(max(rl+(ru-rl)/2, lb), ub)
+		} else {
+			// Only bounds: the least shift that fits, keeping a network hop
+			// between a moved child and its parent's edge when there is
+			// room (a child flush with its parent's start or end would
+			// erase the parent's section before or after it).
+			g := int64(0)
+			if lb > -inf && ub < inf {
+				g = min((ub-lb)/2, minHop)
+			}
+			x = min(max(0, lb+g), ub-g)
+		}
+		if max(x, -x) > maxAdj {
+			// Left to the span-by-span repair, which warns.
+			continue
+		}
+		s.fix(v, r, x)
+		s.offset[v] = x
+	}
+	// Apply: one shift per host.
+	s.count = grow(s.count, h)
+	clear(s.count)
+	for i := range n {
+		s.count[s.hostOf[i]]++
+	}
+	s.notes = grow(s.notes, h)
+	for v := range h {
+		x := s.offset[v]
+		s.notes[v] = ""
+		if x == 0 {
+			continue
+		}
+		a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
+			"host %s: clock offset estimated at %v relative to host %s; its %d spans shifted by %v",
+			a.host(s.first[v]), time.Duration(x), a.host(s.first[r]), s.count[v], time.Duration(-x))
+		s.notes[v] = fmt.Sprintf("clock skew: timestamps shifted by %v (clock offset of host %s estimated from the trace's cross-host parent/child pairs)",
+			time.Duration(-x), a.host(s.first[v]))
+	}
+	for i := range n {
+		v := s.hostOf[i]
+		if x := s.offset[v]; x != 0 {
+			a.shiftSpan(int32(i), -x, s.notes[v])
+		}
+	}
+	clear(s.notes)
+	return true
+}
+
+// addInterval adds x_v − x_u ∈ [lo, hi] to the distance matrix d and updates
+// the shortest paths. It reports false, leaving d as it was, if the interval
+// contradicts d.
+func (s *skewSolver) addInterval(d []int64, u, v int, lo, hi int64) bool {
+	h := s.h
+	// Current implied interval of x_v − x_u is [−d[v][u], d[u][v]].
+	if hi < negSat(d[v*h+u]) || lo > d[u*h+v] {
+		return false
+	}
+	s.addEdge(d, u, v, hi)
+	s.addEdge(d, v, u, negSat(lo))
+	return true
+}
+
+// addEdge adds x_v − x_u ≤ w (edge u→v of weight w) and updates the all-pairs
+// shortest paths in O(h²).
+func (s *skewSolver) addEdge(d []int64, u, v int, w int64) {
+	h := s.h
+	w = max(w, -inf)
+	if w >= d[u*h+v] {
+		return
+	}
+	for i := range h {
+		diu := d[i*h+u]
+		if diu >= inf {
+			continue
+		}
+		base := diu + w
+		row := d[i*h : i*h+h]
+		vrow := d[v*h : v*h+h]
+		for j, dvj := range vrow {
+			if dvj >= inf {
+				continue
+			}
+			if c := max(base+dvj, -inf); c < row[j] {
+				row[j] = c
+			}
+		}
+	}
+}
+
+// fix sets x_v − x_r = x in both systems.
+func (s *skewSolver) fix(v, r int, x int64) {
+	s.addEdge(s.all, r, v, x)
+	s.addEdge(s.all, v, r, -x)
+	s.addEdge(s.rpc, r, v, x)
+	s.addEdge(s.rpc, v, r, -x)
+	s.fixed[v] = true
+}
+
+func negSat(x int64) int64 {
+	if x <= -inf {
+		return inf
+	}
+	if x >= inf {
+		return -inf
+	}
+	return -x
+}
+
+// shiftSpan moves span c by delta for a host offset and records the note.
+func (a *Analyzer) shiftSpan(c int32, delta int64, note string) {
+	a.start[c] = addSat(a.start[c], delta)
+	a.end[c] = addSat(a.end[c], delta)
+	s := a.spans[c]
+	s.Start = model.Timestamp(addSat(int64(s.Start), delta))
+	for k := range s.Logs {
+		s.Logs[k].Timestamp = model.Timestamp(addSat(int64(s.Logs[k].Timestamp), delta))
+	}
+	s.Warnings = append(s.Warnings, note)
+}
