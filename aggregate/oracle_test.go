@@ -230,6 +230,7 @@ type store struct {
 	m      map[outKey]Output
 	byFam  map[storeKey]map[outKey]bool
 	writes int
+	stale  int // writes rejected for an older version
 }
 
 type storeKey struct {
@@ -242,6 +243,11 @@ func newStore() *store { return &store{m: map[outKey]Output{}, byFam: map[storeK
 func (s *store) write(os []Output) {
 	for _, o := range os {
 		k := outKey{o.Resolution, o.Window, o.Key}
+		// Like both stores: an older version loses (an equal one replaces).
+		if old, ok := s.m[k]; ok && o.Version < old.Version {
+			s.stale++
+			continue
+		}
 		s.m[k] = o
 		rf := storeKey{o.Resolution, o.Key.Family}
 		if s.byFam[rf] == nil {

@@ -15,6 +15,11 @@ type Output struct {
 	Window     model.Timestamp
 	Key        Key
 	Stats      Stats
+	// Version is the position in the partials log the output reflects
+	// (the Reducer's position at Flush): the store keeps the write with
+	// the highest Version, so outputs of a reducer that lost its partition
+	// cannot replace newer ones (see the package doc, Claim 6).
+	Version int64
 }
 
 // Rollup converts an operation output (Key.Edge false). names are the
@@ -35,6 +40,7 @@ func (o *Output) Rollup(names []string) model.Rollup {
 		CriticalPath:     s.CriticalPath.toModel(),
 		TraceDurationSum: time.Duration(s.TraceDuration),
 		Exemplars:        append([]model.Exemplar(nil), s.Exemplars...),
+		Version:          o.Version,
 	}
 	if s.TraceDuration > 0 {
 		r.CriticalPathShare = float64(s.CriticalPath.Sum) / float64(s.TraceDuration)
@@ -54,6 +60,7 @@ func (o *Output) EdgeRollup() model.EdgeRollup {
 		Errors:      s.Errors,
 		Latency:     s.Duration.toModel(),
 		Exemplars:   append([]model.Exemplar(nil), s.Exemplars...),
+		Version:     o.Version,
 	}
 }
 

@@ -26,6 +26,10 @@ func TestSimulationExact(t *testing.T) {
 		{seed: 4, sources: 3, reducers: 4, salt: 7, batch: 30, flushRate: 0.2, checkpointRate: 0.8, crashRate: 0.008, zombieRate: 0.3, lostRate: 0.1, freshMapReplay: true},
 		{seed: 5, sources: 5, reducers: 2, salt: 3, batch: 15, flushRate: 0.4, checkpointRate: 0.6, crashRate: 0.005, lostRate: 0.05, reduceSourceIdle: true, freshFullReplay: true},
 		{seed: 6, sources: 2, reducers: 1, salt: 1, batch: 40, flushRate: 0.3, checkpointRate: 0.5, crashRate: 0.005, zombieRate: 0.5, shuffleLogs: true},
+		// Zombie reducers that write after their successors finished (a
+		// paused process that resumes at the end and dies).
+		{seed: 7, sources: 3, reducers: 2, salt: 5, batch: 20, flushRate: 0.4, checkpointRate: 0.5, crashRate: 0.01, zombieRate: 1, lateZombies: true},
+		{seed: 8, sources: 4, reducers: 3, salt: 11, batch: 10, flushRate: 0.3, checkpointRate: 0.7, crashRate: 0.01, zombieRate: 0.8, lateZombies: true, shuffleLogs: true, freshFullReplay: true},
 	}
 	for _, o := range cases {
 		t.Run(fmt.Sprintf("seed%d_p%d_r%d_crash%v", o.seed, o.sources, o.reducers, o.crashRate), func(t *testing.T) {
@@ -38,16 +42,19 @@ func TestSimulationExact(t *testing.T) {
 			s := newSim(t, cfg, logs, o)
 			s.run()
 			compare(t, "after run", want, s.store)
-			t.Logf("crashes %d zombies %d lost %d rewinds %d (widened by %d windows) writes %d", s.crashes, s.zombies, s.lost, s.rewinds, s.extended, s.store.writes)
+			t.Logf("crashes %d zombies %d lost %d rewinds %d (widened by %d windows) writes %d (zombie reducers %d, rejected as older %d)", s.crashes, s.zombies, s.lost, s.rewinds, s.extended, s.store.writes, s.zombieWrites, s.store.stale)
 			if o.freshMapReplay {
 				s.restartSources()
 				s.run()
 				compare(t, "after a fresh-group replay into the live reducers", want, s.store)
 			}
 			if o.freshFullReplay {
+				s.restartReducers()
+				s.run()
+				compare(t, "after a replay with fresh groups into the same partials topic", want, s.store)
 				s.restartAll()
 				s.run()
-				compare(t, "after a full replay", want, s.store)
+				compare(t, "after a full replay into a fresh partials topic and an empty store", want, s.store)
 			}
 		})
 	}
@@ -97,7 +104,7 @@ func TestSimulationRandom(t *testing.T) {
 			batch: 1 + rng.IntN(40), flushRate: 0.1 + rng.Float64()*0.5, checkpointRate: rng.Float64(),
 			crashRate: rng.Float64() * 0.01, zombieRate: rng.Float64(), lostRate: rng.Float64() * 0.1,
 			reduceSourceIdle: rng.IntN(3) == 0, shuffleLogs: rng.IntN(3) == 0,
-			freshMapReplay: rng.IntN(4) == 0,
+			freshMapReplay: rng.IntN(4) == 0, lateZombies: rng.IntN(2) == 0,
 		}
 		o.freshFullReplay = rng.IntN(3) == 0
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
@@ -115,9 +122,12 @@ func TestSimulationRandom(t *testing.T) {
 				compare(t, "after a fresh-group replay", want, s.store)
 			}
 			if o.freshFullReplay {
+				s.restartReducers()
+				s.run()
+				compare(t, "after a replay with fresh groups into the same partials topic", want, s.store)
 				s.restartAll()
 				s.run()
-				compare(t, "after a full replay", want, s.store)
+				compare(t, "after a full replay into a fresh partials topic and an empty store", want, s.store)
 			}
 		})
 	}

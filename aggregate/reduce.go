@@ -67,9 +67,13 @@ type srcFam struct {
 
 // rfam is a family of a base window in a reducer.
 type rfam struct {
-	srcs  map[int32]*srcFam
-	out   map[string]*Stats // last computed merged, folded stats
-	pub   map[string]uint64 // digests of the outputs written (nil: none yet)
+	srcs map[int32]*srcFam
+	out  map[string]*Stats // last computed merged, folded stats
+	pub  map[string]uint64 // digests of the outputs written (nil: none yet)
+	// ghost: keys of partials below the barrier, which a predecessor may
+	// still write (see Reducer.SetBarrier); the next Flush rewrites or
+	// retracts them.
+	ghost map[string]struct{}
 	dirty bool
 }
 
@@ -99,6 +103,7 @@ type cfam struct {
 	// before a rewind), so this window's stored rollups and children are
 	// read back; pubRead records that the stored rollups were.
 	mayBeStored, pubRead bool
+	ghost                map[string]struct{} // the children's ghosts (see rfam)
 }
 
 type cwin struct {
@@ -132,6 +137,7 @@ type Reducer struct {
 
 	pos, hw int64
 	barrier int64           // partials below may have been processed by a predecessor
+	fenced  bool            // SetBarrier was called: fence off a predecessor still writing
 	hor0    model.Timestamp // horizon restored from the checkpoint
 	hor     model.Timestamp
 	hist    history
@@ -181,7 +187,15 @@ func NewReducer(cfg Config, offset int64, meta []byte) (*Reducer, error) {
 // started: a predecessor may have processed partials up to there and written
 // rollups for them, which the reducer then reads back before overwriting, to
 // retract keys that are gone. Without a barrier every window is read back.
-func (r *Reducer) SetBarrier(end int64) { r.barrier = end }
+//
+// A predecessor may also still be writing (a paused process that lost its
+// partition without knowing it). Its outputs carry versions at most end, so
+// the reducer fences them off: Flush returns nothing until the position
+// reaches end (every output then has a version at least end, and the store
+// keeps the higher one), and the first Flush of a window also rewrites or
+// retracts every key of the partials below end that it read, which a
+// predecessor may write later (see the package doc, Claim 6).
+func (r *Reducer) SetBarrier(end int64) { r.barrier, r.fenced = end, true }
 
 // Position is the next offset the reducer expects.
 func (r *Reducer) Position() int64 { return r.pos }
@@ -289,6 +303,12 @@ func (r *Reducer) apply(off int64, pt *Partial, count bool) {
 	if f == nil {
 		f = &rfam{srcs: map[int32]*srcFam{}}
 		w.fams[pt.Key.Family] = f
+	}
+	if r.fenced && off < r.barrier && pt.Total > 0 {
+		if f.ghost == nil {
+			f.ghost = map[string]struct{}{}
+		}
+		f.ghost[pt.Key.Dims] = struct{}{}
 	}
 	sf := f.srcs[pt.Source]
 	if sf == nil {
@@ -565,7 +585,7 @@ func (r *Reducer) diffOut(res time.Duration, win model.Timestamp, fam Family, ou
 // rewinding. The outputs must be durably written before Checkpoint, which
 // needs a Flush with coarse first; if writing fails, discard the Reducer.
 func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Output, error) {
-	if r.rw != nil || r.pos < r.hw {
+	if r.rw != nil || r.pos < r.hw || r.fenced && r.pos < r.barrier {
 		return nil, nil
 	}
 	if err := r.readStoredBase(ctx, src); err != nil {
@@ -593,10 +613,14 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 					}
 				}
 			}
+			if f.ghost != nil {
+				r.addGhosts(&f.pub, f.ghost, in)
+			}
 			f.out, _ = r.fold.foldStats(in, r.cfg.Exemplars, true)
 			out = r.diffOut(r.cfg.Window, t, fam, f.out, &f.pub, out)
 			f.dirty = false
-			r.markParent(0, t, fam, w.mayBeStored)
+			r.markParent(0, t, fam, w.mayBeStored, f.ghost)
+			f.ghost = nil
 		}
 		w.dirty = false
 	}
@@ -652,6 +676,14 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 				}
 				merge(cf.summary)
 				r.eachChild(lv, t, fam, merge)
+				if cf.ghost != nil {
+					// A coarse window also merges stored children: a
+					// predecessor may have folded their keys otherwise.
+					for d := range in {
+						cf.ghost[d] = struct{}{}
+					}
+					r.addGhosts(&cf.pub, cf.ghost, in)
+				}
 				cf.out, _ = r.fold.foldStats(in, r.cfg.Exemplars, true)
 				if cf.mayBeStored && !cf.pubRead {
 					stored := r.storedPub(pf.get(l.res, fam, t, t.Add(l.res)))
@@ -668,12 +700,114 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 				}
 				out = r.diffOut(l.res, t, fam, cf.out, &cf.pub, out)
 				cf.dirty = false
-				r.markParent(lv+1, t, fam, cf.mayBeStored)
+				r.markParent(lv+1, t, fam, cf.mayBeStored, cf.ghost)
+				cf.ghost = nil
 			}
 			cw.dirty = false
 		}
 	}
+	for i := range out {
+		out[i].Version = r.pos
+	}
 	return out, nil
+}
+
+// addGhosts adds to *pub, as unknown (rewrite, or retract if absent), every
+// key that a predecessor may have written from ghost, its keys of partials
+// below the barrier; in is the family's unfolded input. A predecessor folded
+// with the values it held then, so a value may have overflowed for it and
+// not for this reducer: each key is added with every combination of its
+// values that could overflow replaced by Overflow. A value could overflow
+// only if at least DimensionLimit other values of its dimension hash below
+// it, among the values of ghost and in (every value the predecessor held is
+// in one of them).
+func (r *Reducer) addGhosts(pub *map[string]uint64, ghost map[string]struct{}, in map[string]*Stats) {
+	if *pub == nil {
+		*pub = map[string]uint64{}
+	}
+	n := len(r.names)
+	if n == 0 {
+		for d := range ghost {
+			if _, ok := (*pub)[d]; !ok {
+				(*pub)[d] = 0
+			}
+		}
+		return
+	}
+	// Per dimension, the hashes of the values seen, sorted.
+	type hv struct {
+		h uint64
+		v string
+	}
+	seen := make([]map[string]struct{}, n)
+	for i := range seen {
+		seen[i] = map[string]struct{}{}
+	}
+	var vals []string
+	note := func(d string) {
+		vals = dimValues(d, vals)
+		for i, v := range vals {
+			if i < n && v != "" && v != Overflow {
+				seen[i][v] = struct{}{}
+			}
+		}
+	}
+	for d := range ghost {
+		note(d)
+	}
+	for d := range in {
+		note(d)
+	}
+	ranked := make([][]hv, n)
+	for i, set := range seen {
+		if len(set) <= r.cfg.DimensionLimit {
+			continue // nothing can overflow
+		}
+		for v := range set {
+			ranked[i] = append(ranked[i], hv{valueHash(v), v})
+		}
+		sort.Slice(ranked[i], func(a, b int) bool {
+			x, y := ranked[i][a], ranked[i][b]
+			return x.h < y.h || x.h == y.h && x.v < y.v
+		})
+	}
+	mayOverflow := func(i int, v string) bool {
+		if ranked[i] == nil || v == "" || v == Overflow {
+			return false
+		}
+		h := valueHash(v)
+		k := sort.Search(len(ranked[i]), func(j int) bool {
+			x := ranked[i][j]
+			return x.h > h || x.h == h && x.v >= v
+		})
+		return k >= r.cfg.DimensionLimit
+	}
+	var idx []int
+	for d := range ghost {
+		vals = dimValues(d, vals)
+		idx = idx[:0]
+		for i, v := range vals {
+			if i < n && mayOverflow(i, v) {
+				idx = append(idx, i)
+			}
+		}
+		base := append([]string(nil), vals...)
+		for mask := 0; mask < 1<<len(idx); mask++ {
+			vs := append([]string(nil), base...)
+			for b, i := range idx {
+				if mask&(1<<b) != 0 {
+					vs[i] = Overflow
+				}
+			}
+			k := d
+			if mask != 0 {
+				k = encodeDims(vs)
+			}
+			if _, ok := (*pub)[k]; !ok {
+				(*pub)[k] = 0
+			}
+		}
+	}
 }
 
 // childRes is the resolution of the children of level lv.
@@ -739,7 +873,7 @@ func (r *Reducer) load(pf *prefetch, lv int, cw *cwin, fam Family, cf *cfam) {
 // markParent marks fam of the level-lv window containing t dirty, creating
 // it if needed. The child (t, fam) is resident: if the parent's summary
 // counted its stored output, the summary is reloaded without it.
-func (r *Reducer) markParent(lv int, t model.Timestamp, fam Family, mayBeStored bool) {
+func (r *Reducer) markParent(lv int, t model.Timestamp, fam Family, mayBeStored bool, ghost map[string]struct{}) {
 	if lv >= len(r.levels) {
 		return
 	}
@@ -764,6 +898,14 @@ func (r *Reducer) markParent(lv int, t model.Timestamp, fam Family, mayBeStored 
 	}
 	if mayBeStored && !cf.mayBeStored {
 		cf.mayBeStored, cf.pubRead = true, false
+	}
+	if len(ghost) > 0 {
+		if cf.ghost == nil {
+			cf.ghost = map[string]struct{}{}
+		}
+		for d := range ghost {
+			cf.ghost[d] = struct{}{}
+		}
 	}
 	cf.dirty, cw.dirty = true, true
 }

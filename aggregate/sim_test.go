@@ -36,6 +36,7 @@ type simOpts struct {
 	freshFullReplay  bool // afterwards, replay everything into a fresh partials topic and reducers
 	shuffleLogs      bool // deliver each partition's messages in a random order
 	reduceSourceIdle bool
+	lateZombies      bool // zombie reducers live to the end and write last
 }
 
 type simSrc struct {
@@ -49,6 +50,17 @@ type simRed struct {
 	id     int
 	r      *Reducer
 	commit Commit
+	zombie *zombieRed
+}
+
+// zombieRed is a reducer that lost its partition without knowing it (a
+// paused process): it may still process partials up to the end of the log
+// when it was replaced (it was paused, so it fetched nothing later), flush,
+// and write its outputs at any later time, after its successor's writes.
+type zombieRed struct {
+	r       *Reducer
+	limit   int64
+	pending [][]Output
 }
 
 type partialRec struct {
@@ -69,6 +81,7 @@ type sim struct {
 	clock model.Timestamp
 
 	crashes, zombies, lost, rewinds, extended int
+	zombieWrites                              int
 }
 
 func newSim(t *testing.T, cfg Config, logs [][]Message, o simOpts) *sim {
@@ -231,6 +244,9 @@ func (s *sim) stepSource(src *simSrc) {
 
 func (s *sim) stepReducer(rd *simRed) {
 	log := s.topic[rd.id]
+	if z := rd.zombie; z != nil {
+		s.stepZombie(rd, z)
+	}
 	if s.crashNow() {
 		s.crashReducer(rd)
 		return
@@ -249,8 +265,43 @@ func (s *sim) stepReducer(rd *simRed) {
 
 func (s *sim) crashReducer(rd *simRed) {
 	s.crashes++
+	end := int64(len(s.topic[rd.id]))
+	if rd.zombie == nil && s.rng.Float64() < s.o.zombieRate {
+		rd.zombie = &zombieRed{r: rd.r, limit: end}
+		s.zombies++
+	}
 	rd.r = s.newReducer(rd.commit.Offset, rd.commit.Metadata)
-	rd.r.SetBarrier(int64(len(s.topic[rd.id])))
+	rd.r.SetBarrier(end)
+}
+
+// stepZombie lets a zombie reducer process, flush (outputs held back as by
+// a pause before the write), write what it held, or disappear.
+func (s *sim) stepZombie(rd *simRed, z *zombieRed) {
+	log := s.topic[rd.id]
+	switch s.rng.IntN(4) {
+	case 0:
+		for k := 0; k < 1+s.rng.IntN(4*s.o.batch); k++ {
+			if pos := z.r.Position(); pos < z.limit {
+				s.feedReducer(z.r, log, log[pos])
+			}
+		}
+	case 1:
+		outs, err := z.r.Flush(context.Background(), s.store, s.rng.IntN(2) == 0)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		z.pending = append(z.pending, outs)
+	case 2:
+		if len(z.pending) > 0 {
+			s.store.write(z.pending[0])
+			s.zombieWrites += len(z.pending[0])
+			z.pending = z.pending[1:]
+		}
+	default:
+		if s.rng.IntN(4) == 0 && !s.o.lateZombies {
+			rd.zombie = nil
+		}
+	}
 }
 
 func (s *sim) feedReducer(r *Reducer, log []partialRec, m partialRec) {
@@ -353,6 +404,27 @@ func (s *sim) run() {
 		}
 		s.store.write(outs)
 	}
+	// Zombie reducers resume after their successors finished: they catch
+	// up to where they were replaced, flush, and everything they still
+	// held lands last.
+	for _, rd := range s.reds {
+		z := rd.zombie
+		if z == nil {
+			continue
+		}
+		for z.r.Position() < z.limit {
+			s.feedReducer(z.r, s.topic[rd.id], s.topic[rd.id][z.r.Position()])
+		}
+		outs, err := z.r.Flush(context.Background(), s.store, true)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		for _, p := range append(z.pending, outs) {
+			s.store.write(p)
+			s.zombieWrites += len(p)
+		}
+		rd.zombie = nil
+	}
 }
 
 // restartSources starts every source again from offset 0 with a fresh
@@ -367,10 +439,24 @@ func (s *sim) restartSources() {
 	}
 }
 
-// restartAll replays into a fresh partials topic with fresh reducers (the
-// store is kept, as when recomputing into the same indices).
+// restartReducers replays with fresh groups into the same partials topic
+// and the kept store: the map stage republishes everything, fresh reducers
+// re-read the whole partials topic (versions stay comparable), as
+// recomputing into the same indices does.
+func (s *sim) restartReducers() {
+	s.restartSources()
+	for i := range s.topic {
+		r := s.newReducer(0, nil)
+		r.SetBarrier(int64(len(s.topic[i])))
+		s.reds[i] = &simRed{id: i, r: r}
+	}
+}
+
+// restartAll replays into a fresh partials topic with fresh reducers and an
+// empty store (versions of another partials topic are not comparable).
 func (s *sim) restartAll() {
 	s.restartSources()
+	s.store = newStore()
 	for i := range s.topic {
 		s.topic[i] = nil
 		s.reds[i] = &simRed{id: i, r: s.newReducer(0, nil)}

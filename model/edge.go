@@ -26,6 +26,8 @@ type EdgeRollup struct {
 	Latency     Distribution
 	// Exemplars are the slowest calls of the window, slowest first.
 	Exemplars []Exemplar
+	// Version orders writes of the same ID, as Rollup.Version.
+	Version int64
 }
 
 // WindowEnd is WindowStart+Resolution (exclusive).

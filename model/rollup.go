@@ -74,6 +74,14 @@ type Rollup struct {
 
 	// Exemplars are the slowest requests of the window, slowest first.
 	Exemplars []Exemplar
+
+	// Version orders writes of the same ID: the aggregator sets it to the
+	// position in its partials log that the rollup reflects, and a store
+	// keeps the write with the highest Version (an equal one replaces), so
+	// a writer that lost its partition cannot replace newer statistics.
+	// 0 means unversioned: the write always replaces. Stores do not return
+	// it on reads.
+	Version int64
 }
 
 // WindowEnd is WindowStart+Resolution (exclusive).
