@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
+	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 	"github.com/tracepipe/tracepipe/storage"
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		indexTraces = fs.Bool("index-traces", true, "also store every assembled trace (the indexer stage)")
 		indexGroup  = fs.String("index-group", index.DefaultConfig().Group, "consumer group of the indexer stage")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		dlqTopic    = fs.String("store-dlq-topic", deadletter.DefaultTopic, "dead-letter topic for traces and documents the store rejects for good")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -99,10 +101,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Closed after the store (defers run in reverse).
+	dl, err := deadletter.New(deadletter.Config{Brokers: cfg.Brokers, Topic: *dlqTopic}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer dl.Close()
 	var store storage.Store
-	var err error
 	if *esURL != "" {
-		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, Registerer: reg, Logger: log.With("component", "elasticsearch")})
+		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, Registerer: reg, Logger: log.With("component", "elasticsearch"), DeadLetter: dl})
 	} else {
 		store, err = embedded.Open(ctx, embedded.Options{Path: *storePath})
 	}
@@ -120,7 +127,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *indexTraces {
 		icfg := index.DefaultConfig()
 		icfg.Brokers, icfg.Topic, icfg.Group = cfg.Brokers, cfg.TracesTopic, *indexGroup
-		x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg})
+		x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
+	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/query"
@@ -98,9 +99,20 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
+	// Documents and traces the store rejects for good go to the store
+	// dead-letter topic; its writer needs the brokers, known once they run.
+	var (
+		dlHook deadletter.Hook
+		dl     *deadletter.Writer
+	)
+	defer func() {
+		if dl != nil {
+			dl.Close()
+		}
+	}()
 	var store storage.Store
 	if *esURL != "" {
-		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix})
+		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, DeadLetter: &dlHook})
 	} else {
 		path := filepath.Join(cfg.DataDir, "tracepipe.db")
 		store, err = embedded.Open(ctx, embedded.Options{Path: path})
@@ -129,10 +141,16 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 				"jaeger_http", a.JaegerHTTP, "otlp_grpc", a.OTLPGRPC, "otlp_http", a.OTLPHTTP, "sampling_http", a.SamplingHTTP)
 		},
 		Stages: func(brokers []string) ([]local.Stage, error) {
+			var err error
+			dl, err = deadletter.New(deadletter.Config{Brokers: brokers}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
+			if err != nil {
+				return nil, err
+			}
+			dlHook.Set(dl)
 			icfg := index.DefaultConfig()
 			icfg.Brokers = brokers
 			icfg.Topic = cfg.Ingest.TracesTopic
-			x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg})
+			x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
 			if err != nil {
 				return nil, err
 			}

@@ -10,13 +10,19 @@
 // document IDs are deterministic and an older version never replaces a newer
 // one, so a re-write changes nothing.
 //
-// A write that fails is retried with capped exponential backoff until it
-// succeeds or the stage stops: skipping it would lose the traces, and not
-// committing keeps them for the next owner. Fetching stops meanwhile
-// (backpressure on the topic, never unbounded memory: at most one batch is
-// held). An undecodable message is counted
-// (tracepipe_indexer_dropped_total{reason="decode"}), logged with its
-// coordinates, and committed past, so it never blocks its partition.
+// A write that fails transiently is retried with capped exponential backoff
+// until it succeeds or the stage stops: skipping it would lose the traces,
+// and not committing keeps them for the next owner. Fetching stops
+// meanwhile (backpressure on the topic, never unbounded memory: at most one
+// batch is held). A write the store rejects for good (an error wrapping
+// storage.ErrPermanent) is retried trace by trace; each trace rejected for
+// good is handed to Options.DeadLetter (pipeline/deadletter: the store
+// dead-letter topic, with the reason), counted
+// (tracepipe_indexer_dropped_total{reason="rejected"}) and logged
+// (rate-limited), and the batch is committed past it, so one bad trace never
+// stops its partition. An undecodable message is counted
+// (dropped_total{reason="decode"}), logged with its coordinates
+// (rate-limited), and committed past likewise.
 //
 // Metrics (tracepipe_indexer_*): traces_written_total, batches_total,
 // dropped_total{reason}, write_errors_total, write_duration_seconds,
@@ -33,8 +39,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/storage"
 )
 
 // TraceWriter is what the stage needs of a store.
@@ -84,19 +92,30 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DeadLetter keeps a message whose trace the store rejected for good
+// (pipeline/deadletter.Writer). Reject returns nil once the message is
+// durably kept; an error is retried.
+type DeadLetter interface {
+	Reject(ctx context.Context, m kafka.Message, cause error) error
+}
+
 // Options are the stage's collaborators; zero values mean a discarding
-// logger and a private registry.
+// logger and a private registry. Without a DeadLetter a trace rejected for
+// good is only counted and logged before the stage moves on.
 type Options struct {
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
+	DeadLetter DeadLetter
 }
 
 // Indexer is the stage. Build it with New and run it with Run.
 type Indexer struct {
-	cfg Config
-	w   TraceWriter
-	log *slog.Logger
-	m   metrics
+	cfg  Config
+	w    TraceWriter
+	dl   DeadLetter
+	log  *slog.Logger
+	drop *ratelog.Logger
+	m    metrics
 }
 
 type metrics struct {
@@ -134,7 +153,8 @@ func New(cfg Config, w TraceWriter, opts Options) (*Indexer, error) {
 		}
 	}
 	m.dropped.WithLabelValues("decode")
-	return &Indexer{cfg: cfg, w: w, log: opts.Logger, m: m}, nil
+	m.dropped.WithLabelValues("rejected")
+	return &Indexer{cfg: cfg, w: w, dl: opts.DeadLetter, log: opts.Logger, drop: ratelog.New(opts.Logger, ratelog.DefaultEvery, nil), m: m}, nil
 }
 
 // Run consumes until ctx is cancelled, then stops fetching, abandons the
@@ -155,12 +175,13 @@ func (x *Indexer) Run(ctx context.Context) error {
 	defer r.Close()
 	msgs := make([]kafka.Message, 0, x.cfg.BatchSize)
 	traces := make([]model.AssembledTrace, 0, x.cfg.BatchSize)
+	from := make([]int, 0, x.cfg.BatchSize)
 	for {
-		msgs, traces = msgs[:0], traces[:0]
-		if err := x.collect(ctx, r, &msgs, &traces); err != nil {
+		msgs, traces, from = msgs[:0], traces[:0], from[:0]
+		if err := x.collect(ctx, r, &msgs, &traces, &from); err != nil {
 			return nil // ctx cancelled
 		}
-		if len(traces) > 0 && !x.write(ctx, traces) {
+		if len(traces) > 0 && !x.write(ctx, msgs, traces, from) {
 			return nil // stopped while retrying; nothing committed
 		}
 		if err := r.CommitMessages(ctx, msgs...); err != nil {
@@ -177,7 +198,8 @@ func (x *Indexer) Run(ctx context.Context) error {
 
 // collect fetches one batch: it waits for the first message, then for more
 // until BatchSize or BatchWait. It returns an error only when ctx is done.
-func (x *Indexer) collect(ctx context.Context, r *kafka.Reader, msgs *[]kafka.Message, traces *[]model.AssembledTrace) error {
+// from[i] is the index in msgs of traces[i]'s message.
+func (x *Indexer) collect(ctx context.Context, r *kafka.Reader, msgs *[]kafka.Message, traces *[]model.AssembledTrace, from *[]int) error {
 	// wait ends the batch: cancelled BatchWait after the first message.
 	wait, endBatch := context.WithCancel(ctx)
 	defer endBatch()
@@ -210,16 +232,41 @@ func (x *Indexer) collect(ctx context.Context, r *kafka.Reader, msgs *[]kafka.Me
 		a, err := tracepb.Decode(m.Value)
 		if err != nil {
 			x.m.dropped.WithLabelValues("decode").Inc()
-			x.log.Error("undecodable assembled trace skipped", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+			x.drop.Error("decode", "undecodable assembled trace skipped", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
 			continue
 		}
 		*traces = append(*traces, *a)
+		*from = append(*from, len(*msgs)-1)
 	}
 	return nil
 }
 
-// write retries until the batch is durable (true) or ctx is done (false).
-func (x *Indexer) write(ctx context.Context, traces []model.AssembledTrace) bool {
+// write stores the batch: true once every trace is durable or rejected for
+// good and dead-lettered, false if ctx is done first. A transient failure
+// is retried; a permanent one makes it store the traces one at a time.
+func (x *Indexer) write(ctx context.Context, msgs []kafka.Message, traces []model.AssembledTrace, from []int) bool {
+	ok, err := x.retry(ctx, traces)
+	if !ok {
+		return false
+	}
+	if err == nil {
+		return true
+	}
+	for i := range traces {
+		ok, err := x.retry(ctx, traces[i:i+1])
+		if !ok {
+			return false
+		}
+		if err != nil && !x.reject(ctx, msgs[from[i]], &traces[i], err) {
+			return false
+		}
+	}
+	return true
+}
+
+// retry writes traces until they are durable (true, nil), the store
+// rejects them for good (true, the error), or ctx is done (false, _).
+func (x *Indexer) retry(ctx context.Context, traces []model.AssembledTrace) (bool, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		start := time.Now()
@@ -228,18 +275,55 @@ func (x *Indexer) write(ctx context.Context, traces []model.AssembledTrace) bool
 			x.m.writeDur.Observe(time.Since(start).Seconds())
 			x.m.batchSize.Observe(float64(len(traces)))
 			x.m.written.Add(float64(len(traces)))
-			return true
+			return true, nil
 		}
 		x.m.writeErrors.Inc()
 		if ctx.Err() != nil {
-			return false
+			return false, nil
+		}
+		if errors.Is(err, storage.ErrPermanent) {
+			return true, err
 		}
 		x.log.Warn("store write failed; retrying", "traces", len(traces), "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
+		if !sleep(ctx, backoff) {
+			return false, nil
 		}
 		backoff = min(2*backoff, x.cfg.MaxBackoff)
+	}
+}
+
+// reject hands the message of a trace the store rejected for good to the
+// dead letter (retrying until it is kept), counts and logs it. False if ctx
+// is done first.
+func (x *Indexer) reject(ctx context.Context, m kafka.Message, t *model.AssembledTrace, cause error) bool {
+	backoff := 100 * time.Millisecond
+	for x.dl != nil {
+		err := x.dl.Reject(ctx, m, cause)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		x.log.Warn("dead letter failed; retrying", "backoff", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, x.cfg.MaxBackoff)
+	}
+	x.m.dropped.WithLabelValues("rejected").Inc()
+	x.drop.Error("rejected", "trace rejected by the store for good; skipped", "trace", t.Trace.TraceID.String(),
+		"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "dead_lettered", x.dl != nil, "err", cause)
+	return true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
