@@ -304,26 +304,27 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 	for _, hv := range s.order[1:] {
 		v := int(hv)
 		lb, ub := negSat(s.all[v*h+r]), s.all[r*h+v]
-		if lb <= 0 && 0 <= ub {
+		if lb < 0 && 0 < ub {
 			// The host's spans fit as they are: its clock is believed.
+			// (Flush with a parent's edge is not believed: a request
+			// crossing hosts takes time.)
 			s.fix(v, r, 0)
 			continue
+		}
+		// Keep a network hop between the host's spans and their parents'
+		// edges when there is room: a child flush with its parent's start
+		// or end would erase the parent's section before or after it.
+		g := int64(0)
+		if lb > -inf && ub < inf {
+			g = min((ub-lb)/2, minHop)
 		}
 		x := int64(0)
 		if rl, ru := negSat(s.rpc[v*h+r]), s.rpc[r*h+v]; rl > -inf && ru < inf {
 			// Client→server pairs: the centre of their interval.
-			x = min(max(rl+(ru-rl)/2, lb), ub)
-		} else {
-			// Only bounds: the least shift that fits, keeping a network hop
-			// between a moved child and its parent's edge when there is
-			// room (a child flush with its parent's start or end would
-			// erase the parent's section before or after it).
-			g := int64(0)
-			if lb > -inf && ub < inf {
-				g = min((ub-lb)/2, minHop)
-			}
-			x = min(max(0, lb+g), ub-g)
+			x = rl + (ru-rl)/2
 		}
+		// Else only bounds: the least shift that fits.
+		x = min(max(x, lb+g), ub-g)
 		if max(x, -x) > maxAdj {
 			// Left to the span-by-span repair, which warns.
 			continue
