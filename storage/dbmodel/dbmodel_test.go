@@ -248,7 +248,7 @@ func TestToDomainSpanErrors(t *testing.T) {
 		{"bad int tag", `{"traceID":"1","spanID":"1","tags":[{"key":"n","type":"int64","value":"x"}]}`},
 		{"bad binary tag", `{"traceID":"1","spanID":"1","tags":[{"key":"b","type":"binary","value":"zz"}]}`},
 		{"unknown type", `{"traceID":"1","spanID":"1","tags":[{"key":"b","type":"complex","value":"1"}]}`},
-		{"negative duration", `{"traceID":"1","spanID":"1","duration":-5}`},
+		{"duration out of range", `{"traceID":"1","spanID":"1","duration":9223372036854776}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +260,24 @@ func TestToDomainSpanErrors(t *testing.T) {
 				t.Fatal("want an error")
 			}
 		})
+	}
+}
+
+// TestNegativeDuration: a span with a negative duration is stored with
+// duration 0 (as the analysis counts it), and a stored negative duration
+// (written by older versions) reads back as 0 instead of failing the trace.
+func TestNegativeDuration(t *testing.T) {
+	sp := &model.Span{TraceID: model.TraceID{Low: 1}, SpanID: 1, Duration: -5 * time.Second}
+	d := FromDomainSpan(sp, SpanOptions{})
+	if d.Duration != 0 {
+		t.Errorf("stored duration = %d, want 0", d.Duration)
+	}
+	for _, stored := range []int64{d.Duration, -5000000} {
+		d.Duration = stored
+		got, err := ToDomainSpan(&d, SpanOptions{})
+		if err != nil || got.Duration != 0 {
+			t.Errorf("read stored duration %d: %v, %v; want 0", stored, got, err)
+		}
 	}
 }
 

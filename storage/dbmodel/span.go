@@ -163,7 +163,7 @@ func FromDomainSpan(s *model.Span, o SpanOptions) Span {
 		References:      make([]Reference, 0, len(s.References)),
 		StartTime:       s.Start.Micros(),
 		StartTimeMillis: floorDiv(s.Start.Micros(), 1000),
-		Duration:        int64(s.Duration / time.Microsecond),
+		Duration:        max(int64(s.Duration/time.Microsecond), 0), // negative: stored as 0, as the analysis counts it (bad-duration warning)
 		Logs:            make([]Log, len(s.Logs)),
 		Process:         Process{ServiceName: s.Process.ServiceName},
 	}
@@ -261,8 +261,11 @@ func ToDomainSpan(d *Span, o SpanOptions) (*model.Span, error) {
 	if err != nil {
 		return nil, fmt.Errorf("span spanID: %w", err)
 	}
-	if d.Duration < 0 || d.Duration > math.MaxInt64/1000 {
+	if d.Duration > math.MaxInt64/1000 {
 		return nil, fmt.Errorf("span %s: duration %d out of range", d.SpanID, d.Duration)
+	}
+	if d.Duration < 0 {
+		d.Duration = 0 // stored by older versions; counted as 0 like the analysis does
 	}
 	s := &model.Span{
 		TraceID:   tid,

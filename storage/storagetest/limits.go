@@ -84,3 +84,25 @@ func testWideTrace(t *testing.T, s storage.Store) {
 		}
 	}
 }
+
+// testNegativeDuration: a span with a negative duration (which the analysis
+// counts as 0 with a bad-duration warning) is stored and read back with
+// duration 0, and the trace stays readable.
+func testNegativeDuration(t *testing.T, s storage.Store) {
+	at := Trace(Spec{ID: tid(1), Start: Day0})
+	at.Trace.Spans[2].Duration = -5 * time.Second
+	at.Analysis.Warnings = []model.Warning{{Kind: model.WarnBadDuration, SpanID: 3, Message: "duration -5s is negative; counted as 0"}}
+	write(t, s, at)
+	got, err := s.GetTrace(ctx(t), tid(1))
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	for _, sp := range got.Trace.Spans {
+		if sp.SpanID == 3 && sp.Duration != 0 {
+			t.Errorf("span 3 duration = %v, want 0", sp.Duration)
+		}
+	}
+	if len(got.Analysis.Warnings) != 1 || got.Analysis.Warnings[0].Kind != model.WarnBadDuration {
+		t.Errorf("warnings = %+v", got.Analysis.Warnings)
+	}
+}

@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"EdgeRollups", testEdgeRollups},
 		{"Retention", testRetention},
 		{"WideTrace", testWideTrace},
+		{"NegativeDuration", testNegativeDuration},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
