@@ -47,6 +47,25 @@ func (a *Analyzer) criticalPath(node int32, p0, p1 int64) {
 				continue
 			}
 			found = c
+			if e > f.p1 {
+				// Truncated to the parent's end: every later candidate
+				// ending at or after it ties; the earliest start wins
+				// (Jaeger UI's rule, see the package documentation).
+				for k := f.ptr - 1; k >= f.lo; k-- {
+					o := a.kids[k]
+					if a.end[o] < f.p1 {
+						break
+					}
+					f.ptr = k
+					if a.start[o] >= f.p1 || (a.start[o] < f.p0 && a.end[o] <= f.p0) {
+						continue
+					}
+					if a.start[o] < a.start[found] || (a.start[o] == a.start[found] && a.spans[o].SpanID < a.spans[found].SpanID) {
+						found = o
+					}
+				}
+				cs = max(a.start[found], f.p0)
+			}
 			break
 		}
 		if found < 0 {

@@ -66,11 +66,16 @@
 // point, records the parent as critical from that end to the point, descends
 // into the child, and on return continues in the parent from the child's
 // start; when no child is left the parent is critical back to its start.
-// Ties between children with the same truncated end go to the later original
-// end, then the earlier start, then the smaller span ID, so the result does not
-// depend on the order of t.Spans. (Jaeger UI takes only children that end
-// strictly before the point; here a child that ends exactly where its sibling
-// starts is taken, so back-to-back sequential calls are both critical.)
+// Ties between children with the same truncated end go to the earlier start
+// (as recorded, before truncation), then the smaller span ID. This is Jaeger
+// UI's rule: it sorts each span's children by start time and takes the first
+// child with the latest end; among equal starts it keeps the order of the
+// trace's spans, where tracepipe takes the smaller span ID so that the result
+// does not depend on the order of t.Spans. Ends are compared after truncation,
+// so a child ending at its parent's end and one ending after it tie. (Jaeger
+// UI takes only children that end strictly before the point; here a child that
+// ends exactly where its sibling starts is taken, so back-to-back sequential
+// calls are both critical.)
 //
 // # Self time
 //

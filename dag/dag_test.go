@@ -476,6 +476,40 @@ func TestAnalyze(t *testing.T) {
 			cp:    []sec{{1, 0, 30}, {2, 30, 70}, {1, 70, 90}, {3, 90, 95}, {1, 95, 100}},
 		},
 		{
+			name: "tie after truncation: earliest start wins (Jaeger UI)",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100},
+				{id: 2, parent: 1, start: 50, dur: 70}, // ends at 120, truncated to 100
+				{id: 3, parent: 1, start: 40, dur: 60}, // ends at 100
+				{id: 4, parent: 1, start: 60, dur: 80}, // ends at 140, truncated to 100
+			},
+			root: 1, dur: 100,
+			cp:   []sec{{1, 0, 40}, {3, 40, 100}},
+		},
+		{
+			name: "tie after truncation: equal starts, smaller span ID wins",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100},
+				{id: 7, parent: 1, start: 30, dur: 90},
+				{id: 5, parent: 1, start: 30, dur: 80},
+				{id: 6, parent: 1, start: 30, dur: 75},
+			},
+			root: 1, dur: 100,
+			cp:   []sec{{1, 0, 30}, {5, 30, 100}},
+		},
+		{
+			name: "tie on equal ends: earliest start wins, async children never critical",
+			spans: []sp{
+				{id: 1, start: 0, dur: 100, kind: model.KindProducer},
+				{id: 2, parent: 1, start: 60, dur: 40},
+				{id: 3, parent: 1, start: 20, dur: 80},
+				{id: 4, parent: 1, ref: model.FollowsFrom, start: 10, dur: 90},
+				{id: 5, parent: 1, start: 5, dur: 95, kind: model.KindConsumer},
+			},
+			root: 1, dur: 100,
+			cp:   []sec{{1, 0, 20}, {3, 20, 100}},
+		},
+		{
 			name: "same host not shifted",
 			spans: []sp{
 				{id: 1, start: 0, dur: 100, host: "a"},

@@ -116,7 +116,8 @@ func (a *Analyzer) buildChildren() {
 
 // sortKey orders blocking siblings for the critical path: end ascending, then
 // start descending, then span ID descending, so the preferred child among
-// equal ends is the last.
+// equal ends (earliest start, then smallest ID) is the last. Children whose
+// ends tie only after truncation to the parent are settled by the walk.
 type sortKey struct {
 	end, start int64
 	id         model.SpanID
