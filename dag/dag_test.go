@@ -484,7 +484,7 @@ func TestAnalyze(t *testing.T) {
 				{id: 4, parent: 1, start: 60, dur: 80}, // ends at 140, truncated to 100
 			},
 			root: 1, dur: 100,
-			cp:   []sec{{1, 0, 40}, {3, 40, 100}},
+			cp: []sec{{1, 0, 40}, {3, 40, 100}},
 		},
 		{
 			name: "tie after truncation: equal starts, smaller span ID wins",
@@ -495,7 +495,7 @@ func TestAnalyze(t *testing.T) {
 				{id: 6, parent: 1, start: 30, dur: 75},
 			},
 			root: 1, dur: 100,
-			cp:   []sec{{1, 0, 30}, {5, 30, 100}},
+			cp: []sec{{1, 0, 30}, {5, 30, 100}},
 		},
 		{
 			name: "tie on equal ends: earliest start wins, async children never critical",
@@ -507,7 +507,7 @@ func TestAnalyze(t *testing.T) {
 				{id: 5, parent: 1, start: 5, dur: 95, kind: model.KindConsumer},
 			},
 			root: 1, dur: 100,
-			cp:   []sec{{1, 0, 20}, {3, 20, 100}},
+			cp: []sec{{1, 0, 20}, {3, 20, 100}},
 		},
 		{
 			name: "same host not shifted",
