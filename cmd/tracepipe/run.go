@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tracepipe/tracepipe/internal/dirlock"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
@@ -99,6 +100,13 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
+	// One process per data directory: two would corrupt the embedded
+	// broker's log.
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	// Documents and traces the store rejects for good go to the store
 	// dead-letter topic; its writer needs the brokers, known once they run.
 	var (
