@@ -22,6 +22,7 @@ commands:
   analyze   explain Jaeger UI JSON trace files: critical path, self time, bottlenecks
   gen       generate a synthetic workload of traces to Kafka or a file
   query     query stored traces, slowest requests, bottlenecks and rollups
+  version   print the version of this build
 
 Run 'tracepipe <command> -h' for a command's flags.
 `
@@ -48,6 +49,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runGen(ctx, args[1:], stdout, stderr)
 	case "query":
 		err = runQuery(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version())
+		return 0
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

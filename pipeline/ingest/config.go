@@ -58,7 +58,7 @@ func DefaultConfig() Config {
 		DLQTopic:          "tracepipe-ingester-dlq",
 		Group:             "tracepipe-ingester",
 		Encoding:          wire.Auto,
-		MetricsAddr:       ":9464",
+		MetricsAddr:       "127.0.0.1:9464",
 		IdleTimeout:       assemble.DefaultIdleTimeout,
 		MaxWait:           assemble.DefaultMaxWait,
 		LateHorizon:       assemble.DefaultLateHorizon,
