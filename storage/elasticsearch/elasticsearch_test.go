@@ -4,6 +4,7 @@ package elasticsearch
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
@@ -243,5 +245,34 @@ func TestRetriesUntilAcknowledged(t *testing.T) {
 	}
 	if ft.n.Load() >= 0 {
 		t.Errorf("injected failures not all consumed")
+	}
+}
+
+// TestDependencyDocumentFenced: the Jaeger dependency document written with
+// a daily edge rollup carries the edge rollup's version, so an older write
+// (an aggregator that lost its partition) replaces neither.
+func TestDependencyDocumentFenced(t *testing.T) {
+	url := esURL(t)
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for"})
+	defer s.Close()
+	ctx := context.Background()
+	e := model.EdgeRollup{Resolution: 24 * time.Hour, WindowStart: model.TimestampOf(time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)), Caller: "api", Callee: "db"}
+	for _, w := range []struct{ calls, version int64 }{{7, 200}, {3, 100}} {
+		e.Calls, e.Version = w.calls, w.version
+		e.Latency = model.Distribution{Sum: time.Duration(w.calls) * time.Millisecond}
+		if err := s.WriteEdgeRollups(ctx, []model.EdgeRollup{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.c.Get().Index(s.x.dependencies(e.WindowStart)).Id(e.ID()).Do(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dbmodel.Dependencies
+	if err := json.Unmarshal(res.Source, &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Dependencies) != 1 || d.Dependencies[0].CallCount != 7 || res.Version == nil || *res.Version != 200 {
+		t.Errorf("dependency document %s version %v, want 7 calls at version 200", res.Source, res.Version)
 	}
 }

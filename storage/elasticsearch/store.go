@@ -22,8 +22,11 @@
 // with version_type=external_gte and the trace's Version, so a re-emitted
 // older version is rejected by Elasticsearch (409, counted as stale and
 // treated as success) and never overwrites a newer one; the same or a newer
-// version overwrites. Rollups and edge rollups are overwritten
-// unconditionally.
+// version overwrites. Rollups, edge rollups and the Jaeger dependency
+// documents written with daily edge rollups are indexed the same way with
+// their Version (the aggregator's partials-log position), so a write from an
+// aggregator that lost its partition cannot replace a newer one; Version 0
+// overwrites unconditionally.
 //
 // # Write path and acknowledgement
 //
@@ -279,7 +282,8 @@ func (s *Store) forgetServices(docs []doc) {
 	}
 }
 
-// WriteRollups indexes the rollups under Rollup.ID(), replacing earlier ones.
+// WriteRollups indexes the rollups under Rollup.ID(), replacing earlier ones
+// of a lower or equal Version (see the package doc).
 func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error {
 	docs := make([]doc, 0, len(rollups))
 	for i := range rollups {
@@ -291,7 +295,7 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		if err != nil {
 			return fmt.Errorf("encode rollup: %w", err)
 		}
-		docs = append(docs, doc{kind: "rollup", index: s.x.rollup(r.Resolution, r.WindowStart), id: r.ID(), body: body})
+		docs = append(docs, doc{kind: "rollup", index: s.x.rollup(r.Resolution, r.WindowStart), id: r.ID(), version: r.Version, body: body})
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		return fmt.Errorf("write rollups: %w", err)
@@ -312,17 +316,18 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		if err != nil {
 			return fmt.Errorf("encode edge rollup: %w", err)
 		}
-		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), body: body})
+		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), version: e.Version, body: body})
 		if e.Resolution == 24*time.Hour {
 			// Jaeger Query's dependency graph: one document per day and
 			// edge (Jaeger concatenates the links of every document in
 			// range), under the edge rollup's ID so rewrites replace it. A
-			// retracted edge keeps its document with no links.
+			// retracted edge keeps its document with no links. It carries
+			// the edge rollup's version: an older write loses here too.
 			dep, err := json.Marshal(dbmodel.FromDomainDependency(e))
 			if err != nil {
 				return fmt.Errorf("encode dependency link: %w", err)
 			}
-			docs = append(docs, doc{kind: "dependency", index: s.x.dependencies(e.WindowStart), id: e.ID(), body: dep})
+			docs = append(docs, doc{kind: "dependency", index: s.x.dependencies(e.WindowStart), id: e.ID(), version: e.Version, body: dep})
 		}
 	}
 	if err := s.w.submit(ctx, docs); err != nil {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/olivere/elastic/v7"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracepipe/tracepipe/internal/logerr"
 )
 
 // Failure is a document Elasticsearch rejected for a reason retrying cannot
@@ -62,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		docsWritten:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_docs_written_total", Help: "Documents acknowledged by Elasticsearch, by kind (span, service, trace, rollup, edge)."}, []string{"kind"}),
 		retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_retries_total", Help: "Documents resent after a transient failure, by reason (429, 5xx, connection)."}, []string{"reason"}),
 		failures:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_failures_total", Help: "Documents rejected for good (dead-lettered or failed), by Elasticsearch error type."}, []string{"reason"}),
-		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents skipped because a newer trace version is stored."}),
+		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents skipped because a newer version is stored (a newer trace version, or a rollup of a later partials-log position)."}),
 		latency:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tracepipe_es_bulk_duration_seconds", Help: "Latency of one bulk request.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		pending:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "tracepipe_es_pending_docs", Help: "Documents accepted by the writer and not yet acknowledged."}),
 	}
@@ -292,7 +294,7 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 			reason, transient := classify(err)
 			if transient {
 				w.m.retries.WithLabelValues(reason).Add(float64(len(todo)))
-				w.log.Warn("bulk request failed, retrying", "docs", len(todo), "attempt", attempt+1, "err", err)
+				w.log.Warn("bulk request failed, retrying", "docs", len(todo), "attempt", attempt+1, "err", logerr.Line(err))
 				for _, i := range todo {
 					errs[i] = fmt.Errorf("bulk request: %w", err)
 				}

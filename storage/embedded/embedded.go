@@ -24,7 +24,8 @@
 // dbmodel.Span documents — one row per trace instead of one per span, since a
 // trace version always carries all of its spans and is always read whole),
 // trace_ops and trace_tags (search and aggregation indexes over the summary),
-// rollups (one row per Rollup.ID(), dbmodel.Rollup JSON), edge_rollups (one
+// rollups (one row per Rollup.ID(), dbmodel.Rollup JSON, and its Version:
+// a write with a lower Version loses), edge_rollups (one
 // row per EdgeRollup.ID(), dbmodel.EdgeRollup JSON).
 //
 // # Concurrency
@@ -125,7 +126,8 @@ CREATE TABLE IF NOT EXISTS rollups (
 	service      TEXT NOT NULL,
 	operation    TEXT NOT NULL,
 	kind         TEXT NOT NULL,
-	doc          BLOB NOT NULL
+	doc          BLOB NOT NULL,
+	version      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS rollups_by_key ON rollups (service, operation, resolution, window_start);
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (window_start);
@@ -135,7 +137,8 @@ CREATE TABLE IF NOT EXISTS edge_rollups (
 	window_start INTEGER NOT NULL,
 	caller       TEXT NOT NULL,
 	callee       TEXT NOT NULL,
-	doc          BLOB NOT NULL
+	doc          BLOB NOT NULL,
+	version      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS edge_rollups_by_key ON edge_rollups (caller, callee, resolution, window_start);
 CREATE INDEX IF NOT EXISTS edge_rollups_by_start ON edge_rollups (window_start);
@@ -177,6 +180,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("embedded store: create schema in %s: %w", o.Path, err)
 	}
+	if err := addVersionColumns(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("embedded store %s: %w", o.Path, err)
+	}
 	var v string
 	err = w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key='schema_version'`).Scan(&v)
 	switch {
@@ -199,6 +206,24 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<30))
 	return &Store{w: w, r: r, promoted: o.PromotedTags, enc: enc, dec: dec}, nil
+}
+
+// addVersionColumns adds the version column to the rollup tables of a
+// store created before rollups were versioned (their rows get 0, which any
+// versioned write replaces).
+func addVersionColumns(ctx context.Context, db *sql.DB) error {
+	for _, table := range []string{"rollups", "edge_rollups"} {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = 'version'`, table).Scan(&n); err != nil {
+			return fmt.Errorf("inspect %s: %w", table, err)
+		}
+		if n == 0 {
+			if _, err := db.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN version INTEGER NOT NULL DEFAULT 0`); err != nil {
+				return fmt.Errorf("add version to %s: %w", table, err)
+			}
+		}
+	}
+	return nil
 }
 
 func validatePromoted(keys []string) error {
@@ -391,7 +416,9 @@ func prepare(ctx context.Context, tx *sql.Tx, queries ...string) ([]*sql.Stmt, e
 }
 
 // WriteRollups stores the rollups in one transaction, replacing earlier
-// rollups with the same ID.
+// rollups with the same ID unless they have a higher Version (a conditional
+// upsert: an older write loses, an equal or newer one replaces; Version 0
+// always replaces).
 func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error {
 	if len(rollups) == 0 {
 		return nil
@@ -401,10 +428,11 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		return fmt.Errorf("write rollups: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (id, resolution, window_start, service, operation, kind, doc)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (id, resolution, window_start, service, operation, kind, doc, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
-		  service=excluded.service, operation=excluded.operation, kind=excluded.kind, doc=excluded.doc`)
+		  service=excluded.service, operation=excluded.operation, kind=excluded.kind, doc=excluded.doc, version=excluded.version
+		WHERE excluded.version = 0 OR excluded.version >= rollups.version`)
 	if err != nil {
 		return fmt.Errorf("write rollups: %w", err)
 	}
@@ -417,7 +445,7 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		if err != nil {
 			return fmt.Errorf("encode rollup: %w", err)
 		}
-		if _, err := st.ExecContext(ctx, r.ID(), int64(r.Resolution), int64(r.WindowStart), r.Service, r.Operation, r.Kind.String(), doc); err != nil {
+		if _, err := st.ExecContext(ctx, r.ID(), int64(r.Resolution), int64(r.WindowStart), r.Service, r.Operation, r.Kind.String(), doc, r.Version); err != nil {
 			return fmt.Errorf("write rollup %s: %w", r.ID(), err)
 		}
 	}
@@ -428,7 +456,8 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 }
 
 // WriteEdgeRollups stores the edge rollups in one transaction, replacing
-// earlier edge rollups with the same ID. Retractions (Calls == 0) are stored
+// earlier edge rollups with the same ID unless they have a higher Version
+// (as WriteRollups). Retractions (Calls == 0) are stored
 // like any other.
 func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error {
 	if len(edges) == 0 {
@@ -439,10 +468,11 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		return fmt.Errorf("write edge rollups: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO edge_rollups (id, resolution, window_start, caller, callee, doc)
-		VALUES (?, ?, ?, ?, ?, ?)
+	st, err := tx.PrepareContext(ctx, `INSERT INTO edge_rollups (id, resolution, window_start, caller, callee, doc, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
-		  caller=excluded.caller, callee=excluded.callee, doc=excluded.doc`)
+		  caller=excluded.caller, callee=excluded.callee, doc=excluded.doc, version=excluded.version
+		WHERE excluded.version = 0 OR excluded.version >= edge_rollups.version`)
 	if err != nil {
 		return fmt.Errorf("write edge rollups: %w", err)
 	}
@@ -455,7 +485,7 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		if err != nil {
 			return fmt.Errorf("encode edge rollup: %w", err)
 		}
-		if _, err := st.ExecContext(ctx, e.ID(), int64(e.Resolution), int64(e.WindowStart), e.Caller, e.Callee, doc); err != nil {
+		if _, err := st.ExecContext(ctx, e.ID(), int64(e.Resolution), int64(e.WindowStart), e.Caller, e.Callee, doc, e.Version); err != nil {
 			return fmt.Errorf("write edge rollup %s: %w", e.ID(), err)
 		}
 	}

@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Bottlenecks", testBottlenecks},
 		{"RollupSeries", testRollups},
 		{"EdgeSeries", testEdges},
+		{"RollupVersions", testRollupVersions},
 		{"EdgeBadQueries", testEdgeBadQueries},
 		{"Services", testServices},
 		{"EdgeRollups", testEdgeRollups},
@@ -548,6 +549,78 @@ func testRollups(t *testing.T, s storage.Store) {
 	}
 	if got = series(model.RollupQuery{Service: "db", Operation: "DELETE", Resolution: time.Minute}); len(got) != 0 {
 		t.Errorf("unknown operation: %+v", got)
+	}
+}
+
+// testRollupVersions: of two writes of one rollup or edge rollup, the one
+// with the lower Version loses, whatever their order, in one call or in
+// two; an equal Version replaces; Version 0 always replaces (the aggregator
+// fences a writer that lost its partition this way).
+func testRollupVersions(t *testing.T, s storage.Store) {
+	es, ok := s.(interface {
+		WriteEdgeRollups(context.Context, []model.EdgeRollup) error
+		EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
+	})
+	if !ok {
+		t.Fatal("the store does not store edge rollups")
+	}
+	rv := func(w int, count, version int64) model.Rollup {
+		r := rollup(time.Minute, w, "ver", "op", count)
+		r.Version = version
+		return r
+	}
+	ev := func(w int, calls, version int64) model.EdgeRollup {
+		e := edge(24*time.Hour, w, "ver-a", "ver-b", calls)
+		e.Version = version
+		return e
+	}
+	steps := [][]int64{ // per window: (count, version) written in order, one call each
+		{10, 100, 5, 50},        // older loses
+		{10, 100, 11, 100},      // equal replaces
+		{10, 100, 12, 200},      // newer replaces
+		{10, 100, 13, 0},        // unversioned replaces
+		{10, 100, 14, 99, 0, 1}, // a retraction (0 calls) of an older version loses too
+	}
+	want := []int64{10, 11, 12, 13, 10}
+	for w, st := range steps {
+		for i := 0; i < len(st); i += 2 {
+			if err := s.WriteRollups(ctx(t), []model.Rollup{rv(w, st[i], st[i+1])}); err != nil {
+				t.Fatal(err)
+			}
+			if err := es.WriteEdgeRollups(ctx(t), []model.EdgeRollup{ev(w, st[i], st[i+1])}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// In one call, newest first.
+	if err := s.WriteRollups(ctx(t), []model.Rollup{rv(5, 20, 300), rv(5, 7, 30)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := es.WriteEdgeRollups(ctx(t), []model.EdgeRollup{ev(5, 20, 300), ev(5, 7, 30)}); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, 20)
+	got, err := s.RollupSeries(ctx(t), model.RollupQuery{Service: "ver", Operation: "op", Resolution: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counts []int64
+	for _, r := range got {
+		counts = append(counts, r.Count)
+	}
+	if !reflect.DeepEqual(counts, want) {
+		t.Errorf("rollup counts per window = %v, want %v", counts, want)
+	}
+	edges, err := es.EdgeSeries(ctx(t), 24*time.Hour, "ver-a", "ver-b", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts = counts[:0]
+	for _, e := range edges {
+		counts = append(counts, e.Calls)
+	}
+	if !reflect.DeepEqual(counts, want) {
+		t.Errorf("edge rollup calls per window = %v, want %v", counts, want)
 	}
 }
 
