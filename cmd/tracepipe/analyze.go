@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,8 +11,10 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/dag"
+	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/report"
+	"github.com/tracepipe/tracepipe/wire"
 	"github.com/tracepipe/tracepipe/wire/uijson"
 )
 
@@ -18,7 +22,8 @@ const analyzeUsage = `usage: tracepipe analyze [--format text|json] [--max-clock
 
 Reads Jaeger UI JSON documents ({"data":[{"traceID":…,"spans":[…],"processes":{…}}]},
 as Jaeger Query's /api/traces returns and the UI's "Download JSON" saves; "-" reads
-standard input) and explains every trace in them: the critical path, each span's
+standard input), or files written by 'tracepipe gen --out' (any encoding), and
+explains every trace in them: the critical path, each span's
 self and critical-path time, and the operations that cost the most on the critical path.
 `
 
@@ -29,16 +34,25 @@ func runAnalyze(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	format := fs.String("format", "text", "output format: text (for people) or json (the stable contract in docs/analyze-json.md)")
 	maxSkew := fs.Duration("max-clock-skew", dag.DefaultMaxClockSkewAdjust, "largest clock-skew shift applied to one span")
 	top := fs.Int("top", 10, "text form: operations listed per trace")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
+	// Flags may come before or after the files ("analyze FILE --format json").
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				return nil
+			}
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("%w: --format must be text or json, not %q", errUsage, *format)
 	}
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		fs.Usage()
 		return fmt.Errorf("%w: no input files (use - for standard input)", errUsage)
 	}
@@ -48,7 +62,7 @@ func runAnalyze(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	opts := dag.Options{MaxClockSkewAdjust: *maxSkew}
 
 	doc := report.Document{Traces: []report.Trace{}}
-	for _, name := range fs.Args() {
+	for _, name := range files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -56,11 +70,17 @@ func runAnalyze(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if err != nil {
 			return err
 		}
+		if len(traces) == 0 {
+			fmt.Fprintf(stderr, "tracepipe analyze: %s holds no traces\n", name)
+		}
 		for i := range traces {
 			t := &traces[i]
 			a := dag.Analyze(t, opts)
 			doc.Traces = append(doc.Traces, report.Build(t, &a))
 		}
+	}
+	if len(doc.Traces) == 0 {
+		return errors.New("no traces to analyze (an empty {\"data\":[]} document?)")
 	}
 	if *format == "json" {
 		return report.WriteJSON(stdout, doc)
@@ -78,9 +98,60 @@ func readTraceFile(name string, stdin io.Reader) ([]model.Trace, error) {
 		defer f.Close()
 		r = f
 	}
-	traces, err := uijson.Read(r)
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	first := bytes.TrimLeft(b, " \t\r\n\xef\xbb\xbf")
+	if len(first) > 0 && (first[0] == '{' || first[0] == '[') {
+		traces, err := uijson.Parse(b)
+		if err == nil && (len(traces) > 0 || first[0] == '[' || bytes.Contains(b, []byte(`"data"`))) {
+			return traces, nil
+		}
+		if first[0] == '{' {
+			// 'tracepipe gen --out' with a JSON encoding: one message per line.
+			if gt, gerr := readGenFile(b, wire.JaegerJSON); gerr == nil && len(gt) > 0 {
+				return gt, nil
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		return traces, nil
+	}
+	// 'tracepipe gen --out' with a protobuf encoding: length-prefixed messages.
+	traces, err := readGenFile(b, wire.JaegerProto)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: neither Jaeger UI JSON nor a 'tracepipe gen --out' file: %w", name, err)
+	}
+	return traces, nil
+}
+
+// readGenFile decodes the messages of a 'tracepipe gen --out' file (framed
+// as enc's family: JSON lines or length-prefixed protobuf; each message's
+// encoding is detected) and groups the spans by trace, in order of first
+// appearance.
+func readGenFile(b []byte, framing wire.Encoding) ([]model.Trace, error) {
+	msgs, err := gen.ReadFile(bytes.NewReader(b), framing)
+	if err != nil {
+		return nil, err
+	}
+	var traces []model.Trace
+	at := map[model.TraceID]int{}
+	for i, m := range msgs {
+		spans, err := wire.Decode(wire.Auto, m, nil)
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", i+1, err)
+		}
+		for _, sp := range spans {
+			j, ok := at[sp.TraceID]
+			if !ok {
+				j = len(traces)
+				at[sp.TraceID] = j
+				traces = append(traces, model.Trace{TraceID: sp.TraceID})
+			}
+			traces[j].Spans = append(traces[j].Spans, sp)
+		}
 	}
 	return traces, nil
 }
