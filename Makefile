@@ -4,7 +4,7 @@ PKGS      ?= ./...
 BENCHTIME ?= 1s
 BIN       := bin
 
-.PHONY: all build test check bench proto lint services-up services-down clean
+.PHONY: all build test check bench proto lint services-up services-down clean demo
 
 all: build
 
@@ -20,6 +20,11 @@ test:
 ## the Elasticsearch-API engine and Prometheus, lint, run every test, stop the services.
 check:
 	bash scripts/check.sh
+
+## demo: the pipeline plus the instrumented activity-feed demo (examples/feed) and a bounded load;
+## DEMO_FLAGS passes flags to 'tracepipe demo' (e.g. DEMO_FLAGS=--exit)
+demo:
+	$(GO) run ./cmd/tracepipe demo $(DEMO_FLAGS)
 
 ## bench: benchmarks whose figures the README reports
 bench:

@@ -22,6 +22,7 @@ commands:
   analyze   explain Jaeger UI JSON trace files: critical path, self time, bottlenecks
   gen       generate a synthetic workload of traces to Kafka or a file
   query     query stored traces, slowest requests, bottlenecks and rollups
+  demo      run the pipeline with an instrumented demo system and a bounded load (examples/feed)
   version   print the version of this build
 
 Run 'tracepipe <command> -h' for a command's flags.
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runGen(ctx, args[1:], stdout, stderr)
 	case "query":
 		err = runQuery(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/opentracing/opentracing-go"
@@ -25,6 +26,7 @@ type fanoutWorker struct {
 	in         *metrics.Instrumentation
 	storageURL string
 	client     *http.Client
+	processed  atomic.Int64
 }
 
 func newFanoutWorker(cfg Config, in *metrics.Instrumentation, storageURL string) *fanoutWorker {
@@ -50,6 +52,7 @@ func (fw *fanoutWorker) run(ctx context.Context) error {
 			return err
 		}
 		fw.process(ctx, m)
+		fw.processed.Add(1)
 		if err := r.CommitMessages(ctx, m); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("commit: %w", err)
 		}

@@ -181,6 +181,9 @@ func (s *System) serveHTTP(ln net.Listener, h http.Handler) {
 	s.httpLns = append(s.httpLns, ln)
 }
 
+// FannedOut counts the fan-out messages the worker has processed.
+func (s *System) FannedOut() int64 { return s.worker.processed.Load() }
+
 // GatewayURL is the base URL of the API gateway.
 func (s *System) GatewayURL() string { return "http://" + s.gatewayLn.Addr().String() }
 
