@@ -316,7 +316,7 @@ func (d *thriftDecoder) fieldBegin() (byte, int16) {
 		return t, d.i16()
 	}
 	h := d.byte1()
-	if d.err != nil || h == 0 {
+	if d.err != nil || h&0x0f == 0 { // STOP, whatever the high bits
 		return tStop, 0
 	}
 	ct := h & 0x0f
@@ -348,7 +348,9 @@ func (d *thriftDecoder) listBegin() (byte, int) {
 		if d.err != nil {
 			return 0, 0
 		}
-		et = d.compactType(h & 0x0f)
+		if h&0x0f != 0 { // 0 (STOP) is let through, as the runtime does
+			et = d.compactType(h & 0x0f)
+		}
 	} else {
 		et = d.byte1()
 		n = int64(d.i32())
@@ -513,13 +515,9 @@ func (d *thriftDecoder) batch(dst []*model.Span) []*model.Span {
 			proc = d.process()
 		case id == 2 && typ == tList:
 			haveSpans = true
-			et, n := d.listBegin()
-			if et != tStruct {
-				for k := 0; k < n && d.err == nil; k++ {
-					d.skip(et, 1)
-				}
-				continue
-			}
+			// As the generated code: the elements are read as structs
+			// whatever type the list header names.
+			_, n := d.listBegin()
 			block := make([]model.Span, n)
 			for k := range block {
 				sp := &block[k]
@@ -529,6 +527,8 @@ func (d *thriftDecoder) batch(dst []*model.Span) []*model.Span {
 				}
 				dst = append(dst, sp)
 			}
+		case id == 4 && typ == tStruct:
+			d.clientStats()
 		default:
 			d.skip(typ, 1)
 		}
@@ -547,6 +547,27 @@ func (d *thriftDecoder) batch(dst []*model.Span) []*model.Span {
 		normalizeSpan(sp)
 	}
 	return dst
+}
+
+// clientStats checks the batch's optional ClientStats (three required
+// counters, as the generated code requires them) and discards it.
+func (d *thriftDecoder) clientStats() {
+	seen := 0
+	d.structBegin()
+	for d.err == nil {
+		typ, id := d.fieldBegin()
+		if typ == tStop || d.err != nil {
+			break
+		}
+		if id >= 1 && id <= 3 && typ == tI64 {
+			seen |= 1 << (id - 1)
+		}
+		d.skip(typ, 2)
+	}
+	d.structEnd()
+	if d.err == nil && seen != 7 {
+		d.failf("stats", "a required field is missing (fullQueueDroppedSpans, tooLargeDroppedSpans, failedToEmitSpans)")
+	}
 }
 
 func (d *thriftDecoder) process() model.Process {
@@ -580,13 +601,7 @@ func (d *thriftDecoder) process() model.Process {
 
 // tags reads a list<Tag> (the list header not yet read).
 func (d *thriftDecoder) tags(dst model.KeyValues, where string) model.KeyValues {
-	et, n := d.listBegin()
-	if et != tStruct {
-		for k := 0; k < n && d.err == nil; k++ {
-			d.skip(et, 1)
-		}
-		return dst
-	}
+	_, n := d.listBegin() // elements read as structs, as the generated code does
 	if dst == nil && n > 0 {
 		dst = make(model.KeyValues, 0, n)
 	}
@@ -754,13 +769,7 @@ func (d *thriftDecoder) span(sp *model.Span, k int) {
 }
 
 func (d *thriftDecoder) refs(sp *model.Span) {
-	et, n := d.listBegin()
-	if et != tStruct {
-		for k := 0; k < n && d.err == nil; k++ {
-			d.skip(et, 1)
-		}
-		return
-	}
+	_, n := d.listBegin() // elements read as structs, as the generated code does
 	if sp.References == nil && n > 0 {
 		sp.References = make([]model.Reference, 0, n+1)
 	}
@@ -807,13 +816,7 @@ func (d *thriftDecoder) refs(sp *model.Span) {
 }
 
 func (d *thriftDecoder) logs(sp *model.Span, k int) {
-	et, n := d.listBegin()
-	if et != tStruct {
-		for j := 0; j < n && d.err == nil; j++ {
-			d.skip(et, 1)
-		}
-		return
-	}
+	_, n := d.listBegin() // elements read as structs, as the generated code does
 	if sp.Logs == nil && n > 0 {
 		sp.Logs = make([]model.Log, 0, n)
 	}

@@ -38,6 +38,13 @@
 // the message: it has the same fields as ExportTraceServiceRequest, without
 // the collector package's gRPC dependencies.
 //
+// Jaeger Thrift (DecodeJaegerThrift, DecodeAgentEmitBatch): the Batch that
+// jaeger-client-go sends to the agent over UDP (inside an emitBatch
+// message, compact or binary protocol) and to the collector over HTTP
+// (binary protocol). These are request formats of the collector, not Kafka
+// message formats; the decoder is hand-written and fuzzed against
+// jaeger-client-go's generated code (see jaegerthrift.go).
+//
 // The Jaeger UI/query JSON document ({"data":[{"traceID", "spans",
 // "processes"}]}) is a file format, not a message format; package
 // wire/uijson reads and writes it.
