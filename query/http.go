@@ -67,6 +67,10 @@ func (h *Handler) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := h.r.GetTrace(r.Context(), id)
+	if errors.Is(err, model.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "trace "+r.PathValue("id")+" not found") // as typed
+		return
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return

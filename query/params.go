@@ -16,10 +16,10 @@ import (
 //
 //	service, operation      exact names
 //	tag                     key=value (or key:value), repeatable, promoted tags only
-//	minDuration/maxDuration Go durations: 150ms, 2s
-//	since                   a duration: the range is [now-since, now)
+//	minDuration/maxDuration durations (ParseDuration): 150ms, 2s
+//	since                   a duration (ParseDuration: 15m, 24h, 7d): the range is [now-since, now)
 //	start, end              RFC 3339 times (2026-03-10T14:00:00Z) or dates (2026-03-10)
-//	limit                   1..10000
+//	limit                   1..10000; 0 or absent: the default
 //	order                   slowest (default) or newest
 //	resolution              1m, 1h, 1d (rollups)
 //	kind                    server, client, ... (rollups)
@@ -30,6 +30,32 @@ import (
 
 func badf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{model.ErrBadQuery}, args...)...)
+}
+
+// ParseDuration reads a Go duration ("150ms", "36h") that may start with a
+// whole number of days ("7d", "1d12h"). It is the one duration syntax of
+// the CLI and the API.
+func ParseDuration(s string) (time.Duration, error) {
+	days, rest := "", s
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		days, rest = s[:i], s[i+1:]
+	}
+	var d time.Duration
+	if days != "" {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || n > 365*200 { // 200 years: far inside time.Duration
+			return 0, fmt.Errorf("duration %q: want e.g. 150ms, 24h or 7d", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+		if rest == "" {
+			return d, nil
+		}
+	}
+	r, err := time.ParseDuration(rest)
+	if err != nil || (days != "" && (r < 0 || r > math.MaxInt64-d)) {
+		return 0, fmt.Errorf("duration %q: want e.g. 150ms, 24h or 7d", s)
+	}
+	return d + r, nil
 }
 
 // ParseTag splits "key=value" or "key:value" at the first '=' or ':'.
@@ -76,9 +102,9 @@ func parseRange(v url.Values, now time.Time) (start, end model.Timestamp, err er
 		if s != "" || e != "" {
 			return 0, 0, badf("since cannot be combined with start or end")
 		}
-		d, err := time.ParseDuration(since)
+		d, err := ParseDuration(since)
 		if err != nil || d <= 0 {
-			return 0, 0, badf("since %q: want a positive duration such as 15m or 24h", since)
+			return 0, 0, badf("since %q: want a positive duration such as 15m, 24h or 7d", since)
 		}
 		start, err := timestampOf(fmt.Sprintf("since %q", since), now.Add(-d))
 		return start, 0, err
@@ -101,7 +127,7 @@ func parseDuration(v url.Values, key string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, badf("%s %q: want a duration such as 150ms or 2s", key, s)
 	}
@@ -114,8 +140,8 @@ func parseLimit(v url.Values) (int, error) {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n > model.MaxLimit {
-		return 0, badf("limit %q: want a number from 1 to %d", s, model.MaxLimit)
+	if err != nil || n < 0 || n > model.MaxLimit {
+		return 0, badf("limit %q: want a number from 1 to %d (0: the default)", s, model.MaxLimit)
 	}
 	return n, nil
 }

@@ -104,9 +104,9 @@ func TestAPIErrors(t *testing.T) {
 		code               int
 		msg                string
 	}{
-		{"missing trace", "GET", "/api/v1/traces/ffff", 404, "trace 000000000000ffff not found"},
+		{"missing trace", "GET", "/api/v1/traces/ffff", 404, `"trace ffff not found"`},
 		{"bad trace id", "GET", "/api/v1/traces/xyz", 400, "not hex"},
-		{"zero limit", "GET", "/api/v1/traces?limit=0", 400, "limit"},
+		{"negative limit", "GET", "/api/v1/traces?limit=-1", 400, "limit"},
 		{"unknown parameter", "GET", "/api/v1/traces?colour=red", 400, "unknown parameter"},
 		{"unpromoted tag", "GET", "/api/v1/traces?tag=color=red", 400, "not searchable"},
 		{"since and start", "GET", "/api/v1/traces?since=1h&start=2026-03-10", 400, "since cannot be combined"},

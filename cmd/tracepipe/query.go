@@ -48,7 +48,8 @@ examples:
   tracepipe query rollups --service db --operation SELECT --resolution 1m --since 2h
   tracepipe query edges --caller frontend --callee db --resolution 1m --since 2h
   tracepipe query serve --listen 127.0.0.1:16689
-  tracepipe query retention --older-than 7d
+  tracepipe query retention --older-than 7d --dry-run
+  tracepipe query retention --older-than 7d --yes
 
 Run 'tracepipe query <command> -h' for a command's flags.
 `
@@ -113,6 +114,7 @@ type queryCmd struct {
 	limit                                                                          int
 	tags, dims                                                                     multi
 	listen, olderThan                                                              string
+	dryRun, yes                                                                    bool
 	pos                                                                            []string // positional arguments
 }
 
@@ -173,6 +175,8 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 		fs.StringVar(&c.listen, "listen", env("TRACEPIPE_QUERY_LISTEN", "127.0.0.1:16689"), "HTTP listen address (env TRACEPIPE_QUERY_LISTEN)")
 	case "retention":
 		fs.StringVar(&c.olderThan, "older-than", env("TRACEPIPE_RETENTION", ""), "delete data of UTC days older than this, e.g. 7d or 36h (env TRACEPIPE_RETENTION)")
+		fs.BoolVar(&c.dryRun, "dry-run", false, "only say what would be deleted")
+		fs.BoolVar(&c.yes, "yes", false, "delete without asking (needed when standard input is not a terminal)")
 	}
 	return c
 }
@@ -272,6 +276,10 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 	switch c.name {
 	case "trace":
 		t, err := st.GetTrace(ctx, id)
+		if errors.Is(err, model.ErrNotFound) {
+			c.hint(ctx)
+			return fmt.Errorf("trace %s not found", c.pos[0]) // as typed
+		}
 		if err != nil {
 			return err
 		}
@@ -282,12 +290,18 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		if len(res) == 0 {
+			c.hint(ctx)
+		}
 		sums := query.NewSummaries(res)
 		return c.output(stdout, map[string]any{"traces": sums}, func(w io.Writer) error { return query.WriteSummariesText(w, sums) })
 	case "bottlenecks":
 		res, err := st.TopBottlenecks(ctx, bq)
 		if err != nil {
 			return err
+		}
+		if len(res) == 0 {
+			c.hint(ctx)
 		}
 		rows := query.NewBottlenecks(res)
 		return c.output(stdout, map[string]any{"bottlenecks": rows}, func(w io.Writer) error { return query.WriteBottlenecksText(w, rows) })
@@ -296,6 +310,12 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		if len(res) == 0 {
+			if err := checkResolution(rq.Resolution); err != nil {
+				return err
+			}
+			c.hint(ctx)
+		}
 		rs := query.NewRollups(res)
 		return c.output(stdout, map[string]any{"rollups": rs}, func(w io.Writer) error { return query.WriteRollupsText(w, rs) })
 	case "edges":
@@ -303,10 +323,38 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		if len(res) == 0 {
+			if err := checkResolution(eq.Resolution); err != nil {
+				return err
+			}
+			c.hint(ctx)
+		}
 		es := query.NewEdges(res)
 		return c.output(stdout, map[string]any{"edges": es}, func(w io.Writer) error { return query.WriteEdgesText(w, es) })
 	case "retention":
 		cutoff := storage.RetentionCutoff(now, age)
+		if c.dryRun || !c.yes {
+			doomed, err := st.FindTraces(ctx, model.TraceQuery{End: model.TimestampOf(cutoff), Order: model.OrderNewest, Limit: model.MaxLimit})
+			if err != nil {
+				return err
+			}
+			n := fmt.Sprint(len(doomed))
+			if len(doomed) == model.MaxLimit {
+				n = "at least " + n
+			}
+			what := fmt.Sprintf("data of UTC days before %s (%s traces, their spans, rollups and edge rollups", cutoff.Format("2006-01-02"), n)
+			if c.esURL != "" {
+				what += fmt.Sprintf("; whole daily indices under prefix %q", c.indexPrefix)
+			}
+			what += ")"
+			if c.dryRun {
+				return c.output(stdout, map[string]any{"dryRun": true, "cutoff": cutoff, "traces": len(doomed), "tracesAtLeast": len(doomed) == model.MaxLimit},
+					func(w io.Writer) error { _, err := fmt.Fprintf(w, "would delete %s\n", what); return err })
+			}
+			if err := confirm(c.fs.Output(), "delete "+what+"?"); err != nil {
+				return err
+			}
+		}
 		rep, err := st.DeleteBefore(ctx, cutoff)
 		if err != nil {
 			return err
@@ -366,19 +414,12 @@ func (c *queryCmd) serve(ctx context.Context, st query.Reader, stdout io.Writer)
 	return err
 }
 
-// parseAge reads "7d" (days) or a Go duration ("36h").
+// parseAge reads "7d" (days) or a duration ("36h", "1d12h"; query.ParseDuration).
 func parseAge(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, errors.New("--older-than is required, e.g. --older-than 7d")
 	}
-	if strings.HasSuffix(s, "d") {
-		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("--older-than %q: want a number of days such as 7d", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
+	d, err := query.ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("--older-than %q: want a number of days such as 7d, or a duration such as 36h", s)
 	}

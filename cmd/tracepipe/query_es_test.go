@@ -52,7 +52,7 @@ func TestQueryCLIOnElasticsearch(t *testing.T) {
 		{append([]string{"search", "--tag", "shard=1"}, es...), []string{model.TraceID{Low: 1}.String()}},
 		{append([]string{"trace", model.TraceID{Low: 2}.String()}, es...), []string{"bottleneck: payments charge", "critical path:"}},
 		{append([]string{"bottlenecks"}, es...), []string{"payments", "50%"}},
-		{append([]string{"retention", "--older-than", "0d"}, es...), []string{prefix + "-jaeger-span-2026-03-10", prefix + "-tracepipe-traces-2026-03-10"}},
+		{append([]string{"retention", "--older-than", "0d", "--yes"}, es...), []string{prefix + "-jaeger-span-2026-03-10", prefix + "-tracepipe-traces-2026-03-10"}},
 		{append([]string{"slowest"}, es...), []string{"no traces match"}},
 	}
 	for _, c := range cases {
