@@ -118,6 +118,18 @@ type Options struct {
 	MaxWarningsPerKind int
 	// ClockSkew chooses the clock-skew repair (default ClockSkewHostOffsets).
 	ClockSkew ClockSkewMethod
+	// TimeResolution is the unit the analysis works in (default
+	// DefaultTimeResolution, Jaeger's storage unit, a microsecond; negative:
+	// nanoseconds, as recorded). Before analysis, span starts, span ends and
+	// log timestamps are truncated down to a multiple of it, in place, and a
+	// span's duration becomes the distance between its truncated start and
+	// end (a span inside another stays inside it; the duration may differ by
+	// one unit from the truncated recorded duration); every clock-skew shift
+	// is a multiple of it. So the stored spans and the
+	// analysis agree to the nanosecond: self time and critical-path time
+	// never exceed the stored duration and offsets from the root are never
+	// negative.
+	TimeResolution time.Duration
 }
 
 // ClockSkewMethod is a way of repairing clock skew.
@@ -138,6 +150,7 @@ const (
 	DefaultMaxClockSkewAdjust = time.Minute
 	DefaultMaxSpanDuration    = 24 * time.Hour
 	DefaultMaxWarningsPerKind = 20
+	DefaultTimeResolution     = time.Microsecond
 )
 
 func (o Options) withDefaults() Options {
@@ -149,6 +162,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxWarningsPerKind == 0 {
 		o.MaxWarningsPerKind = DefaultMaxWarningsPerKind
+	}
+	if o.TimeResolution == 0 {
+		o.TimeResolution = DefaultTimeResolution
 	}
 	return o
 }
@@ -340,7 +356,11 @@ func (a *Analyzer) load() (errors int) {
 	a.flag = grow(a.flag, n)
 	clear(a.flag)
 	maxDur := a.opts.MaxSpanDuration
+	res := int64(a.opts.TimeResolution)
 	for i, s := range a.spans {
+		if res > 1 {
+			a.toGrid(s, res)
+		}
 		d := s.Duration
 		if d < 0 {
 			a.warnf(model.WarnBadDuration, s.SpanID, "duration %v is negative; counted as 0", d)
@@ -361,6 +381,50 @@ func (a *Analyzer) load() (errors int) {
 		}
 	}
 	return errors
+}
+
+// toGrid truncates s's start, end and log timestamps down to multiples of
+// res; the duration becomes the distance between the truncated start and end
+// (so a child inside its parent stays inside it).
+func (a *Analyzer) toGrid(s *model.Span, res int64) {
+	st0 := int64(s.Start)
+	st := floorTo(st0, res)
+	d := subSat(floorTo(addSat(st0, int64(s.Duration)), res), st)
+	if d%res != 0 { // saturated (absurd times)
+		d = int64(s.Duration) / res * res
+	}
+	if d != int64(s.Duration) {
+		s.Duration = time.Duration(d)
+	}
+	if st != st0 {
+		s.Start = model.Timestamp(st)
+	}
+	for k := range s.Logs {
+		if ts := floorTo(int64(s.Logs[k].Timestamp), res); ts != int64(s.Logs[k].Timestamp) {
+			s.Logs[k].Timestamp = model.Timestamp(ts)
+		}
+	}
+}
+
+// floorTo rounds x down to a multiple of res (res > 0); up near the bottom of
+// the int64 range.
+func floorTo(x, res int64) int64 {
+	r := x % res
+	if r < 0 {
+		r += res
+	}
+	if x < math.MinInt64+r {
+		return x - r + res
+	}
+	return x - r
+}
+
+// grid rounds a clock-skew shift down to a multiple of the time resolution.
+func (a *Analyzer) grid(x int64) int64 {
+	if res := int64(a.opts.TimeResolution); res > 1 && x > math.MinInt64+res {
+		return floorTo(x, res)
+	}
+	return x
 }
 
 // mainRoot picks the main root among the true roots: earliest start, then

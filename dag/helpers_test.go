@@ -1,6 +1,7 @@
 package dag
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -132,6 +133,20 @@ func checkInvariants(t testing.TB, tr *model.Trace, an model.Analysis, opts Opti
 		d := s.Duration
 		if d < 0 || d > opts.MaxSpanDuration {
 			d = 0
+		}
+		if res := opts.TimeResolution; res > 1 && int64(s.Start) > math.MinInt64/2 && int64(s.Start) < math.MaxInt64/2 {
+			// (Absurd starts, which shifts may saturate at the ends of
+			// the int64 range, are not.)
+			// One time unit: the spans as they will be stored are on the
+			// analysis's grid, so stored and analysed figures agree.
+			if int64(s.Start)%int64(res) != 0 || int64(s.Duration)%int64(res) != 0 {
+				t.Fatalf("span %s: start %d or duration %d not a multiple of %v", s.SpanID, s.Start, s.Duration, res)
+			}
+			for _, l := range s.Logs {
+				if int64(l.Timestamp)%int64(res) != 0 {
+					t.Fatalf("span %s: log at %d not a multiple of %v", s.SpanID, l.Timestamp, res)
+				}
+			}
 		}
 		st := an.Spans[i]
 		if st.Self < 0 || st.Self > d {

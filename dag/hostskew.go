@@ -324,7 +324,14 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 			x = rl + (ru-rl)/2
 		}
 		// Else only bounds: the least shift that fits.
-		x = min(max(x, lb+g), ub-g)
+		x = a.grid(min(max(x, lb+g), ub-g))
+		if x < lb {
+			x = lb // lb is a multiple of the resolution
+		}
+		if x == 0 {
+			s.fix(v, r, 0)
+			continue
+		}
 		if max(x, -x) > maxAdj {
 			// Left to the span-by-span repair, which warns.
 			continue

@@ -153,7 +153,7 @@ func (a *Analyzer) adjustSkew(root int) {
 			if a.flag[c]&fBlocking == 0 || (a.start[c] >= a.start[p] && a.end[c] <= a.end[p]) || a.sameHost(c, p) {
 				continue
 			}
-			delta = a.skewDelta(c, p)
+			delta = a.grid(a.skewDelta(c, p))
 			if delta == 0 {
 				continue
 			}
