@@ -39,8 +39,8 @@ type Config struct {
 	// -1: none).
 	Shards    int
 	SlowShard int
-	// ShardLatency is a normal shard's service time (default 2ms); the slow
-	// shard's is SlowFactor times it (default 4).
+	// ShardLatency is a normal shard's service time (default 3ms); the slow
+	// shard's is SlowFactor times it (default 5).
 	ShardLatency time.Duration
 	SlowFactor   int
 	// CacheHitEvery: every n-th GetFeed of a user is served from the cache
@@ -66,10 +66,10 @@ func (c *Config) defaults() error {
 		c.SlowShard = 3
 	}
 	if c.ShardLatency == 0 {
-		c.ShardLatency = 2 * time.Millisecond
+		c.ShardLatency = 3 * time.Millisecond
 	}
 	if c.SlowFactor == 0 {
-		c.SlowFactor = 4
+		c.SlowFactor = 5
 	}
 	if c.CacheHitEvery == 0 {
 		c.CacheHitEvery = 3
