@@ -83,6 +83,18 @@ type Span struct {
 	CriticalPathNanos int64             `json:"criticalPathNanos"`
 	Tags              map[string]string `json:"tags,omitempty"`
 	ProcessTags       map[string]string `json:"processTags,omitempty"`
+	// Logs are the span's logs (OTel span events), in time order.
+	Logs []Log `json:"logs,omitempty"`
+}
+
+// Log is one span log (an OTel span event): its time, its offset from the
+// trace's start, and its fields (Event is the "event" field, or OTel's event
+// name, when there is one; Fields hold the others).
+type Log struct {
+	Time        time.Time         `json:"time"`
+	OffsetNanos int64             `json:"offsetNanos"`
+	Event       string            `json:"event,omitempty"`
+	Fields      map[string]string `json:"fields,omitempty"`
 }
 
 // CriticalSection is one piece of the critical path.
@@ -238,7 +250,7 @@ func NewTrace(st *model.StoredTrace) Trace {
 			SpanID: s.SpanID.String(), Depth: depth, Service: s.Process.ServiceName, Operation: s.Operation,
 			Kind: s.Kind.String(), Error: s.IsError(), Start: s.Start.Time(), OffsetNanos: int64(s.Start.Sub(start)),
 			DurationNanos: int64(s.Duration), SelfNanos: int64(stats[s.SpanID].Self), CriticalPathNanos: int64(stats[s.SpanID].CriticalPath),
-			Tags: kvMap(s.Tags), ProcessTags: kvMap(s.Process.Tags),
+			Tags: kvMap(s.Tags), ProcessTags: kvMap(s.Process.Tags), Logs: newLogs(s.Logs, start),
 		}
 		if p, _, ok := s.ParentSpanID(); ok {
 			sp.ParentSpanID = p.String()
@@ -272,6 +284,29 @@ func NewTrace(st *model.StoredTrace) Trace {
 		}
 		out.Warnings = append(out.Warnings, ww)
 	}
+	return out
+}
+
+// newLogs converts span logs, ordered by time (stable).
+func newLogs(logs []model.Log, start model.Timestamp) []Log {
+	if len(logs) == 0 {
+		return nil
+	}
+	out := make([]Log, len(logs))
+	for i, l := range logs {
+		out[i] = Log{Time: l.Timestamp.Time(), OffsetNanos: int64(l.Timestamp.Sub(start))}
+		for _, kv := range l.Fields {
+			if kv.Key == "event" && out[i].Event == "" {
+				out[i].Event = kv.AsString()
+				continue
+			}
+			if out[i].Fields == nil {
+				out[i].Fields = make(map[string]string, len(l.Fields))
+			}
+			out[i].Fields[kv.Key] = kv.AsString()
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].OffsetNanos < out[j].OffsetNanos })
 	return out
 }
 

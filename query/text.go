@@ -99,7 +99,58 @@ func WriteTraceText(w io.Writer, t Trace) error {
 		fmt.Fprintf(tw, "  +%s\t%s\t%s\t%s\t%s%s\t%s%s\t%s\n", HumanDuration(sp.OffsetNanos), HumanDuration(sp.DurationNanos),
 			HumanDuration(sp.SelfNanos), HumanDuration(sp.CriticalPathNanos), strings.Repeat("  ", sp.Depth), sp.Service, sp.Operation, flag, sp.SpanID)
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeLogsText(w, t.Spans)
+}
+
+// writeLogsText renders the spans' logs (span events), in time order, after
+// the span tree.
+func writeLogsText(w io.Writer, spans []Span) error {
+	type row struct {
+		sp  *Span
+		log *Log
+	}
+	var rows []row
+	for i := range spans {
+		for k := range spans[i].Logs {
+			rows = append(rows, row{&spans[i], &spans[i].Logs[k]})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].log.OffsetNanos < rows[j].log.OffsetNanos })
+	fmt.Fprintf(w, "\nlogs (span events):\n")
+	tw := table(w)
+	fmt.Fprintf(tw, "  AT\tSERVICE\tOPERATION\tSPAN\tEVENT\n")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "  +%s\t%s\t%s\t%s\t%s\n", HumanDuration(r.log.OffsetNanos), r.sp.Service, r.sp.Operation, r.sp.SpanID, logText(r.log))
+	}
 	return tw.Flush()
+}
+
+// logText renders a log as its event followed by its other fields, sorted by
+// key: `Waiting for lock behind 9 transactions  blockers=9`.
+func logText(l *Log) string {
+	keys := make([]string, 0, len(l.Fields))
+	for k := range l.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys)+1)
+	if l.Event != "" {
+		parts = append(parts, l.Event)
+	}
+	for _, k := range keys {
+		v := l.Fields[k]
+		if strings.ContainsAny(v, " \t\n\"") || v == "" {
+			v = strconv.Quote(v)
+		}
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, "  ")
 }
 
 // WriteSummariesText renders trace summaries as a table.

@@ -157,12 +157,29 @@ func TestNanosecondOTLPOneTimeUnit(t *testing.T) {
 		}
 	}
 
+	// Span logs (OTel span events), inside their spans, in both views.
+	logs := 0
+	for _, sp := range tr.Spans {
+		for _, l := range sp.Logs {
+			logs++
+			if l.OffsetNanos < sp.OffsetNanos || l.OffsetNanos > sp.OffsetNanos+sp.DurationNanos || l.OffsetNanos%1000 != 0 {
+				t.Errorf("span %s: log at +%d outside the span (+%d for %d) or not in whole µs", sp.SpanID, l.OffsetNanos, sp.OffsetNanos, sp.DurationNanos)
+			}
+		}
+	}
+	if db := byID["0000000000000005"]; logs != 2 || len(db.Logs) != 1 || db.Logs[0].Event != "Waiting for lock behind 9 transactions" || db.Logs[0].Fields["blockers"] != "9" {
+		t.Errorf("%d logs; the database span's: %+v", logs, db.Logs)
+	}
+
 	text, err := runQ(t, "trace", "--store", path, id)
 	if err != nil {
 		t.Fatalf("query trace: %v\n%s", err, text)
 	}
 	if strings.Contains(text, "+-") {
 		t.Errorf("negative offset in the text:\n%s", text)
+	}
+	if !strings.Contains(text, "logs (span events):") || !strings.Contains(text, "Waiting for lock behind 9 transactions  blockers=9") {
+		t.Errorf("text lacks the span events:\n%s", text)
 	}
 	for _, c := range tr.CriticalPath {
 		row := "+" + query.HumanDuration(c.OffsetNanos) + " "
