@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	kafkago "github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 
@@ -197,6 +199,7 @@ func testRealClients(t *testing.T, brokers []string, topic string, tr kafkago.Ro
 	r := start(t, testConfig(brokers, topic), opts)
 	const traces, children = 20, 4
 	sendJaegerUDP(t, r.addrs.JaegerCompactUDP, "jaeger-udp", traces, children)
+	waitCount(t, r.c.m.received.WithLabelValues(RecvJaegerCompactUDP), traces*(1+children))
 	sendJaegerHTTP(t, r.addrs.JaegerHTTP, "jaeger-http", traces, children)
 	sendOTLPGRPC(t, r.addrs.OTLPGRPC, "otlp-grpc", traces, children)
 	sendOTLPHTTP(t, r.addrs.OTLPHTTP, "otlp-http", traces, children)
@@ -233,6 +236,19 @@ func testRealClients(t *testing.T, brokers []string, topic string, tr kafkago.Ro
 	}
 	if errs != 4*traces {
 		t.Errorf("%d error spans, want %d", errs, 4*traces)
+	}
+}
+
+// waitCount waits until c reaches want: UDP senders get no answer, so a
+// test waits for the collector to have read their datagrams.
+func waitCount(tb testing.TB, c prometheus.Collector, want float64) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for testutil.ToFloat64(c) < want {
+		if time.Now().After(deadline) {
+			tb.Fatalf("count %g, want %g", testutil.ToFloat64(c), want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
