@@ -73,6 +73,9 @@ type Options struct {
 	// Now is the clock (nil: time.Now). Spans use the same start and finish
 	// times as the histogram.
 	Now func() time.Time
+	// NoExemplars turns off the trace-ID exemplars of sampled spans (they
+	// cost the Prometheus client about ten allocations per observation).
+	NoExemplars bool
 }
 
 // Instrumentation is a tracer plus per-operation metrics. It is safe for
@@ -82,6 +85,7 @@ type Instrumentation struct {
 	now    func() time.Time
 
 	durations *prometheus.HistogramVec // nil: no metrics
+	exemplars bool
 	errors    *prometheus.CounterVec
 	maxOps    int
 
@@ -98,7 +102,7 @@ type opMetrics struct {
 // global tracer at each call) and registering its metrics on reg (nil: no
 // metrics). It fails if the metrics are already registered on reg.
 func New(tracer opentracing.Tracer, reg prometheus.Registerer, o Options) (*Instrumentation, error) {
-	in := &Instrumentation{tracer: tracer, now: o.Now, maxOps: o.MaxOperations}
+	in := &Instrumentation{tracer: tracer, now: o.Now, maxOps: o.MaxOperations, exemplars: !o.NoExemplars}
 	if in.now == nil {
 		in.now = time.Now
 	}
@@ -258,12 +262,9 @@ func (t *Timer) Stop() {
 	end := t.in.now()
 	if m := t.m; m != nil {
 		d := end.Sub(t.start).Seconds()
-		if sc, ok := t.span.Context().(jaeger.SpanContext); ok && sc.IsSampled() {
-			if eo, ok := m.obs.(prometheus.ExemplarObserver); ok {
-				eo.ObserveWithExemplar(d, prometheus.Labels{"trace_id": sc.TraceID().String()})
-			} else {
-				m.obs.Observe(d)
-			}
+		eo, canExemplar := m.obs.(prometheus.ExemplarObserver)
+		if js, ok := t.span.(*jaeger.Span); ok && canExemplar && t.in.exemplars && js.SpanContext().IsSampled() {
+			eo.ObserveWithExemplar(d, prometheus.Labels{"trace_id": traceIDHex(js.SpanContext().TraceID())})
 		} else {
 			m.obs.Observe(d)
 		}
@@ -282,6 +283,26 @@ func (t *Timer) StopErr(err error) {
 		t.SetError(err)
 	}
 	t.Stop()
+}
+
+// traceIDHex is TraceID.String without fmt: 32 hex digits for 128-bit IDs,
+// 16 for 64-bit ones (as Jaeger and tracepipe print them).
+func traceIDHex(id jaeger.TraceID) string {
+	const digits = "0123456789abcdef"
+	var b [32]byte
+	n := 16
+	if id.High != 0 {
+		n = 32
+	}
+	v := id.Low
+	for i := n - 1; i >= 0; i-- {
+		if i == 15 && n == 32 {
+			v = id.High
+		}
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:n])
 }
 
 type ctxKey struct{}

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -138,9 +139,9 @@ func TestDefaultAndDuplicateRegistration(t *testing.T) {
 	}
 }
 
-func benchmarkStartStop(b *testing.B, sampled bool) {
+func benchmarkStartStop(b *testing.B, sampled bool, o metrics.Options) {
 	tr, rep := newTracer(b, sampled)
-	in, err := metrics.New(tr, prometheus.NewRegistry(), metrics.Options{})
+	in, err := metrics.New(tr, prometheus.NewRegistry(), o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -160,6 +161,38 @@ func benchmarkStartStop(b *testing.B, sampled bool) {
 // BenchmarkStartStop measures StartWithTracing+Stop of a child span on a
 // real jaeger-client-go tracer (in-memory reporter), sampled and not.
 func BenchmarkStartStop(b *testing.B) {
-	b.Run("sampled", func(b *testing.B) { benchmarkStartStop(b, true) })
-	b.Run("unsampled", func(b *testing.B) { benchmarkStartStop(b, false) })
+	b.Run("sampled", func(b *testing.B) { benchmarkStartStop(b, true, metrics.Options{}) })
+	b.Run("sampled-no-exemplars", func(b *testing.B) { benchmarkStartStop(b, true, metrics.Options{NoExemplars: true}) })
+	b.Run("unsampled", func(b *testing.B) { benchmarkStartStop(b, false, metrics.Options{}) })
+	// The tracer alone (a child span started and finished through
+	// opentracing): what the library adds is the difference.
+	for _, sampled := range []bool{true, false} {
+		b.Run(fmt.Sprintf("jaeger-only-sampled=%v", sampled), func(b *testing.B) {
+			tr, rep := newTracer(b, sampled)
+			root := tr.StartSpan("root")
+			defer root.Finish()
+			ctx := opentracing.ContextWithSpan(context.Background(), root)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				sp, _ := opentracing.StartSpanFromContextWithTracer(ctx, tr, "store.Get")
+				sp.Finish()
+				if i%1024 == 0 {
+					rep.Reset()
+				}
+			}
+		})
+	}
+}
+
+func TestTraceIDHex(t *testing.T) {
+	for _, id := range []jaeger.TraceID{{High: 0x4bf92f3577b34da6, Low: 0xa3ce929d0e0e4736}, {Low: 0xabc}, {High: 1, Low: 2}} {
+		want := fmt.Sprintf("%016x%016x", id.High, id.Low)
+		if id.High == 0 {
+			want = fmt.Sprintf("%016x", id.Low)
+		}
+		if got := metrics.TraceIDHex(id); got != want {
+			t.Errorf("%v: %s, want %s", id, got, want)
+		}
+	}
 }

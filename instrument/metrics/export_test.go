@@ -1,0 +1,4 @@
+package metrics
+
+// TraceIDHex exposes traceIDHex to the tests.
+var TraceIDHex = traceIDHex
