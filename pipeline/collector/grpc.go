@@ -27,7 +27,12 @@ type rawRequest struct{ b []byte }
 // rawCodec is the proto codec, except that a *rawRequest takes the bytes.
 type rawCodec struct{ proto encoding.CodecV2 }
 
-func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*rawRequest); ok { // a client sending prepared bytes (tests, benchmarks)
+		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
+	}
+	return c.proto.Marshal(v)
+}
 
 func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if r, ok := v.(*rawRequest); ok {
@@ -54,8 +59,10 @@ func (c *Collector) newGRPCServer() *grpc.Server {
 				var req rawRequest
 				if err := dec(&req); err != nil {
 					if status.Code(err) == codes.ResourceExhausted {
+						// Over MaxRecvMsgSize: grpc-go has already answered
+						// RESOURCE_EXHAUSTED (no RetryInfo: not retried).
 						c.rGRPC.bad(ReasonTooLarge)
-						return nil, status.Errorf(codes.InvalidArgument, "request larger than %d bytes: %v", c.cfg.MaxRequestBytes, err)
+						return nil, err
 					}
 					c.rGRPC.bad(ReasonMalformed)
 					return nil, err
