@@ -189,7 +189,7 @@ func TestPartialSuccess(t *testing.T) {
 			Attributes: []*commonpb.KeyValue{{Key: "a", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: attr}}}}}
 	}
 	req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "svc"}}}}},
+		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "svc"}}}}},
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{span(1, "small"), span(2, strings.Repeat("x", 5000)), span(3, "small")}}},
 	}}}
 	b, _ := proto.Marshal(req)
