@@ -11,6 +11,7 @@ import (
 	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/fetch"
+	"github.com/tracepipe/tracepipe/storage"
 )
 
 // reduceWorker owns one partials-topic partition for one generation.
@@ -26,13 +27,25 @@ type reduceWorker struct {
 	// held: partials taken from the fetcher, processed before any other
 	// (see process).
 	held []heldPartial
+	// confirmed: when the group coordinator last accepted a commit of this
+	// generation (see member).
+	confirmed time.Time
 }
+
+// errGenerationLost: the group coordinator no longer knows this
+// generation's member; the partition belongs to another one.
+var errGenerationLost = errors.New("the consumer group generation was lost")
 
 // runReduce consumes one partials partition until gctx ends: it merges
 // partials into rollups, writes changed rollups on flush ticks and commits
 // checkpoints after the writes are durable.
+//
+// A slow or absent store is backpressure: reads and writes are retried
+// until they succeed or the generation ends, while the group session is
+// kept (kafka-go heartbeats from its own goroutine), so the partition
+// stays here and no state is discarded.
 func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part int) {
-	w := &reduceWorker{a: a, gen: gen, part: part}
+	w := &reduceWorker{a: a, gen: gen, part: part, confirmed: a.now()}
 	defer func() {
 		w.f.Stop()
 		a.m.lag.DeleteLabelValues("reduce", partitionLabel(part))
@@ -68,6 +81,13 @@ func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part
 			}
 		case err = <-w.f.Errs:
 			err = fmt.Errorf("fetch: %w", err)
+		}
+		if errors.Is(err, errGenerationLost) {
+			// Write nothing more: wait for kafka-go to end the generation.
+			a.log.Warn("reduce: generation lost; the partition's next owner re-reads from the last commit", "partition", part)
+			w.discard()
+			<-gctx.Done()
+			return
 		}
 		if err != nil {
 			failures++
@@ -216,15 +236,27 @@ func (w *reduceWorker) step(ctx context.Context, h heldPartial) error {
 }
 
 // flush writes changed rollups (coarse ones too with coarse) and waits
-// until the store made them durable.
+// until the store made them durable, retrying reads and writes that fail
+// until ctx ends (see retryStore). It writes nothing once the generation
+// is known to be lost: when the last commit accepted by the coordinator is
+// older than half the session timeout (a long pause, or no commit for a
+// while), it first asks the coordinator (see member).
 func (w *reduceWorker) flush(ctx context.Context, coarse bool) error {
 	a := w.a
-	outs, err := w.r.Flush(ctx, a.children, coarse)
+	outs, err := w.r.Flush(ctx, &retryingChildren{w: w, ctx: ctx}, coarse)
 	if err != nil {
 		return err
 	}
-	if err := a.write(ctx, outs); err != nil {
-		a.m.writeErrors.WithLabelValues("reduce").Inc()
+	if len(outs) == 0 {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if a.now().Sub(w.confirmed) > a.cfg.SessionTimeout/2 && !w.member() {
+		return errGenerationLost
+	}
+	if err := w.retryStore(ctx, "write", func() error { return a.write(ctx, outs) }); err != nil {
 		return err
 	}
 	c := w.r.Counters()
@@ -252,11 +284,92 @@ func (w *reduceWorker) checkpoint() error {
 	}
 	a.m.commits.WithLabelValues("reduce", "ok").Inc()
 	w.commit = c
+	w.confirmed = a.now()
 	return nil
 }
 
+// member asks the group coordinator whether this generation's member still
+// exists, by committing the last checkpoint again (the same offset and
+// metadata: it changes nothing). Only the coordinator's "unknown member"
+// and "illegal generation" answers count as lost; when the question cannot
+// be asked (no checkpoint yet) or answered (a network error), the member is
+// assumed alive: the rollups' versions fence its writes in any case.
+func (w *reduceWorker) member() bool {
+	a := w.a
+	if len(w.commit.Metadata) == 0 {
+		return true
+	}
+	err := a.commit(w.gen, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part, w.commit.Offset, string(w.commit.Metadata))
+	switch {
+	case err == nil:
+		w.confirmed = a.now()
+		return true
+	case errors.Is(err, kafka.UnknownMemberId), errors.Is(err, kafka.IllegalGeneration), errors.Is(err, kafka.FencedInstanceID):
+		return false
+	}
+	a.log.Warn("reduce: cannot confirm group membership; writing anyway (versions fence stale writes)", "partition", w.part, "err", err)
+	return true
+}
+
+// retryStore runs op until it succeeds, ctx ends, or the store rejects it
+// for good (storage.ErrPermanent). A store that is down or slow holds the
+// worker here, keeping its partition and its state: the fetcher's buffer
+// fills and fetching stops. Failures are counted (write_errors_total) and
+// logged, at most every 10 s.
+func (w *reduceWorker) retryStore(ctx context.Context, what string, op func() error) error {
+	a := w.a
+	var logged time.Time
+	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := op()
+		if err == nil || ctx.Err() != nil || errors.Is(err, storage.ErrPermanent) {
+			return err
+		}
+		a.m.writeErrors.WithLabelValues("reduce").Inc()
+		if now := a.now(); now.Sub(logged) >= 10*time.Second {
+			logged = now
+			a.log.Warn("reduce: store "+what+" failed; retrying", "partition", w.part, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// retryingChildren is the ChildSource a reducer reads through: each read
+// is retried as retryStore does.
+type retryingChildren struct {
+	w   *reduceWorker
+	ctx context.Context
+}
+
+func (c *retryingChildren) Sync(ctx context.Context) error {
+	sy, ok := c.w.a.children.(aggregate.Syncer)
+	if !ok {
+		return nil
+	}
+	return c.w.retryStore(ctx, "refresh", func() error { return sy.Sync(ctx) })
+}
+
+func (c *retryingChildren) Children(ctx context.Context, res time.Duration, fam aggregate.Family, from, to model.Timestamp) (out []aggregate.Output, err error) {
+	err = c.w.retryStore(ctx, "read", func() error {
+		out, err = c.w.a.children.Children(ctx, res, fam, from, to)
+		return err
+	})
+	return out, err
+}
+
+// finish ends the partition's work when its generation ended: a shutdown
+// or a rebalance. If the member still exists (a rebalance in progress, a
+// clean shutdown) it writes what changed and commits, so the next owner
+// need not redo it; after the generation was lost it writes nothing.
 func (w *reduceWorker) finish() {
 	if w.r == nil {
+		return
+	}
+	if !w.member() {
+		w.a.log.Info("reduce: generation lost; nothing written at the end, the next owner re-reads from the last commit", "partition", w.part)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -271,21 +384,17 @@ func (w *reduceWorker) finish() {
 }
 
 // write stores outputs: operation rollups through WriteRollups, edge
-// rollups through the store's edge writer.
+// rollups through the store's edge writer, each with its version.
 //
-// A write once started is never abandoned, even when ctx ends (a rebalance,
-// a shutdown): it returns only when the store acknowledged or finally
-// rejected it. A store such as Elasticsearch keeps retrying a write whose
-// caller gave up; if the partition's next owner read the stored rollups
-// before that write landed, the late write would resurrect a key the owner
-// never saw (and so never retracts) or put an older value over a newer one.
-// Waiting bounds this by the store's own retry budget; the worker holds its
-// partition meanwhile.
+// A write abandoned when ctx ends (a rebalance, a shutdown) may still land
+// later (Elasticsearch's writer keeps retrying it): it then carries versions
+// below the next owner's barrier, and the next owner rewrites or retracts
+// every key it may hold at a higher version (aggregate.Reducer.SetBarrier),
+// so the late write loses.
 func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 	if len(outs) == 0 {
 		return nil
 	}
-	ctx = context.WithoutCancel(ctx)
 	var rs []model.Rollup
 	var es []model.EdgeRollup
 	for i := range outs {
