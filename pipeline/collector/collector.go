@@ -102,6 +102,7 @@ type Addrs struct {
 // Collector: see the package documentation.
 type Collector struct {
 	cfg        Config
+	prodCfg    kafka.ProducerConfig
 	log        *slog.Logger
 	m          *metrics
 	prod       *kafka.Producer
@@ -147,7 +148,7 @@ func New(cfg Config, opts Options) (*Collector, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	c := &Collector{cfg: cfg, log: opts.Logger, m: newMetrics(opts.Registry)}
+	c := &Collector{cfg: cfg, prodCfg: cfg.producerConfig(), log: opts.Logger, m: newMetrics(opts.Registry)}
 	c.rCompact = c.m.receiver(RecvJaegerCompactUDP)
 	c.rBinary = c.m.receiver(RecvJaegerBinaryUDP)
 	c.rJaegerHTTP = c.m.receiver(RecvJaegerHTTP)
@@ -279,7 +280,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err := c.Listen(); err != nil {
 		return err
 	}
-	p, err := kafka.NewProducer(c.cfg.producerConfig(), kafka.Options{Name: "collector", Registry: c.reg,
+	p, err := kafka.NewProducer(c.prodCfg, kafka.Options{Name: "collector", Registry: c.reg,
 		Logger: c.log, Transport: c.transport})
 	if err != nil {
 		c.closeListeners()
@@ -403,7 +404,7 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 	buf := (*bp)[:0]
 	type span struct{ k, v, end int }
 	offs := make([]span, 0, len(spans))
-	maxMsg := c.cfg.Producer.MaxMessageBytes
+	maxMsg := c.prodCfg.MaxMessageBytes
 	for _, sp := range spans {
 		k := len(buf)
 		buf = sp.TraceID.AppendHex(buf)

@@ -147,5 +147,8 @@ func (c *Config) producerConfig() kafka.ProducerConfig {
 	p.Brokers = c.Brokers
 	p.Topic = c.SpansTopic
 	p.MaxBufferedBytes = c.QueueBytes
+	if int64(p.MaxMessageBytes) > c.QueueBytes { // a small queue: messages fit in it
+		p.MaxMessageBytes = int(c.QueueBytes)
+	}
 	return p
 }

@@ -52,6 +52,9 @@ var ErrClosed = errors.New("producer is closed")
 // MaxMessageBytes; nothing was taken.
 var ErrTooLarge = errors.New("message too large")
 
+// metadataTimeout bounds TryProduce's wait for the topic's partitions.
+const metadataTimeout = 2 * time.Second
+
 // ProducerConfig configures a Producer.
 type ProducerConfig struct {
 	Brokers []string
@@ -249,7 +252,12 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	for i := range msgs {
 		kms[i] = kafkago.Message{Key: msgs[i].Key, Value: msgs[i].Value, WriterData: g}
 	}
-	if err := p.w.WriteMessages(context.Background(), kms...); err != nil {
+	// In asynchronous mode WriteMessages only looks up the topic's
+	// partitions (cached, refreshed now and then); bound that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), metadataTimeout)
+	err := p.w.WriteMessages(ctx, kms...)
+	cancel()
+	if err != nil {
 		p.release(size)
 		return fmt.Errorf("produce to %s: %w", p.cfg.Topic, err)
 	}
