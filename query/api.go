@@ -13,14 +13,15 @@ import (
 	"github.com/tracepipe/tracepipe/model"
 )
 
-// Reader is what the query side needs from a store (storage.Reader and
-// storage.EdgeReader).
+// Reader is what the query side needs from a store (storage.Reader,
+// storage.EdgeReader and the services listing of storage.ServiceReader).
 type Reader interface {
 	GetTrace(ctx context.Context, id model.TraceID) (model.StoredTrace, error)
 	FindTraces(ctx context.Context, q model.TraceQuery) ([]model.TraceSummary, error)
 	TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error)
 	RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.Rollup, error)
 	EdgeSeries(ctx context.Context, res time.Duration, caller, callee string, start, end model.Timestamp) ([]model.EdgeRollup, error)
+	Services(ctx context.Context) ([]model.ServiceOperations, bool, error)
 }
 
 // The JSON shapes below are the API's and the CLI's `--format json` output.
@@ -377,4 +378,31 @@ func NewEdges(es []model.EdgeRollup) []Edge {
 
 func dist(d model.Distribution) Distribution {
 	return Distribution{SumNanos: int64(d.Sum), P50Nanos: int64(d.P50), P90Nanos: int64(d.P90), P95Nanos: int64(d.P95), P99Nanos: int64(d.P99), MaxNanos: int64(d.Max)}
+}
+
+// Services is the services listing: every service of the stored spans with
+// its operations, sorted; Truncated when the store holds more than
+// model.MaxServiceOperations pairs.
+type Services struct {
+	Services  []Service `json:"services"`
+	Truncated bool      `json:"truncated,omitempty"`
+}
+
+// Service is one service and its operations.
+type Service struct {
+	Service    string   `json:"service"`
+	Operations []string `json:"operations"`
+}
+
+// NewServices converts a services listing (never nil).
+func NewServices(svcs []model.ServiceOperations, truncated bool) Services {
+	out := Services{Services: make([]Service, len(svcs)), Truncated: truncated}
+	for i, s := range svcs {
+		ops := s.Operations
+		if ops == nil {
+			ops = []string{}
+		}
+		out.Services[i] = Service{Service: s.Service, Operations: ops}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 //	GET /api/v1/rollups?...        an operation's rollup series: {"rollups": [...]}
 //	GET /api/v1/edges?...          a service edge's rollup series (ParseEdgeQuery: caller, callee,
 //	                               resolution, since or start/end): {"edges": [...]}
+//	GET /api/v1/services           services and their operations: {"services": [{"service", "operations"}], "truncated"}
 //
 // Errors are {"error": "message"} with 400 for a bad query, 404 for a missing
 // trace (or an unknown path), 405 for a method other than GET/HEAD, 503 with
@@ -44,6 +45,7 @@ func NewHandler(r Reader, now func() time.Time, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET /api/v1/bottlenecks", h.bottlenecks)
 	h.mux.HandleFunc("GET /api/v1/rollups", h.rollups)
 	h.mux.HandleFunc("GET /api/v1/edges", h.edges)
+	h.mux.HandleFunc("GET /api/v1/services", h.services)
 	return h
 }
 
@@ -54,7 +56,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.HasPrefix(r.URL.Path, "/api/v1/") {
-		writeError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; see /api/v1/traces, /api/v1/bottlenecks, /api/v1/rollups, /api/v1/edges")
+		writeError(w, http.StatusNotFound, "no such endpoint "+r.URL.Path+"; see /api/v1/traces, /api/v1/bottlenecks, /api/v1/rollups, /api/v1/edges, /api/v1/services")
 		return
 	}
 	h.mux.ServeHTTP(w, r)
@@ -138,6 +140,19 @@ func (h *Handler) edges(w http.ResponseWriter, r *http.Request) {
 // budget (Limit) ran out; nothing when the client went away (logged at
 // debug); otherwise 500 with a generic message and the request ID, the error
 // itself logged with that ID and never sent.
+func (h *Handler) services(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		writeError(w, http.StatusBadRequest, "services takes no parameters")
+		return
+	}
+	svcs, truncated, err := h.r.Services(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, NewServices(svcs, truncated))
+}
+
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ctx := r.Context()
 	switch {

@@ -257,3 +257,25 @@ func WriteEdgesText(w io.Writer, es []Edge) error {
 	}
 	return tw.Flush()
 }
+
+// WriteServicesText lists services, each with its operations indented.
+func WriteServicesText(w io.Writer, s Services) error {
+	if len(s.Services) == 0 {
+		_, err := fmt.Fprintln(w, "no services stored")
+		return err
+	}
+	for _, svc := range s.Services {
+		unit := "operations"
+		if len(svc.Operations) == 1 {
+			unit = "operation"
+		}
+		fmt.Fprintf(w, "%s (%d %s)\n", svc.Service, len(svc.Operations), unit)
+		for _, op := range svc.Operations {
+			fmt.Fprintf(w, "  %s\n", op)
+		}
+	}
+	if s.Truncated {
+		fmt.Fprintln(w, "(truncated: more services and operations are stored)")
+	}
+	return nil
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/query"
+	"github.com/tracepipe/tracepipe/query/ui"
 	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 	"github.com/tracepipe/tracepipe/storage/embedded"
@@ -31,7 +32,8 @@ commands:
   bottlenecks        operations ranked by their total critical-path time and share
   rollups            the rollup time series of one operation
   edges              the rollup time series of one service edge (caller → callee): calls, errors, latency
-  serve              serve the same as JSON over HTTP under /api/v1/
+  services           the stored services and their operations
+  serve              serve the web UI at / and the same as JSON over HTTP under /api/v1/
   retention          delete stored data older than a number of days
 
 backend (every command):
@@ -67,7 +69,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, queryUsage)
 		return nil
-	case "trace", "slowest", "search", "bottlenecks", "rollups", "edges", "serve", "retention":
+	case "trace", "slowest", "search", "bottlenecks", "rollups", "edges", "services", "serve", "retention":
 	default:
 		fmt.Fprint(stderr, queryUsage)
 		return fmt.Errorf("%w: unknown query command %q", errUsage, cmd)
@@ -113,7 +115,7 @@ type queryCmd struct {
 	caller, callee                                                                 string
 	limit                                                                          int
 	tags, dims                                                                     multi
-	listen, olderThan                                                              string
+	listen, olderThan, jaegerUI                                                    string
 	dryRun, yes                                                                    bool
 	pos                                                                            []string // positional arguments
 }
@@ -173,6 +175,7 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 	case "serve":
 		// Not Jaeger's 16686 (UI) or 16687 (admin), so both can run side by side on one cluster.
 		fs.StringVar(&c.listen, "listen", env("TRACEPIPE_QUERY_LISTEN", "127.0.0.1:16689"), "HTTP listen address (env TRACEPIPE_QUERY_LISTEN)")
+		fs.StringVar(&c.jaegerUI, "jaeger-ui-url", env("TRACEPIPE_JAEGER_UI_URL", ""), "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: trace pages link to it (env TRACEPIPE_JAEGER_UI_URL)")
 	case "retention":
 		fs.StringVar(&c.olderThan, "older-than", env("TRACEPIPE_RETENTION", ""), "delete data of UTC days older than this, e.g. 7d or 36h (env TRACEPIPE_RETENTION)")
 		fs.BoolVar(&c.dryRun, "dry-run", false, "only say what would be deleted")
@@ -318,6 +321,13 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 		}
 		rs := query.NewRollups(res)
 		return c.output(stdout, map[string]any{"rollups": rs}, func(w io.Writer) error { return query.WriteRollupsText(w, rs) })
+	case "services":
+		svcs, truncated, err := st.Services(ctx)
+		if err != nil {
+			return err
+		}
+		out := query.NewServices(svcs, truncated)
+		return c.output(stdout, out, func(w io.Writer) error { return query.WriteServicesText(w, out) })
 	case "edges":
 		res, err := st.EdgeSeries(ctx, eq.Resolution, eq.Caller, eq.Callee, eq.Start, eq.End)
 		if err != nil {
@@ -386,14 +396,20 @@ func (c *queryCmd) output(w io.Writer, v any, text func(io.Writer) error) error 
 }
 
 // serve runs the HTTP API until ctx ends, then shuts down within 5s.
-func (c *queryCmd) serve(ctx context.Context, st query.Reader, stdout io.Writer) error {
+func (c *queryCmd) serve(ctx context.Context, st ui.Reader, stdout io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stdout, nil))
+	// The web UI at /, the JSON API under /api/.
+	web, err := ui.New(st, ui.Options{API: query.NewHandler(st, time.Now, log), Logger: log, JaegerUIURL: c.jaegerUI, PromotedTags: splitList(c.promoted)})
+	if err != nil {
+		return fmt.Errorf("%w: --jaeger-ui-url: %v", errUsage, err)
+	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.listen, err)
 	}
-	log := slog.New(slog.NewTextHandler(stdout, nil))
 	limits := query.DefaultLimits()
-	h, err := query.Limit(query.NewHandler(st, time.Now, log), limits, query.LimitOptions{Logger: log})
+	limits.IsCheap = ui.IsCheap
+	h, err := query.Limit(web, limits, query.LimitOptions{Logger: log})
 	if err != nil {
 		ln.Close()
 		return err
@@ -401,7 +417,7 @@ func (c *queryCmd) serve(ctx context.Context, st query.Reader, stdout io.Writer)
 	srv := query.NewServer(h, limits)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("query API listening", "url", "http://"+ln.Addr().String()+"/api/v1/traces")
+	log.Info("query API and web UI listening", "url", "http://"+ln.Addr().String()+"/api/v1/traces", "ui", "http://"+ln.Addr().String()+"/")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -424,4 +440,15 @@ func parseAge(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("--older-than %q: want a number of days such as 7d, or a duration such as 36h", s)
 	}
 	return d, nil
+}
+
+// splitList reads a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

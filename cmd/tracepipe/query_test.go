@@ -201,6 +201,17 @@ func TestQueryServe(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"calls": 3`)) {
 		t.Errorf("GET edges: %d %s", resp.StatusCode, body)
 	}
+	// The web UI beside the API.
+	for path, want := range map[string]string{"/?range=all": "GET /checkout", "/api/v1/services": `"service": "frontend"`, "/services": "frontend"} {
+		if resp, err = http.Get(base + path); err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte(want)) {
+			t.Errorf("GET %s: %d, want 200 with %q: %s", path, resp.StatusCode, want, body)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve returned %v", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/tracepipe/tracepipe/pipeline/index"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/query"
+	"github.com/tracepipe/tracepipe/query/ui"
 	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 	"github.com/tracepipe/tracepipe/storage/embedded"
@@ -35,7 +36,8 @@ it), the ingester, the indexer writing explained traces to the embedded store
 (or Elasticsearch with --es-url), the aggregator writing per-operation rollups
 beside them, the collector (receiving spans from instrumented services over
 Jaeger UDP/HTTP and OTLP gRPC/HTTP on loopback; see docs/collector.md), the
-query API and /metrics. With
+web UI and query API (--listen, http://127.0.0.1:16689/; docs/ui.md) and
+/metrics. With
 --kafka-brokers it consumes from real Kafka instead of starting a broker.
 Stop it with Ctrl-C (SIGINT) or SIGTERM: it stops fetching, finishes and
 commits what is durable, and closes everything in order.
@@ -55,6 +57,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 		indexPrefix = fs.String("index-prefix", "", "Elasticsearch index prefix")
 		encoding    = fs.String("encoding", string(wire.Auto), "span encoding: auto, jaeger-proto, jaeger-json, otlp-proto, otlp-json")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		jaegerUI    = fs.String("jaeger-ui-url", "", "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: the web UI's trace pages link to it")
 	)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded broker's log and the embedded store")
 	fs.StringVar(&cfg.BrokerListen, "broker-listen", cfg.BrokerListen, "address of the embedded broker")
@@ -135,8 +138,14 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	qlog := log.With("component", "query")
-	// The limits wrap everything the query listener serves.
-	queryAPI, err := query.Limit(query.NewHandler(store, time.Now, qlog), query.DefaultLimits(), query.LimitOptions{Logger: qlog, Registry: reg})
+	// The web UI at /, the JSON API under /api/; the limits wrap both.
+	web, err := ui.New(store, ui.Options{API: query.NewHandler(store, time.Now, qlog), Logger: qlog, JaegerUIURL: *jaegerUI})
+	if err != nil {
+		return fmt.Errorf("%w: --jaeger-ui-url: %v", errUsage, err)
+	}
+	limits := query.DefaultLimits()
+	limits.IsCheap = ui.IsCheap
+	queryAPI, err := query.Limit(web, limits, query.LimitOptions{Logger: qlog, Registry: reg})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@
 //	GET /operation           One operation's rollups over time, exemplars, breakdown by dimension
 //	GET /services            Services and operations, and the service graph from edge rollups
 //	GET /static/...          the stylesheet and scripts (embedded)
+//	/api/...                 Options.API, when set (the JSON API)
 //
 // # Why server-rendered html/template
 //
@@ -67,6 +68,9 @@ type Options struct {
 	PromotedTags []string
 	// Timeout bounds the store work of one page (default 15s).
 	Timeout time.Duration
+	// API, when set, serves every path under /api/ (the JSON API beside
+	// the pages, as `tracepipe run` and `tracepipe query serve` mount it).
+	API http.Handler
 }
 
 // Handler serves the UI. It is safe for concurrent use.
@@ -129,6 +133,10 @@ func New(r Reader, o Options) (*Handler, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.o.API != nil && strings.HasPrefix(r.URL.Path, "/api/") {
+		h.o.API.ServeHTTP(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		h.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "The UI is read-only: only GET and HEAD are served.")
@@ -140,6 +148,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.Timeout)
 	defer cancel()
 	h.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// IsCheap chooses the query.Limits lane of a request to a Handler with
+// its API: the pages that rank or search (/, /traces, /operation,
+// /services) are heavy like the API's searches; a trace page, the assets,
+// redirects and error pages are cheap; paths under /api/ as query.IsCheap.
+func IsCheap(r *http.Request) bool {
+	switch p := r.URL.Path; {
+	case strings.HasPrefix(p, "/api/"):
+		return query.IsCheap(r)
+	case p == "/", p == "/traces", p == "/operation", p == "/services":
+		return false
+	}
+	return true
 }
 
 // page is what every template gets.
