@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 	"github.com/tracepipe/tracepipe/wire"
@@ -65,7 +66,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		interleave = fs.Int("interleave", 50, "traces whose spans are shuffled together")
 		errorRate  = fs.Float64("error-rate", 0.01, "probability that a leaf call fails")
 		interval   = fs.Duration("interval", 10*time.Millisecond, "start-time distance between consecutive traces")
-		start      = fs.String("start", "2026-01-01T00:00:00Z", "start time of the first trace (RFC 3339)")
+		start      = fs.String("start", "", "start time of the first trace (RFC 3339; default: so that the last trace starts now)")
 		clockSkew  = fs.Duration("clock-skew", 0, "give every host a seeded clock offset of up to ± this much (--truth then holds the true-time analyses)")
 		direct     = fs.Float64("uninstrumented-clients", 0, "share of calls without a client span (the server span is a child of the caller's span)")
 		asymmetric = fs.Bool("asymmetric-latency", false, "draw request and response network latencies independently")
@@ -98,9 +99,15 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *traces <= 0 || *batch <= 0 || *interleave <= 0 {
 		return fmt.Errorf("%w: --traces, --batch and --interleave must be positive", errUsage)
 	}
-	t0, err := time.Parse(time.RFC3339, *start)
-	if err != nil {
-		return fmt.Errorf("%w: --start: %v", errUsage, err)
+	t0 := time.Now().UTC().Add(-time.Duration(*traces) * *interval).Truncate(time.Millisecond)
+	if *start != "" {
+		if t0, err = time.Parse(time.RFC3339, *start); err != nil {
+			return fmt.Errorf("%w: --start: %v", errUsage, err)
+		}
+		if age := time.Since(t0); age > aggregate.DefaultMaxLateness {
+			fmt.Fprintf(stderr, "tracepipe gen: note: --start is %v ago; an aggregator that has seen newer data drops traces more than its --max-lateness (default %v) behind as too late (the indexer still stores them)\n",
+				age.Round(time.Minute), aggregate.DefaultMaxLateness)
+		}
 	}
 	w := gen.Generate(gen.Config{Seed: *seed, Traces: *traces, ErrorRate: *errorRate, Interleave: *interleave,
 		Interval: *interval, Start: t0, Slow: slow, ClockSkew: *clockSkew, DirectCalls: *direct, AsymmetricLatency: *asymmetric})

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/aggregate"
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
 )
 
@@ -91,6 +92,7 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 		a.log.Info("the store does not implement EdgeStore; service-edge rollups are not computed, edges are on /metrics only")
 		a.cfg.Stats.NoEdges = true
 	}
+	a.m.drops = ratelog.New(opts.Logger, ratelog.DefaultEvery, nil)
 	for _, c := range a.m.collectors() {
 		if err := opts.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("aggregator: register metrics: %w", err)

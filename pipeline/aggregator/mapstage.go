@@ -205,7 +205,7 @@ func (w *mapWorker) process(ctx context.Context, km kafka.Message) error {
 	m, err := decodeMessage(km)
 	if err != nil {
 		a.m.dropped.WithLabelValues("map", "decode").Inc()
-		a.log.Error("map: undecodable assembled trace skipped", "partition", w.part, "offset", km.Offset, "err", err)
+		a.m.drops.Error("map/decode", "map: undecodable assembled trace skipped", "partition", w.part, "offset", km.Offset, "err", err)
 		return w.p.Skip(km.Offset)
 	}
 	for {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/aggregate"
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
 )
 
@@ -63,6 +64,7 @@ type Metrics struct {
 	traces         *prometheus.CounterVec
 	late           prometheus.Counter
 	dropped        *prometheus.CounterVec
+	drops          *ratelog.Logger // a line per drop reason, rate-limited, beside dropped
 	overflowed     prometheus.Counter
 	seriesOverflow prometheus.Counter
 	rewinds        *prometheus.CounterVec
@@ -224,8 +226,25 @@ func (m *Metrics) partitionCounters(prev, cur *aggregate.PartitionCounters) {
 	add(m.rewindMsgs.WithLabelValues("map"), prev.Replayed, cur.Replayed)
 	for reason, n := range cur.Dropped {
 		add(m.dropped.WithLabelValues("map", reason), prev.Dropped[reason], n)
+		m.logDrops("map", reason, n-prev.Dropped[reason])
 	}
 	add(m.dropped.WithLabelValues("map", "rewind-incomplete"), prev.RewindIncomplete, cur.RewindIncomplete)
+	m.logDrops("map", "rewind-incomplete", cur.RewindIncomplete-prev.RewindIncomplete)
+}
+
+// dropWhy explains the drop reasons of the aggregate package.
+var dropWhy = map[string]string{
+	"too-late":          "the trace is further behind the partition's event time than --max-lateness; raise it to aggregate older data",
+	"invalid":           "no trace ID, no version, or an analysis not aligned with the spans",
+	"rewind-incomplete": "BUG: a rewind did not find an indexed version",
+}
+
+// logDrops writes a rate-limited line for n new drops of reason.
+func (m *Metrics) logDrops(stage, reason string, n int64) {
+	if n <= 0 || m.drops == nil {
+		return
+	}
+	m.drops.Warn(stage+"/"+reason, "traces not aggregated", "stage", stage, "count", n, "why", dropWhy[reason])
 }
 
 func (m *Metrics) reduceCounters(prev, cur *aggregate.ReduceCounters) {
@@ -240,6 +259,7 @@ func (m *Metrics) reduceCounters(prev, cur *aggregate.ReduceCounters) {
 	add(m.reads, prev.Loads, cur.Loads)
 	for reason, n := range cur.Dropped {
 		add(m.dropped.WithLabelValues("reduce", reason), prev.Dropped[reason], n)
+		m.logDrops("reduce", reason, n-prev.Dropped[reason])
 	}
 }
 

@@ -107,11 +107,14 @@
 //
 // tracepipe_ingester_: messages_in_total, spans_in_total, decode_errors_total,
 // dead_letters_total, skipped_messages_total (deleted by retention before
-// they were read), traces_out_total{completion}, truncated_traces_total,
+// they were read), empty_messages_total, traces_out_total{completion}, truncated_traces_total,
 // late_spans_total, duplicate_spans_total, dropped_spans_total{reason},
 // dropped_traces_total{reason}, produce_errors_total, rekeyed_messages_total,
 // inflight_traces, inflight_spans, inflight_bytes, fetch_paused_partitions,
 // assembly_delay_seconds (histogram), committed_offset{partition},
 // commit_lag{partition}, consumer_lag{partition}, assigned_partitions,
 // generations_total. Partition labels above 255 share "__overflow__".
+// Every drop (an empty message, a dead letter, a span past the late horizon,
+// a trace too large to publish) is also logged with its reason, at most one
+// line per reason every 10 s (internal/ratelog).
 package ingest

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/pipeline/assemble"
 )
 
@@ -25,6 +26,7 @@ type Ingester struct {
 	cfg     Config
 	clock   assemble.Clock
 	log     *slog.Logger
+	drops   *ratelog.Logger // drop reasons, rate-limited
 	metrics *Metrics
 	budget  *assemble.Budget
 	writer  *kafka.Writer
@@ -64,6 +66,7 @@ func New(cfg Config, opts Options) (*Ingester, error) {
 		cfg:     cfg,
 		clock:   opts.Clock,
 		log:     opts.Logger,
+		drops:   ratelog.New(opts.Logger, ratelog.DefaultEvery, nil),
 		metrics: NewMetrics(opts.Registry),
 		budget:  &assemble.Budget{MaxTraces: cfg.MaxTracesInFlight, MaxBytes: cfg.MaxBytesInFlight},
 		dialer:  &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true},

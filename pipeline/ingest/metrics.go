@@ -20,6 +20,7 @@ type Metrics struct {
 	DecodeErrors    prometheus.Counter
 	DeadLetters     prometheus.Counter
 	SkippedMessages prometheus.Counter
+	EmptyMessages   prometheus.Counter
 	TracesOut       *prometheus.CounterVec // completion
 	TruncatedTraces prometheus.Counter
 	LateSpans       prometheus.Counter
@@ -58,6 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DecodeErrors:    c("decode_errors_total", "Messages that could not be decoded."),
 		DeadLetters:     c("dead_letters_total", "Messages written to the dead-letter topic (acknowledged)."),
 		SkippedMessages: c("skipped_messages_total", "Messages the spans topic's retention deleted before they were read (offsets skipped)."),
+		EmptyMessages:   c("empty_messages_total", "Messages without any span (empty, or an OTLP request with no spans), skipped."),
 		TracesOut:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "traces_out_total", Help: "Trace versions emitted, by completion reason."}, []string{"completion"}),
 		TruncatedTraces: c("truncated_traces_total", "Trace versions emitted with spans dropped by --max-spans-per-trace."),
 		LateSpans:       c("late_spans_total", "Spans that arrived after their trace was emitted (new versions)."),
@@ -77,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Partitions:      g("assigned_partitions", "Partitions this instance owns."),
 		Rebalances:      c("generations_total", "Consumer group generations joined."),
 	}
-	reg.MustRegister(m.SpansIn, m.Messages, m.DecodeErrors, m.DeadLetters, m.SkippedMessages, m.TracesOut, m.TruncatedTraces,
+	reg.MustRegister(m.SpansIn, m.Messages, m.DecodeErrors, m.DeadLetters, m.SkippedMessages, m.EmptyMessages, m.TracesOut, m.TruncatedTraces,
 		m.LateSpans, m.DuplicateSpans, m.DroppedSpans, m.DroppedTraces, m.ProduceErrors, m.Rekeyed,
 		m.InFlightTraces, m.InFlightSpans, m.InFlightBytes, m.Paused, m.AssemblyDelay,
 		m.Committed, m.CommitLag, m.ConsumerLag, m.Partitions, m.Rebalances)

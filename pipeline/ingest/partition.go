@@ -165,6 +165,11 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	w.next = m.Offset + 1
 	w.hwm = m.HighWaterMark
 	w.consumerLagG.Set(float64(max(m.HighWaterMark-w.next, 0)))
+	if len(m.Value) == 0 {
+		w.empty(m)
+		w.asm.Add(m.Offset, nil)
+		return nil
+	}
 	enc := w.in.cfg.Encoding
 	if enc == wire.Auto {
 		enc = wire.Detect(m.Value)
@@ -180,12 +185,21 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 			return nil
 		}
 	} else if w.spans, err = wire.Decode(enc, m.Value, w.spans[:0]); err == nil {
+		if len(w.spans) == 0 {
+			w.empty(m)
+		}
 		w.asm.Add(m.Offset, w.spans)
 		clear(w.spans)
 		return nil
 	}
 	w.in.metrics.DecodeErrors.Inc()
 	return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
+}
+
+// empty counts and logs a message without spans.
+func (w *worker) empty(m kafka.Message) {
+	w.in.metrics.EmptyMessages.Inc()
+	w.in.drops.Warn("empty", "message without spans skipped", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "bytes", len(m.Value))
 }
 
 // deadLetter writes m to the dead-letter topic with the error and its
@@ -201,6 +215,7 @@ func deadLetter(ctx context.Context, in *Ingester, pendingDLQ map[int64]int, out
 		value = value[:limit]
 		cut = []kafka.Header{{Key: "tracepipe.truncated", Value: []byte(strconv.Itoa(len(m.Value)))}}
 	}
+	in.drops.Warn("dead-letter", "message written to the dead-letter topic", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "dead_letter_topic", in.cfg.DLQTopic, "err", cause)
 	pendingDLQ[m.Offset]++
 	*outstanding++
 	return in.writer.WriteMessages(ctx, kafka.Message{
@@ -239,6 +254,7 @@ func (w *worker) publish(ctx context.Context) error {
 		if len(b) > w.in.cfg.MaxMessageBytes-512 {
 			// Cannot be published: counted and treated as done.
 			w.in.metrics.DroppedTraces.WithLabelValues("too_large").Inc()
+			w.in.drops.Warn("too-large", "trace version too large to publish dropped (lower --max-spans-per-trace or raise --max-message-bytes)", "trace", t.Trace.TraceID.String(), "spans", len(t.Trace.Spans), "bytes", len(b))
 			w.asm.Acked(o.Token)
 			continue
 		}
@@ -315,6 +331,9 @@ func (w *worker) commit() error {
 
 func (w *worker) observe() {
 	cur := w.asm.Counters()
+	if n := cur.TooLateSpans - w.lastCounters.TooLateSpans; n > 0 {
+		w.in.drops.Warn("too-late", "spans dropped: their trace was emitted and is past the late horizon (--late-horizon)", "partition", w.partition, "spans", n)
+	}
 	w.in.metrics.addDelta(cur, w.lastCounters)
 	w.lastCounters = cur
 	tr, sp, by := w.in.budget.InFlight()
