@@ -90,6 +90,8 @@ need_tools() {
 	if [[ " $* " == *" prometheus "* ]]; then
 		{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 	fi
+	# Headless Chromium for the web UI's browser tests (query/ui), which never skip under CI=true.
+	{ command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || missing+=(chromium fonts-dejavu-core)
 	if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 }
 
