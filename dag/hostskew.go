@@ -352,11 +352,11 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 		if x == 0 {
 			continue
 		}
-		a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
-			"host %s: clock offset estimated at %v relative to host %s; its %d spans shifted by %v",
+		// One message serves as the warning and as the note on every
+		// moved span.
+		s.notes[v] = fmt.Sprintf("clock skew: host %s's clock offset estimated at %v relative to host %s from the trace's cross-host parent/child pairs; its %d spans shifted by %v",
 			a.host(s.first[v]), time.Duration(x), a.host(s.first[r]), s.count[v], time.Duration(-x))
-		s.notes[v] = fmt.Sprintf("clock skew: timestamps shifted by %v (clock offset of host %s estimated from the trace's cross-host parent/child pairs)",
-			time.Duration(-x), a.host(s.first[v]))
+		a.warn(model.WarnClockSkew, a.spans[s.first[v]].SpanID, s.notes[v])
 	}
 	for i := range n {
 		v := s.hostOf[i]
