@@ -60,6 +60,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		concurrency = fs.Int("concurrency", 8, "requests in flight")
 		users       = fs.Int("users", 50, "distinct users")
 		slowShard   = fs.Int("slow-shard", 3, "the slow shard (of 8)")
+		shardTime   = fs.Duration("shard-latency", 3*time.Millisecond, "a healthy shard's service time")
+		slowFactor  = fs.Int("slow-factor", 5, "the slow shard's service time as a multiple of --shard-latency (it also serves one request at a time)")
 		exit        = fs.Bool("exit", false, "stop once the results are printed")
 		logLevel    = fs.String("log-level", "warn", "log level of the pipeline")
 	)
@@ -78,8 +80,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("%w: --%s %q: the demo needs it: %v", errUsage, name, v, err)
 		}
 	}
-	if *requests < 1 || *concurrency < 1 || *users < 1 || *slowShard < 0 || *slowShard > 7 {
-		return fmt.Errorf("%w: --requests, --concurrency and --users must be positive, --slow-shard in 0..7", errUsage)
+	if *requests < 1 || *concurrency < 1 || *users < 1 || *slowShard < 0 || *slowShard > 7 || *shardTime <= 0 || *slowFactor < 1 {
+		return fmt.Errorf("%w: --requests, --concurrency, --users, --shard-latency and --slow-factor must be positive, --slow-shard in 0..7", errUsage)
 	}
 
 	// The pipeline, exactly as 'tracepipe run' with these addresses.
@@ -165,7 +167,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer func() { srv.Close(); <-srvDone }()
 	}
 
-	sys, err := feed.Start(ctx, feed.Config{Brokers: []string{*brokerAddr}, SlowShard: *slowShard,
+	sys, err := feed.Start(ctx, feed.Config{Brokers: []string{*brokerAddr}, SlowShard: *slowShard, ShardLatency: *shardTime, SlowFactor: *slowFactor,
 		Profile: &feed.OTelProviders{Profile: profileTP, Avatar: avatarTP}}, ins)
 	if err != nil {
 		return err
@@ -230,8 +232,10 @@ explore further (store %s):
   tracepipe query trace --store %s <trace id from the list>                      # one request's critical path
   tracepipe query slowest --store %s --since 1h --service profile --limit 3      # traces through the OpenTelemetry services
   curl -s 'http://%s/api/v1/bottlenecks?since=1h&limit=5'
-  curl -s %s/metrics | grep operation_duration_seconds_count                     # the services' histograms
-`, store, store, store, store, *queryAddr, "http://"+*svcMetrics)
+`, store, store, store, store, *queryAddr)
+	if *svcMetrics != "" {
+		fmt.Fprintf(stdout, "  curl -s http://%s/metrics | grep operation_duration_seconds_count    # the services' histograms\n", *svcMetrics)
+	}
 	if *exit {
 		return nil
 	}

@@ -11,6 +11,8 @@
 //   - JAEGER_SAMPLER_TYPE / JAEGER_SAMPLER_PARAM / JAEGER_SAMPLING_ENDPOINT:
 //     default "remote", polling http://127.0.0.1:5778/sampling (the
 //     collector's sampling endpoint), sampling everything until its first answer;
+//   - JAEGER_REPORTER_MAX_QUEUE_SIZE: default 10000 spans (jaeger-client-go's
+//     own default, 100, drops spans in bursts);
 //   - JAEGER_TAGS, JAEGER_TRACEID_128BIT (default true: W3C-compatible IDs),
 //     JAEGER_DISABLED and the reporter variables as in jaeger-client-go.
 //
@@ -32,6 +34,11 @@ import (
 
 // Defaults of the local collector.
 const (
+	// DefaultQueueSize bounds the spans a reporter holds before sending
+	// (JAEGER_REPORTER_MAX_QUEUE_SIZE); when full, new spans are dropped and
+	// counted by jaeger-client-go's reporter metrics.
+	DefaultQueueSize = 10000
+
 	DefaultAgent       = "127.0.0.1:6831"
 	DefaultSamplingURL = "http://127.0.0.1:5778/sampling"
 )
@@ -85,6 +92,10 @@ func Config(service string) (*config.Configuration, error) {
 	}
 	if cfg.Reporter == nil {
 		cfg.Reporter = &config.ReporterConfig{}
+	}
+	if cfg.Reporter.QueueSize == 0 {
+		// jaeger-client-go's default (100 spans) drops spans in bursts.
+		cfg.Reporter.QueueSize = DefaultQueueSize
 	}
 	if os.Getenv("JAEGER_AGENT_HOST") == "" {
 		// jaeger-client-go defaults to localhost, which may be ::1.

@@ -17,7 +17,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ServiceName != "feed" || !cfg.Gen128Bit || cfg.Reporter.LocalAgentHostPort != tracing.DefaultAgent ||
+	if cfg.ServiceName != "feed" || !cfg.Gen128Bit || cfg.Reporter.LocalAgentHostPort != tracing.DefaultAgent || cfg.Reporter.QueueSize != tracing.DefaultQueueSize ||
 		cfg.Sampler.Type != jaeger.SamplerTypeRemote || cfg.Sampler.Param != 1 || cfg.Sampler.SamplingServerURL != tracing.DefaultSamplingURL {
 		t.Errorf("defaults: %+v sampler %+v reporter %+v", cfg, cfg.Sampler, cfg.Reporter)
 	}

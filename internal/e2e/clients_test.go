@@ -225,10 +225,10 @@ func realClients(t *testing.T, brokers []string, store storage.Store) {
 	profileTP, avatarTP := provider(feed.Profile, gexp), provider(feed.Avatar, hexp)
 
 	// The demo, on real Kafka, under a bounded load.
-	// A pronounced slow shard (one slot, 24ms a request) so that it leads
-	// the critical paths even on a loaded machine.
+	// A pronounced slow shard (one slot, 50ms a request) so that it leads
+	// the critical paths even under -race on a loaded machine.
 	sys, err := feed.Start(ctx, feed.Config{Brokers: brokers, Topic: name + "-fanout", Group: name + "-fanout",
-		ShardLatency: 4 * time.Millisecond, SlowFactor: 6,
+		ShardLatency: 5 * time.Millisecond, SlowFactor: 10,
 		Profile: &feed.OTelProviders{Profile: profileTP, Avatar: avatarTP}}, ins)
 	if err != nil {
 		t.Fatal(err)
