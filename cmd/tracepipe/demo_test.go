@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,6 +63,20 @@ func TestDemo(t *testing.T) {
 	lines := strings.Split(table, "\n")
 	if len(lines) < 3 || !strings.Contains(lines[2], "ReadPosts shard-3") {
 		t.Errorf("first bottleneck is not ReadPosts shard-3:\n%s", table)
+	}
+	// Search by host finds the real clients' traces (jaeger-client-go's
+	// hostname, OTel's host.name).
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	q := []string{"query", "slowest", "--store", filepath.Join(dir, "data", "tracepipe.db"), "--since", "1h", "--tag", "host=" + host, "--limit", "200"}
+	if code := run(ctx, q, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("%v: exit %d: %s", q, code, stderr.String())
+	}
+	if n := strings.Count(stdout.String(), "api-gateway GET /feed") + strings.Count(stdout.String(), "api-gateway POST /post"); n != 120 {
+		t.Errorf("--tag host=%s: %d traces, want 120:\n%s", host, n, stdout.String())
 	}
 }
 
