@@ -108,7 +108,8 @@ type Transport struct {
 }
 
 // RoundTrip implements http.RoundTripper. It does not modify r: the headers
-// go on a clone.
+// go on a clone. The span ends when the response headers arrive (or the
+// round trip fails); reading the body is the caller's time.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
 	ins, ok := metrics.Attached(ctx)
