@@ -232,7 +232,8 @@ explore further (store %s):
   tracepipe query trace --store %s <trace id from the list>                      # one request's critical path
   tracepipe query slowest --store %s --since 1h --service profile --limit 3      # traces through the OpenTelemetry services
   curl -s 'http://%s/api/v1/bottlenecks?since=1h&limit=5'
-`, store, store, store, store, *queryAddr)
+  web UI: http://%s/ (while the pipeline runs)
+`, store, store, store, store, *queryAddr, *queryAddr)
 	if *svcMetrics != "" {
 		fmt.Fprintf(stdout, "  curl -s http://%s/metrics | grep operation_duration_seconds_count    # the services' histograms\n", *svcMetrics)
 	}

@@ -70,6 +70,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Ingest.IdleTimeout, "idle-timeout", cfg.Ingest.IdleTimeout, "emit a trace when no span arrived for this long")
 	fs.DurationVar(&cfg.Ingest.MaxWait, "max-wait", cfg.Ingest.MaxWait, "emit a trace at the latest this long after its first span")
 	fs.IntVar(&cfg.Ingest.MaxSpansPerTrace, "max-spans-per-trace", cfg.Ingest.MaxSpansPerTrace, "spans kept per trace; more are counted and the trace is marked truncated")
+	fs.StringVar(&cfg.RekeyTo, "rekey-to", "", "for producers that do not key spans by trace ID (the OTel Collector's Kafka exporter): re-publish every span to this topic keyed by trace ID, then assemble from it (e.g. tracepipe-spans-by-trace)")
 	cfg.Collector.RegisterFlags(fs) // --jaeger-compact-udp, --otlp-grpc, ... (empty: that receiver off)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {

@@ -42,6 +42,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
+	"github.com/tracepipe/tracepipe/wire"
 )
 
 // Config configures a single-process deployment.
@@ -67,6 +68,13 @@ type Config struct {
 	// services (none when every address is empty); its Brokers and
 	// SpansTopic are replaced by the broker addresses and Ingest.SpansTopic.
 	Collector collector.Config
+	// RekeyTo, when set, re-keys the spans first, for producers that do not
+	// key spans by trace ID (the OTel Collector's Kafka exporter batches
+	// spans of many traces, unkeyed): a re-key ingester (group
+	// Ingest.Group+"-rekey", metrics prefixed rekey_) re-publishes every span
+	// of Ingest.SpansTopic to RekeyTo keyed by its trace ID, and the
+	// assembling ingester reads RekeyTo instead.
+	RekeyTo string
 }
 
 // DefaultConfig returns the defaults of `tracepipe run`.
@@ -95,6 +103,9 @@ func (c *Config) Validate() error {
 		if c.Partitions < 1 || c.Partitions > 1024 {
 			return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
 		}
+	}
+	if c.RekeyTo != "" && (c.RekeyTo == c.Ingest.SpansTopic || c.RekeyTo == c.Ingest.TracesTopic || c.RekeyTo == c.Ingest.DLQTopic) {
+		return fmt.Errorf("--rekey-to %q must differ from the spans, traces and dead-letter topics", c.RekeyTo)
 	}
 	if c.Collector.Enabled() {
 		cc := c.Collector
@@ -161,11 +172,26 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	icfg := cfg.Ingest
 	icfg.Brokers = brokers
 	icfg.MetricsAddr = "" // served below, with every stage's metrics
+	var rekeyer *ingest.Ingester
+	if cfg.RekeyTo != "" {
+		rcfg := icfg
+		rcfg.RekeyTo, rcfg.Group = cfg.RekeyTo, icfg.Group+"-rekey"
+		icfg.SpansTopic, icfg.Encoding = cfg.RekeyTo, wire.JaegerProto // what the re-key stage writes
+		if len(cfg.Brokers) > 0 && icfg.CreateTopics == 0 {
+			rcfg.CreateTopics, icfg.CreateTopics = cfg.Partitions, cfg.Partitions
+		}
+		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("stage", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg)}); err != nil {
+			return fmt.Errorf("rekeyer: %w", err)
+		}
+	}
 	in, err := ingest.New(icfg, ingest.Options{Logger: log.With("stage", "ingester"), Registry: reg})
 	if err != nil {
 		return fmt.Errorf("ingester: %w", err)
 	}
 	stages := []namedStage{{"ingester", in}}
+	if rekeyer != nil {
+		stages = append(stages, namedStage{"rekeyer", rekeyer})
+	}
 	if deps.Stages != nil {
 		extra, err := deps.Stages(brokers)
 		if err != nil {
@@ -286,6 +312,9 @@ func startBroker(cfg Config) (*kfake.Cluster, error) {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	topics := []string{cfg.Ingest.SpansTopic, cfg.Ingest.TracesTopic, cfg.Ingest.DLQTopic}
+	if cfg.RekeyTo != "" {
+		topics = append(topics, cfg.RekeyTo)
+	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.DataDir(dir),
