@@ -32,28 +32,53 @@
 //
 // # Clock skew
 //
-// Before analysis, spans are visited top-down from every root (parents before
-// children), as Jaeger's clock-skew adjuster does. Host identity comes from the
-// process tags "host.name" or "hostname" (compared when both spans have one),
-// else "ip" (string, int64 IPv4 or 4/16-byte binary; compared as addresses).
-// Two spans with no host identity at all are on the same host; a span with an
-// identity and one without, or two with identities under different tags, are
-// on different hosts.
+// Before analysis, clock skew is repaired (Options.ClockSkew). Host identity
+// comes from the process tags "host.name" or "hostname" (compared when both
+// spans have one), else "ip" (string, int64 IPv4 or 4/16-byte binary;
+// compared as addresses). Two spans with no host identity at all are on the
+// same host; a span with an identity and one without, or two with identities
+// under different tags, are on different hosts. (The per-host solver keys a
+// host by its name when it has one, else by its address.)
 //
-// A blocking child on a different host than its (already adjusted) parent that
-// starts before the parent or ends after it is shifted by a delta computed as
-// Jaeger does: when the child is longer than the parent it can only be made to
-// start with the parent (delta = parent start − child start, and no shift when
-// it already starts at or after the parent); otherwise it is centred in the
-// parent, assuming request and response latency are equal (delta = parent
-// start + (parent duration − child duration)/2 − child start). A delta larger
-// in magnitude than Options.MaxClockSkewAdjust is not applied
-// (WarnSkewTooLarge). An applied delta gives one WarnClockSkew and moves the
-// child's Start and log timestamps; every descendant on the same host as a
-// shifted span shares its clock and moves with it (whatever its edge type),
-// while a descendant on another host is judged afresh against its adjusted
-// parent. Each moved span gets a note appended to its Warnings. Roots are
-// never shifted. Re-analysing an adjusted trace shifts nothing more.
+// ClockSkewHostOffsets, the default, estimates one clock offset per host
+// (hostskew.go; docs/clock-skew.md). Every blocking parent→child edge between
+// two hosts bounds the difference of their offsets (the child ran inside its
+// parent; a child longer than its parent bounds it by its start only). The
+// pairs form a system of difference constraints, solved by all-pairs shortest
+// paths; a host pair contradicting itself or the tighter pairs is left out
+// with a WarnClockSkew saying so. Hosts are then fixed one by one, breadth
+// first from the main root's host (offset 0), each at a point of its feasible
+// interval: no shift when its spans fit with room to spare; else the centre of
+// the interval its client→server pairs allow, clamped to the feasible one;
+// else the least shift that fits, keeping a network hop (100µs, or half the
+// interval) from the parent's edge. Every span of a moved host (its Start and
+// log timestamps) moves by the same amount, whatever its edge type, so
+// siblings keep their order; one WarnClockSkew per moved host, and the same
+// text appended to each moved span's Warnings. A host whose offset would
+// exceed Options.MaxClockSkewAdjust is not moved. When every cross-host
+// child fits its parent the solver does not run. Traces with more than 96
+// hosts skip the solver (WarnClockSkew). Then the per-span rule below repairs
+// whatever still does not fit.
+//
+// ClockSkewPerSpan is Jaeger's adjuster: spans are visited top-down from
+// every root (parents before children). A blocking child on a different host
+// than its (already adjusted) parent that starts before the parent or ends
+// after it is shifted by a delta computed as Jaeger does: when the child is
+// longer than the parent it can only be made to start with the parent (delta
+// = parent start − child start, and no shift when it already starts at or
+// after the parent); otherwise it is centred in the parent, assuming request
+// and response latency are equal (delta = parent start + (parent duration −
+// child duration)/2 − child start). A delta larger in magnitude than
+// Options.MaxClockSkewAdjust is not applied (WarnSkewTooLarge). An applied
+// delta gives one WarnClockSkew and moves the child's Start and log
+// timestamps; every descendant on the same host as a shifted span shares its
+// clock and moves with it (whatever its edge type), while a descendant on
+// another host is judged afresh against its adjusted parent. Each moved span
+// gets a note appended to its Warnings.
+//
+// Either way, roots on the main root's host are never shifted, every shift is
+// a multiple of Options.TimeResolution, and re-analysing an adjusted trace
+// shifts nothing more.
 //
 // # Critical path
 //

@@ -11,25 +11,24 @@ import (
 	"github.com/tracepipe/tracepipe/model"
 )
 
-// Per-host clock offsets (ClockSkewHostOffsets, the default).
+// Per-host clock offsets (ClockSkewHostOffsets, the default): see the
+// package documentation and docs/clock-skew.md.
 //
 // Every blocking parent→child edge between two hosts P and C bounds the
 // offset between their clocks: the child ran inside its parent, so
 // x_C − x_P ∈ [child end − parent end, child start − parent start], where x_H
-// is how far host H's clock is ahead. These are difference constraints; their
-// all-pairs shortest paths give each host's feasible offset interval relative
-// to the reference host (the main root's). Hosts are fixed one at a time, in
-// order of first appearance in a walk from the reference host, each at a
-// point of its current feasible interval, which keeps the system feasible for
-// the hosts after it. The point is the centre of the interval implied by the
-// client→server pairs alone (request and response latency assumed equal on
-// average) when the host has such evidence, else the point nearest zero (the
-// clock is believed unless the spans prove it wrong), in both cases clamped
-// to the interval implied by every edge.
+// is how far host H's clock is ahead. These are difference constraints; the
+// all-pairs shortest paths of their graph (kept up to date edge by edge, in
+// O(h²) per edge for h hosts) give each host's feasible offset interval
+// relative to the reference host (the main root's). Hosts are fixed one at a
+// time, breadth first from the reference host, each at a point of its current
+// feasible interval, which keeps the system feasible for the hosts after it.
+// A second distance matrix holds the client→server pairs alone, whose
+// interval centre is the estimate when a host has such pairs.
 
 // maxSkewHosts bounds the hosts of one trace solved for offsets (the solver is
-// cubic in hosts); a trace with more distinct hosts on cross-host edges falls
-// back to per-span repair.
+// cubic in hosts); a trace with more distinct hosts falls back to per-span
+// repair.
 const maxSkewHosts = 96
 
 const inf = int64(math.MaxInt64 / 4)
@@ -73,7 +72,6 @@ type skewSolver struct {
 	notes   []string
 	count   []int32
 	offset  []int64
-	fixed   []bool
 	visited []bool
 	rank    []sortPair
 }
@@ -282,15 +280,12 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 	}
 	// Fix hosts in breadth-first order from the reference host.
 	s.offset = grow(s.offset, h)
-	s.fixed = grow(s.fixed, h)
 	s.visited = grow(s.visited, h)
 	clear(s.offset)
-	clear(s.fixed)
 	clear(s.visited)
 	r := int(s.hostOf[ref])
 	s.order = append(s.order[:0], int32(r))
 	s.visited[r] = true
-	s.fixed[r] = true
 	for q := 0; q < len(s.order); q++ {
 		u := int(s.order[q])
 		for v := range h {
@@ -415,7 +410,6 @@ func (s *skewSolver) fix(v, r int, x int64) {
 	s.addEdge(s.all, v, r, -x)
 	s.addEdge(s.rpc, r, v, x)
 	s.addEdge(s.rpc, v, r, -x)
-	s.fixed[v] = true
 }
 
 func negSat(x int64) int64 {
