@@ -372,7 +372,9 @@ func (w *reduceWorker) finish() {
 		w.a.log.Info("reduce: generation lost; nothing written at the end, the next owner re-reads from the last commit", "partition", w.part)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// Bounded well below the group's rebalance timeout (30 s), so that the
+	// member rejoins in time even while the store is down.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.flush(ctx, true); err != nil {
 		w.a.log.Warn("reduce: final write failed; the next owner re-reads from the last commit", "partition", w.part, "err", err)
@@ -407,7 +409,7 @@ func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 	}
 	if len(rs) > 0 {
 		if err := a.store.WriteRollups(ctx, rs); err != nil {
-			return fmt.Errorf("write rollups: %w", err)
+			return err // the stores say "write rollups: ..."
 		}
 	}
 	if len(es) > 0 {
@@ -415,7 +417,7 @@ func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 			return errors.New("BUG: edge rollups without an edge store")
 		}
 		if err := a.edges.WriteEdgeRollups(ctx, es); err != nil {
-			return fmt.Errorf("write edge rollups: %w", err)
+			return err
 		}
 	}
 	for _, r := range rs {
