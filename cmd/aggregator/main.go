@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tracepipe/tracepipe/internal/dirlock"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
@@ -113,6 +115,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *esURL != "" {
 		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, Registerer: reg, Logger: log.With("component", "elasticsearch"), DeadLetter: dl})
 	} else {
+		// One writer process per embedded store directory (as tracepipe run).
+		dir := filepath.Dir(*storePath)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		lock, lerr := dirlock.Acquire(dir)
+		if lerr != nil {
+			return lerr
+		}
+		defer lock.Unlock()
 		store, err = embedded.Open(ctx, embedded.Options{Path: *storePath})
 	}
 	if err != nil {
