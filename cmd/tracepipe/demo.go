@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,10 +49,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var (
 		dataDir     = fs.String("data-dir", lc.DataDir, "data directory of the pipeline (embedded broker and store)")
 		brokerAddr  = fs.String("broker-listen", lc.BrokerListen, "address of the embedded broker")
+		realKafka   = fs.String("kafka-brokers", "", "use these real Kafka brokers (comma-separated) instead of the embedded broker, for the pipeline and the fan-out topic")
 		queryAddr   = fs.String("listen", lc.QueryListen, "query API address")
 		metricsAddr = fs.String("metrics-addr", lc.MetricsAddr, "pipeline /metrics address (empty: none)")
 		svcMetrics  = fs.String("services-metrics", "127.0.0.1:9466", "/metrics of the demo services' operation histograms (empty: none)")
 		compactUDP  = fs.String("jaeger-compact-udp", cc.JaegerCompactUDP, "collector: Jaeger agent compact thrift UDP address")
+		binaryUDP   = fs.String("jaeger-binary-udp", cc.JaegerBinaryUDP, "collector: Jaeger agent binary thrift UDP address (the demo does not use it; empty: off)")
 		jaegerHTTP  = fs.String("jaeger-http", cc.JaegerHTTP, "collector: Jaeger HTTP /api/traces address")
 		otlpGRPC    = fs.String("otlp-grpc", cc.OTLPGRPC, "collector: OTLP gRPC address")
 		otlpHTTP    = fs.String("otlp-http", cc.OTLPHTTP, "collector: OTLP HTTP address")
@@ -86,8 +89,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// The pipeline, exactly as 'tracepipe run' with these addresses.
 	runArgs := []string{"--data-dir", *dataDir, "--broker-listen", *brokerAddr, "--listen", *queryAddr,
-		"--metrics-addr", *metricsAddr, "--jaeger-compact-udp", *compactUDP, "--jaeger-http", *jaegerHTTP,
+		"--metrics-addr", *metricsAddr, "--jaeger-compact-udp", *compactUDP, "--jaeger-binary-udp", *binaryUDP, "--jaeger-http", *jaegerHTTP,
 		"--otlp-grpc", *otlpGRPC, "--otlp-http", *otlpHTTP, "--sampling-http", *sampling, "--log-level", *logLevel}
+	brokers := []string{*brokerAddr}
+	if *realKafka != "" {
+		runArgs = append(runArgs, "--kafka-brokers", *realKafka)
+		brokers = strings.Split(*realKafka, ",")
+	}
 	pctx, stopPipeline := context.WithCancel(ctx)
 	pipeDone := make(chan error, 1)
 	go func() { pipeDone <- runRun(pctx, runArgs, stderr) }()
@@ -99,7 +107,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			<-pipeDone
 		}
 	}()
-	if err := waitReady(ctx, pipeDone, "http://"+*sampling+"/sampling?service=demo", *brokerAddr); err != nil {
+	if err := waitReady(ctx, pipeDone, "http://"+*sampling+"/sampling?service=demo", brokers[0]); err != nil {
 		pipeStopped = errors.Is(err, errPipelineExited)
 		return err
 	}
@@ -167,7 +175,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer func() { srv.Close(); <-srvDone }()
 	}
 
-	sys, err := feed.Start(ctx, feed.Config{Brokers: []string{*brokerAddr}, SlowShard: *slowShard, ShardLatency: *shardTime, SlowFactor: *slowFactor,
+	sys, err := feed.Start(ctx, feed.Config{Brokers: brokers, SlowShard: *slowShard, ShardLatency: *shardTime, SlowFactor: *slowFactor,
 		Profile: &feed.OTelProviders{Profile: profileTP, Avatar: avatarTP}}, ins)
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func TestDemo(t *testing.T) {
 	args := []string{"demo", "--exit", "--requests", "120", "--concurrency", "6", "--users", "12",
 		"--shard-latency", "5ms", "--slow-factor", "10",
 		"--data-dir", filepath.Join(dir, "data"), "--broker-listen", freeAddr(t, "tcp"), "--listen", freeAddr(t, "tcp"),
-		"--metrics-addr", "", "--services-metrics", "", "--jaeger-compact-udp", freeAddr(t, "udp"),
+		"--metrics-addr", "", "--services-metrics", "", "--jaeger-compact-udp", freeAddr(t, "udp"), "--jaeger-binary-udp", "",
 		"--jaeger-http", freeAddr(t, "tcp"), "--otlp-grpc", freeAddr(t, "tcp"), "--otlp-http", freeAddr(t, "tcp"),
 		"--sampling-http", freeAddr(t, "tcp")}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
