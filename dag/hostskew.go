@@ -26,6 +26,9 @@ import (
 // A second distance matrix holds the client→server pairs alone, whose
 // interval centre is the estimate when a host has such pairs.
 
+// forceDense makes hostOffsets use solveDense only (tests compare both).
+var forceDense = false
+
 // maxSkewHosts bounds the hosts of one trace solved for offsets (the solver is
 // cubic in hosts); a trace with more distinct hosts falls back to per-span
 // repair.
@@ -73,6 +76,16 @@ type skewSolver struct {
 	count   []int32
 	offset  []int64
 	visited []bool
+	edges   []wedge
+	fwd     adjacency // out-edges
+	bwd     adjacency // in-edges
+	dFrom   []int64   // shortest distance from the reference host, every pair
+	dTo     []int64   // shortest distance to the reference host, every pair
+	rFrom   []int64   // the same over client→server pairs and fixed hosts
+	rTo     []int64
+	queue   []int32
+	inQueue []bool
+	pushes  []int32
 	rank    []sortPair
 }
 
@@ -228,57 +241,16 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 			s.isRPC[k] = true
 		}
 	}
-	s.all, s.rpc = grow(s.all, hh), grow(s.rpc, hh)
-	for i := range hh {
-		s.all[i], s.rpc[i] = inf, inf
-	}
-	for i := range h {
-		s.all[i*h+i], s.rpc[i*h+i] = 0, 0
-	}
-	// Add the pairs, tightest first; a pair contradicting the ones before it
-	// (or itself) is left out.
-	s.rank = s.rank[:0]
 	for u := range h {
 		for v := u + 1; v < h; v++ {
-			k := u*h + v
-			if s.pairs[k] == 0 {
-				continue
-			}
-			if s.lo[k] > s.hi[k] {
+			if k := u*h + v; s.pairs[k] > 0 && s.lo[k] > s.hi[k] {
 				a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
-					"clock offset of host %s relative to %s: its %d parent/child pairs conflict (a child longer than its parent, or needing more than the span allows); spans repaired one by one",
+					"clock offset of host %s relative to %s: its %d parent/child pairs conflict (no offset fits them all); spans repaired one by one",
 					a.host(s.first[v]), a.host(s.first[u]), s.pairs[k])
-				continue
 			}
-			s.rank = append(s.rank, sortPair{int32(u), int32(v), subSat(s.hi[k], s.lo[k])})
 		}
 	}
-	slices.SortFunc(s.rank, func(x, y sortPair) int {
-		if x.width != y.width {
-			if x.width < y.width {
-				return -1
-			}
-			return 1
-		}
-		if x.u != y.u {
-			return int(x.u - y.u)
-		}
-		return int(x.v - y.v)
-	})
-	for _, pr := range s.rank {
-		u, v := int(pr.u), int(pr.v)
-		k := u*h + v
-		if !s.addInterval(s.all, u, v, s.lo[k], s.hi[k]) {
-			a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
-				"clock offset of host %s relative to %s: its %d parent/child pairs conflict with the other hosts' pairs; left out",
-				a.host(s.first[v]), a.host(s.first[u]), s.pairs[k])
-			continue
-		}
-		if s.isRPC[k] {
-			s.addInterval(s.rpc, u, v, s.lo[k], s.hi[k])
-		}
-	}
-	// Fix hosts in breadth-first order from the reference host.
+	// Hosts are fixed breadth first from the reference host along the pairs.
 	s.offset = grow(s.offset, h)
 	s.visited = grow(s.visited, h)
 	clear(s.offset)
@@ -289,50 +261,14 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 	for q := 0; q < len(s.order); q++ {
 		u := int(s.order[q])
 		for v := range h {
-			if !s.visited[v] && (s.all[u*h+v] < inf || s.all[v*h+u] < inf) {
+			if !s.visited[v] && s.pairs[pairIndex(u, v, h)] > 0 {
 				s.visited[v] = true
 				s.order = append(s.order, int32(v))
 			}
 		}
 	}
-	maxAdj := int64(a.opts.MaxClockSkewAdjust)
-	for _, hv := range s.order[1:] {
-		v := int(hv)
-		lb, ub := negSat(s.all[v*h+r]), s.all[r*h+v]
-		if lb < 0 && 0 < ub {
-			// The host's spans fit as they are: its clock is believed.
-			// (Flush with a parent's edge is not believed: a request
-			// crossing hosts takes time.)
-			s.fix(v, r, 0)
-			continue
-		}
-		// Keep a network hop between the host's spans and their parents'
-		// edges when there is room: a child flush with its parent's start
-		// or end would erase the parent's section before or after it.
-		g := int64(0)
-		if lb > -inf && ub < inf {
-			g = min((ub-lb)/2, minHop)
-		}
-		x := int64(0)
-		if rl, ru := negSat(s.rpc[v*h+r]), s.rpc[r*h+v]; rl > -inf && ru < inf {
-			// Client→server pairs: the centre of their interval.
-			x = rl + (ru-rl)/2
-		}
-		// Else only bounds: the least shift that fits.
-		x = a.grid(min(max(x, lb+g), ub-g))
-		if x < lb {
-			x = lb // lb is a multiple of the resolution
-		}
-		if x == 0 {
-			s.fix(v, r, 0)
-			continue
-		}
-		if max(x, -x) > maxAdj {
-			// Left to the span-by-span repair, which warns.
-			continue
-		}
-		s.fix(v, r, x)
-		s.offset[v] = x
+	if forceDense || !a.solveSparse(r) {
+		a.solveDense(r)
 	}
 	// Apply: one shift per host.
 	s.count = grow(s.count, h)
@@ -360,6 +296,246 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 		}
 	}
 	clear(s.notes)
+	return true
+}
+
+// choose picks host v's offset relative to the reference host from its
+// feasible interval [lb, ub] and the interval [rl, ru] its client→server
+// pairs allow (see the package documentation). It reports false when the
+// host is to be left alone (its offset would exceed MaxClockSkewAdjust).
+func (a *Analyzer) choose(lb, ub, rl, ru int64) (int64, bool) {
+	if lb < 0 && 0 < ub {
+		// The host's spans fit as they are: its clock is believed. (Flush
+		// with a parent's edge is not believed: a request crossing hosts
+		// takes time.)
+		return 0, true
+	}
+	// Keep a network hop between the host's spans and their parents' edges
+	// when there is room: a child flush with its parent's start or end would
+	// erase the parent's section before or after it.
+	g := int64(0)
+	if lb > -inf && ub < inf {
+		g = min((ub-lb)/2, minHop)
+	}
+	x := int64(0)
+	if rl > -inf && ru < inf {
+		// Client→server pairs: the centre of their interval.
+		x = rl + (ru-rl)/2
+	}
+	// Else only bounds: the least shift that fits.
+	x = a.grid(min(max(x, lb+g), ub-g))
+	if x < lb {
+		x = lb // lb is a multiple of the resolution
+	}
+	if max(x, -x) > int64(a.opts.MaxClockSkewAdjust) {
+		return 0, false // left to the span-by-span repair, which warns
+	}
+	return x, true
+}
+
+// solveDense fixes the hosts in s.order with all-pairs shortest paths kept up
+// to date edge by edge (O(h²) per edge): pairs are added tightest first and a
+// pair contradicting the ones before it is left out with a warning. It is the
+// fallback of solveSparse for systems with conflicts.
+func (a *Analyzer) solveDense(r int) {
+	s := &a.sk
+	h := s.h
+	hh := h * h
+	s.all, s.rpc = grow(s.all, hh), grow(s.rpc, hh)
+	for i := range hh {
+		s.all[i], s.rpc[i] = inf, inf
+	}
+	for i := range h {
+		s.all[i*h+i], s.rpc[i*h+i] = 0, 0
+	}
+	s.rank = s.rank[:0]
+	for u := range h {
+		for v := u + 1; v < h; v++ {
+			if k := u*h + v; s.pairs[k] > 0 && s.lo[k] <= s.hi[k] {
+				s.rank = append(s.rank, sortPair{int32(u), int32(v), subSat(s.hi[k], s.lo[k])})
+			}
+		}
+	}
+	slices.SortFunc(s.rank, func(x, y sortPair) int {
+		if x.width != y.width {
+			if x.width < y.width {
+				return -1
+			}
+			return 1
+		}
+		if x.u != y.u {
+			return int(x.u - y.u)
+		}
+		return int(x.v - y.v)
+	})
+	for _, pr := range s.rank {
+		u, v := int(pr.u), int(pr.v)
+		k := u*h + v
+		if !s.addInterval(s.all, u, v, s.lo[k], s.hi[k]) {
+			a.warnf(model.WarnClockSkew, a.spans[s.first[v]].SpanID,
+				"clock offset of host %s relative to %s: its %d parent/child pairs conflict with the other hosts' pairs; left out",
+				a.host(s.first[v]), a.host(s.first[u]), s.pairs[k])
+			continue
+		}
+		if s.isRPC[k] {
+			s.addInterval(s.rpc, u, v, s.lo[k], s.hi[k])
+		}
+	}
+	for _, hv := range s.order[1:] {
+		v := int(hv)
+		lb, ub := negSat(s.all[v*h+r]), s.all[r*h+v]
+		x, ok := a.choose(lb, ub, negSat(s.rpc[v*h+r]), s.rpc[r*h+v])
+		if !ok {
+			continue
+		}
+		s.fix(v, r, x)
+		s.offset[v] = x
+	}
+}
+
+// solveSparse fixes the hosts in s.order keeping only the shortest distances
+// from and to the reference host, updated by relaxation from each fixed host
+// (the constraint graph has about as many pairs as hosts). It gives the same
+// offsets as solveDense when no pair conflicts with the others, and reports
+// false, having changed nothing but scratch, when one does (a negative
+// cycle).
+func (a *Analyzer) solveSparse(r int) bool {
+	s := &a.sk
+	h := s.h
+	// Edges: for each pair u < v with x_v − x_u ∈ [lo, hi], u→v of weight
+	// hi and v→u of weight −lo (edge u→v of weight w: x_v − x_u ≤ w).
+	s.edges = s.edges[:0]
+	for u := range h {
+		for v := u + 1; v < h; v++ {
+			k := u*h + v
+			if s.pairs[k] == 0 || s.lo[k] > s.hi[k] {
+				continue
+			}
+			if s.hi[k] < inf {
+				s.edges = append(s.edges, wedge{int32(u), int32(v), s.hi[k], s.isRPC[k]})
+			}
+			if s.lo[k] > -inf {
+				s.edges = append(s.edges, wedge{int32(v), int32(u), negSat(s.lo[k]), s.isRPC[k]})
+			}
+		}
+	}
+	s.fwd.build(s.edges, h, false)
+	s.bwd.build(s.edges, h, true)
+	s.dFrom, s.dTo = grow(s.dFrom, h), grow(s.dTo, h)
+	s.rFrom, s.rTo = grow(s.rFrom, h), grow(s.rTo, h)
+	for i := range h {
+		s.dFrom[i], s.dTo[i], s.rFrom[i], s.rTo[i] = inf, inf, inf, inf
+	}
+	s.dFrom[r], s.dTo[r], s.rFrom[r], s.rTo[r] = 0, 0, 0, 0
+	if !s.relax(&s.fwd, s.dFrom, r, false) || !s.relax(&s.bwd, s.dTo, r, false) {
+		return false
+	}
+	s.relax(&s.fwd, s.rFrom, r, true)
+	s.relax(&s.bwd, s.rTo, r, true)
+	for _, hv := range s.order[1:] {
+		v := int(hv)
+		x, ok := a.choose(negSat(s.dTo[v]), s.dFrom[v], negSat(s.rTo[v]), s.rFrom[v])
+		if !ok {
+			continue
+		}
+		s.offset[v] = x
+		// x_v − x_r = x: edges r→v (x) and v→r (−x).
+		if x < s.dFrom[v] {
+			s.dFrom[v] = x
+			s.relax(&s.fwd, s.dFrom, v, false)
+		}
+		if -x < s.dTo[v] {
+			s.dTo[v] = -x
+			s.relax(&s.bwd, s.dTo, v, false)
+		}
+		if x < s.rFrom[v] {
+			s.rFrom[v] = x
+			s.relax(&s.fwd, s.rFrom, v, true)
+		}
+		if -x < s.rTo[v] {
+			s.rTo[v] = -x
+			s.relax(&s.bwd, s.rTo, v, true)
+		}
+	}
+	return true
+}
+
+// wedge is a weighted constraint edge.
+type wedge struct {
+	from, to int32
+	w        int64
+	rpc      bool
+}
+
+// adjacency is a CSR adjacency list of constraint edges.
+type adjacency struct {
+	off []int32
+	to  []int32
+	w   []int64
+	rpc []bool
+	pos []int32 // scratch
+}
+
+// build fills g with edges (reversed when rev: in-edges).
+func (g *adjacency) build(edges []wedge, h int, rev bool) {
+	g.off = grow(g.off, h+1)
+	clear(g.off)
+	for _, e := range edges {
+		f := e.from
+		if rev {
+			f = e.to
+		}
+		g.off[f+1]++
+	}
+	for i := 1; i <= h; i++ {
+		g.off[i] += g.off[i-1]
+	}
+	g.to, g.w, g.rpc = grow(g.to, len(edges)), grow(g.w, len(edges)), grow(g.rpc, len(edges))
+	g.pos = grow(g.pos, h)
+	pos := g.pos
+	copy(pos, g.off[:h])
+	for _, e := range edges {
+		f, t := e.from, e.to
+		if rev {
+			f, t = t, f
+		}
+		g.to[pos[f]], g.w[pos[f]], g.rpc[pos[f]] = t, e.w, e.rpc
+		pos[f]++
+	}
+}
+
+// relax propagates improved distances d from node src along g's edges (only
+// the client→server ones when rpcOnly), breadth first with a queue. It
+// reports false if a node is improved more than h times: a negative cycle.
+func (s *skewSolver) relax(g *adjacency, d []int64, src int, rpcOnly bool) bool {
+	h := s.h
+	s.queue = append(s.queue[:0], int32(src))
+	s.inQueue = grow(s.inQueue, h)
+	clear(s.inQueue)
+	s.pushes = grow(s.pushes, h)
+	clear(s.pushes)
+	s.inQueue[src] = true
+	for q := 0; q < len(s.queue); q++ {
+		u := s.queue[q]
+		s.inQueue[u] = false
+		du := d[u]
+		for k := g.off[u]; k < g.off[u+1]; k++ {
+			if rpcOnly && !g.rpc[k] {
+				continue
+			}
+			v := g.to[k]
+			if c := sat(du + g.w[k]); c < d[v] {
+				d[v] = c
+				if !s.inQueue[v] {
+					if s.pushes[v]++; int(s.pushes[v]) > h {
+						return false
+					}
+					s.inQueue[v] = true
+					s.queue = append(s.queue, v)
+				}
+			}
+		}
+	}
 	return true
 }
 
@@ -411,6 +587,18 @@ func (s *skewSolver) fix(v, r int, x int64) {
 	s.addEdge(s.rpc, r, v, x)
 	s.addEdge(s.rpc, v, r, -x)
 }
+
+// pairIndex is the index of the pair of hosts u and v in the h×h matrices
+// (upper triangle).
+func pairIndex(u, v, h int) int {
+	if u > v {
+		u, v = v, u
+	}
+	return u*h + v
+}
+
+// sat clamps x to [−inf, inf].
+func sat(x int64) int64 { return min(max(x, -inf), inf) }
 
 func negSat(x int64) int64 {
 	if x <= -inf {
