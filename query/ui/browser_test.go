@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/olivere/elastic/v7"
 
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
 // chromiumPath finds headless Chromium: TRACEPIPE_CHROMIUM, else chromium
@@ -77,9 +79,15 @@ func artefactDir(t *testing.T) string {
 	return dir
 }
 
+// screenshot saves the page as name.png: the whole page, or only the
+// window (1440x960) for the long requests list.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	shoot := chromedp.FullScreenshot(100)
+	if name == "traces" {
+		shoot = chromedp.CaptureScreenshot()
+	}
+	png, err := chromedp.Run(ctx, shoot)
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -128,9 +136,43 @@ func click(t *testing.T, ctx context.Context, sel string) {
 
 const waterfallReady = `body[data-waterfall="ready"]`
 
-// TestBrowser loads every page of a seeded store in headless Chromium and
-// checks what a person would check.
+// TestBrowser loads every page of a seeded embedded store in headless
+// Chromium and checks what a person would check.
 func TestBrowser(t *testing.T) {
+	browserSuite(t, seed(t), true)
+}
+
+// TestBrowserElasticsearch runs the same checks over the real
+// Elasticsearch-API engine (TRACEPIPE_ES), seeded with the same data.
+func TestBrowserElasticsearch(t *testing.T) {
+	url := testenv.Elasticsearch(t)
+	prefix := testenv.Name(t, "tpui")
+	t.Cleanup(func() {
+		c, err := elastic.NewClient(elastic.SetURL(url), elastic.SetSniff(false), elastic.SetHealthcheck(false))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Stop()
+		ctx := context.Background()
+		if _, err := c.DeleteIndex(prefix + "-*").Do(ctx); err != nil && !elastic.IsNotFound(err) {
+			t.Errorf("cleanup indices: %v", err)
+		}
+		if _, err := c.IndexDeleteTemplate(prefix + "-*").Do(ctx); err != nil && !elastic.IsNotFound(err) {
+			t.Errorf("cleanup templates: %v", err)
+		}
+	})
+	s, err := elasticsearch.New(context.Background(), elasticsearch.Config{URLs: []string{url}, IndexPrefix: prefix, Refresh: "wait_for"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	fill(t, s)
+	browserSuite(t, s, false)
+}
+
+// browserSuite checks every page over s; screenshots saves them.
+func browserSuite(t *testing.T, s Reader, screenshots bool) {
 	browserCtx := browser(t)
 	// sub bounds one subtest, so a missing element fails it alone.
 	sub := func(t *testing.T) context.Context {
@@ -138,8 +180,12 @@ func TestBrowser(t *testing.T) {
 		t.Cleanup(cancel)
 		return c
 	}
-	s := seed(t)
 	srv := newServer(t, s, "http://jaeger.example:16686")
+	shot := func(t *testing.T, ctx context.Context, name string) {
+		if screenshots {
+			screenshot(t, ctx, name)
+		}
+	}
 	base := srv.URL
 
 	t.Run("home ranks the injected slow operation first", func(t *testing.T) {
@@ -155,7 +201,7 @@ func TestBrowser(t *testing.T) {
 		if n := eval[int](t, ctx, `document.querySelectorAll("#bottlenecks svg.spark polyline").length`); n == 0 {
 			t.Error("no sparklines")
 		}
-		screenshot(t, ctx, "home")
+		shot(t, ctx, "home")
 	})
 
 	t.Run("trace page marks exactly the critical-path spans", func(t *testing.T) {
@@ -191,7 +237,7 @@ func TestBrowser(t *testing.T) {
 		if title, tags := text(t, ctx, "#d-title"), text(t, ctx, "#d-tags"); title != slowSvc+" "+slowOp || !strings.Contains(tags, "shard") {
 			t.Errorf("details: title %q, tags %q", title, tags)
 		}
-		screenshot(t, ctx, "trace")
+		shot(t, ctx, "trace")
 		// Collapse the api subtree.
 		click(t, ctx, "#details-close")
 		click(t, ctx, `#wf-rows .row[data-span-id="`+at.Trace.Spans[1].SpanID.String()+`"] .toggle`)
@@ -222,7 +268,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("clicking an exemplar opens its trace", func(t *testing.T) {
 		ctx := sub(t)
 		open(t, ctx, base+"/operation?service="+slowSvc+"&operation="+slowOp+"&range=1h", "#chart-duration")
-		screenshot(t, ctx, "operation")
+		shot(t, ctx, "operation")
 		attr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#chart-duration a.exemplar"), "data-trace-id"))
 		if err != nil || attr.Value == "" {
 			t.Fatalf("exemplar: %+v %v", attr, err)
@@ -242,7 +288,7 @@ func TestBrowser(t *testing.T) {
 		ctx := sub(t)
 		open(t, ctx, base+"/traces?range=1h", "#traces")
 		all := eval[int](t, ctx, `document.querySelectorAll("#traces tbody tr").length`)
-		screenshot(t, ctx, "traces")
+		shot(t, ctx, "traces")
 		do(t, ctx,
 			chromedp.SetValue(chromedp.CSS(`form.filters input[name="shard"]`), "3"),
 			chromedp.Submit(chromedp.CSS(`form.filters input[name="shard"]`)),
@@ -268,7 +314,7 @@ func TestBrowser(t *testing.T) {
 		if services < 7 || edges != 7 {
 			t.Errorf("%d services, %d edges", services, edges)
 		}
-		screenshot(t, ctx, "services")
+		shot(t, ctx, "services")
 	})
 
 	t.Run("markup in span data renders as text", func(t *testing.T) {

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -120,32 +119,41 @@ func bigTrace(n int) model.AssembledTrace {
 	return assembled(b.tr)
 }
 
-// seed writes the demo traces, the XSS trace, the big trace, and rollups and
-// edge rollups computed from them, into a fresh embedded store.
+// seed returns a fresh embedded store holding the seeded data (fill).
 func seed(t testing.TB) *embedded.Store {
 	t.Helper()
-	ctx := context.Background()
-	s, err := embedded.Open(ctx, embedded.Options{Path: filepath.Join(t.TempDir(), "ui.db")})
+	s, err := embedded.Open(context.Background(), embedded.Options{Path: filepath.Join(t.TempDir(), "ui.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	fill(t, s)
+	return s
+}
+
+// fill writes the demo traces, the XSS trace, the big trace, and rollups
+// and edge rollups computed from them.
+func fill(t testing.TB, s storage.Store) {
+	t.Helper()
+	ctx := context.Background()
 	var ats []model.AssembledTrace
 	for i := 0; i < demoTraces; i++ {
 		ats = append(ats, demoTrace(i))
 	}
-	ats = append(ats, xssTrace(), bigTrace(10000))
+	ats = append(ats, xssTrace())
 	if err := s.WriteTraces(ctx, ats); err != nil {
 		t.Fatal(err)
 	}
-	rs, es := rollupsOf(ats[:demoTraces+1], []string{"shard"})
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{bigTrace(10000)}); err != nil {
+		t.Fatal(err)
+	}
+	rs, es := rollupsOf(ats, []string{"shard"})
 	if err := s.WriteRollups(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WriteEdgeRollups(ctx, es); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 type acc struct {
@@ -273,6 +281,3 @@ func rollupsOf(ats []model.AssembledTrace, dims []string) ([]model.Rollup, []mod
 	}
 	return rs, es
 }
-
-var _ = fmt.Sprint
-var _ storage.Store = (*embedded.Store)(nil)

@@ -24,6 +24,10 @@ type edgeRow struct {
 	ErrorRatio float64
 }
 
+// edgeErrorRatio is the share of failed calls from which an edge is drawn
+// in red.
+const edgeErrorRatio = 0.05
+
 type node struct {
 	Name       string
 	X, Y, W, H float64
@@ -220,12 +224,12 @@ func layoutGraph(edges []edgeRow) ([]node, float64, float64) {
 		}
 		if e.Errors > 0 {
 			e.Label += " · " + fmtCount(e.Errors) + " err"
-			e.HasErrors = true
 		}
 		e.Label += " · p99 " + fmtDur(e.P99)
 		if e.Calls > 0 {
 			e.ErrorRatio = float64(e.Errors) / float64(e.Calls)
 		}
+		e.HasErrors = e.ErrorRatio >= edgeErrorRatio
 		a, b := pos[e.Caller], pos[e.Callee]
 		if depth[e.Callee] == depth[e.Caller]+1 {
 			x1, y1 := a.X+a.W, a.Y+a.H/2

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ const pageSize = 50
 type traceRow struct {
 	model.TraceSummary
 	ID        string
-	Tags      []tagFilter // promoted tags, at most two values each shown
+	Tags      []tagFilter // promoted tags, the first value of each shown
 	TagsTitle []string    // every value, for the tooltip
 }
 
@@ -92,16 +93,26 @@ func (h *Handler) traces(w http.ResponseWriter, r *http.Request) {
 	to := min(pg*pageSize, len(res))
 	for _, s := range res[from:to] {
 		row := traceRow{TraceSummary: s, ID: s.TraceID.String()}
+		// In the order of the promoted tags (shard first by default), then
+		// any others.
 		keys := make([]string, 0, len(s.PromotedTags))
-		for k := range s.PromotedTags {
-			keys = append(keys, k)
+		for _, k := range h.o.PromotedTags {
+			if _, ok := s.PromotedTags[k]; ok {
+				keys = append(keys, k)
+			}
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		var other []string
+		for k := range s.PromotedTags {
+			if !slices.Contains(h.o.PromotedTags, k) {
+				other = append(other, k)
+			}
+		}
+		sort.Strings(other)
+		for _, k := range append(keys, other...) {
 			vs := s.PromotedTags[k]
-			shown := strings.Join(vs[:min(len(vs), 2)], ",")
-			if len(vs) > 2 {
-				shown += " +" + strconv.Itoa(len(vs)-2)
+			shown := vs[0]
+			if len(vs) > 1 {
+				shown += " +" + strconv.Itoa(len(vs)-1)
 			}
 			row.Tags = append(row.Tags, tagFilter{k, shown})
 			row.TagsTitle = append(row.TagsTitle, k+"="+strings.Join(vs, ","))

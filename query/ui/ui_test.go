@@ -12,12 +12,11 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/query"
-	"github.com/tracepipe/tracepipe/storage/embedded"
 )
 
 // newServer serves the UI (and the JSON API under /api/, as the commands
 // mount them) over a seeded store.
-func newServer(t testing.TB, s *embedded.Store, jaeger string) *httptest.Server {
+func newServer(t testing.TB, s Reader, jaeger string) *httptest.Server {
 	t.Helper()
 	now := func() time.Time { return testNow }
 	h, err := New(s, Options{Now: now, JaegerUIURL: jaeger, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
