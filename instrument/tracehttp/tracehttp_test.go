@@ -14,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracepipe/tracepipe/instrument/metrics"
-	"github.com/tracepipe/tracepipe/instrument/propagation"
 	"github.com/tracepipe/tracepipe/instrument/tracehttp"
 )
 
@@ -117,39 +116,4 @@ func TestServerExtractsTraceParent(t *testing.T) {
 	if !sp.SpanContext().IsSampled() {
 		t.Error("not sampled although the caller's flags say sampled")
 	}
-}
-
-func TestTraceParentRoundTrip(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true},
-		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", false},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false},
-		{"00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01", false},
-		{"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", false},
-		{"", false},
-	} {
-		sc, err := propagation.ParseTraceParent(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("%q: err %v, want ok=%v", tc.in, err, tc.ok)
-			continue
-		}
-		if tc.ok && propagation.FormatTraceParent(sc) != tc.in {
-			t.Errorf("%q: formatted back as %q", tc.in, propagation.FormatTraceParent(sc))
-		}
-	}
-}
-
-func FuzzParseTraceParent(f *testing.F) {
-	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	f.Fuzz(func(t *testing.T, s string) {
-		sc, err := propagation.ParseTraceParent(s)
-		if err == nil && !sc.IsValid() {
-			t.Errorf("%q: accepted an invalid context", s)
-		}
-	})
 }
