@@ -158,6 +158,7 @@ func TestBrowserElasticsearch(t *testing.T) {
 		if _, err := c.DeleteIndex(prefix + "-*").Do(ctx); err != nil && !elastic.IsNotFound(err) {
 			t.Errorf("cleanup indices: %v", err)
 		}
+		//lint:ignore SA1019 the store installs legacy (_template) templates, as Jaeger v1 does; the test removes them
 		if _, err := c.IndexDeleteTemplate(prefix + "-*").Do(ctx); err != nil && !elastic.IsNotFound(err) {
 			t.Errorf("cleanup templates: %v", err)
 		}
