@@ -138,6 +138,7 @@ type Reducer struct {
 	pos, hw int64
 	barrier int64           // partials below may have been processed by a predecessor
 	fenced  bool            // SetBarrier was called: fence off a predecessor still writing
+	crossed bool            // a Flush at or past the barrier has rewritten everything
 	hor0    model.Timestamp // horizon restored from the checkpoint
 	hor     model.Timestamp
 	hist    history
@@ -190,11 +191,11 @@ func NewReducer(cfg Config, offset int64, meta []byte) (*Reducer, error) {
 //
 // A predecessor may also still be writing (a paused process that lost its
 // partition without knowing it). Its outputs carry versions at most end, so
-// the reducer fences them off: Flush returns nothing until the position
-// reaches end (every output then has a version at least end, and the store
-// keeps the higher one), and the first Flush of a window also rewrites or
-// retracts every key of the partials below end that it read, which a
-// predecessor may write later (see the package doc, Claim 6).
+// the reducer fences them off (see the package doc, Claim 6): its own
+// outputs carry at least end as their version; the first Flush at or past
+// end rewrites every resident output (so that none the predecessor wrote
+// meanwhile remains); and each Flush also rewrites or retracts every key of
+// the partials below end that it read, which a predecessor may write.
 func (r *Reducer) SetBarrier(end int64) { r.barrier, r.fenced = end, true }
 
 // Position is the next offset the reducer expects.
@@ -585,8 +586,11 @@ func (r *Reducer) diffOut(res time.Duration, win model.Timestamp, fam Family, ou
 // rewinding. The outputs must be durably written before Checkpoint, which
 // needs a Flush with coarse first; if writing fails, discard the Reducer.
 func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Output, error) {
-	if r.rw != nil || r.pos < r.hw || r.fenced && r.pos < r.barrier {
+	if r.rw != nil || r.pos < r.hw {
 		return nil, nil
+	}
+	if r.fenced && !r.crossed && r.pos >= r.barrier {
+		r.rewriteAll()
 	}
 	if err := r.readStoredBase(ctx, src); err != nil {
 		return nil, err
@@ -706,10 +710,45 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 			cw.dirty = false
 		}
 	}
+	ver := r.pos
+	if r.fenced {
+		ver = max(ver, r.barrier)
+	}
 	for i := range out {
-		out[i].Version = r.pos
+		out[i].Version = ver
 	}
 	return out, nil
+}
+
+// rewriteAll marks every output written so far as unknown, so that the
+// next Flush rewrites (or retracts) it: done once, at the first Flush at or
+// past the barrier. Outputs written before carried the barrier as version,
+// as may a predecessor's, which then may have replaced them.
+func (r *Reducer) rewriteAll() {
+	r.crossed = true
+	unknown := func(pub map[string]uint64) {
+		for d := range pub {
+			pub[d] = 0
+		}
+	}
+	for _, w := range r.base {
+		for _, f := range w.fams {
+			if f.pub != nil {
+				unknown(f.pub)
+				f.dirty, w.dirty = true, true
+			}
+		}
+	}
+	for _, l := range r.levels {
+		for _, cw := range l.wins {
+			for _, cf := range cw.fams {
+				if cf.pub != nil {
+					unknown(cf.pub)
+					cf.dirty, cw.dirty = true, true
+				}
+			}
+		}
+	}
 }
 
 // addGhosts adds to *pub, as unknown (rewrite, or retract if absent), every
