@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/internal/logerr"
+	"github.com/tracepipe/tracepipe/storage"
 )
 
 // Failure is a document Elasticsearch rejected for a reason retrying cannot
@@ -28,8 +29,9 @@ type Failure struct {
 
 // DeadLetter receives documents that can never be written. When it returns
 // nil the writer counts them as handled (failures_total) and the write
-// succeeds, so callers may commit their offsets; when it returns an error, or
-// no DeadLetter is configured, the write fails.
+// succeeds, so callers may commit their offsets; when it returns an error the
+// write fails (transiently: it may be retried); when no DeadLetter is
+// configured the write fails with an error wrapping storage.ErrPermanent.
 type DeadLetter interface {
 	DeadLetter(ctx context.Context, failures []Failure) error
 }
@@ -353,7 +355,11 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 			err = w.cfg.DeadLetter.DeadLetter(w.stop, dead)
 		}
 		for k, i := range deadIdx {
-			if err != nil {
+			if w.cfg.DeadLetter == nil {
+				// Rejected for good and nowhere to keep it: the caller
+				// (the indexer) dead-letters the whole record.
+				errs[i] = fmt.Errorf("index %s/%s: %w (status %d: %s), no dead-letter configured", dead[k].Index, dead[k].ID, storage.ErrPermanent, dead[k].Status, dead[k].Reason)
+			} else if err != nil {
 				errs[i] = fmt.Errorf("index %s/%s rejected (status %d: %s), dead-letter: %v", dead[k].Index, dead[k].ID, dead[k].Status, dead[k].Reason, err)
 			} else {
 				errs[i] = nil

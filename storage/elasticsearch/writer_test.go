@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
@@ -200,6 +202,10 @@ func TestBulkWriter(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, c.wantErr)
 			case c.wantErr == "" && err != nil:
 				t.Fatalf("err = %v", err)
+			}
+			// Only a rejection with nowhere to keep it is permanent.
+			if permanent := c.name == "mapping error without dead letter"; errors.Is(err, storage.ErrPermanent) != permanent {
+				t.Errorf("errors.Is(%v, storage.ErrPermanent) = %v, want %v", err, !permanent, permanent)
 			}
 			if c.metric != "" && metricValue(t, reg, c.metric, c.label) == 0 {
 				t.Errorf("metric %s{%s} not incremented", c.metric, c.label)
