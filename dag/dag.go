@@ -44,10 +44,11 @@
 // (hostskew.go; docs/clock-skew.md). Every blocking parent→child edge between
 // two hosts bounds the difference of their offsets (the child ran inside its
 // parent; a child longer than its parent bounds it by its start only). The
-// pairs form a system of difference constraints, solved by all-pairs shortest
-// paths; a host pair contradicting itself or the tighter pairs is left out
-// with a WarnClockSkew saying so. Hosts are then fixed one by one, breadth
-// first from the main root's host (offset 0), each at a point of its feasible
+// pairs form a system of difference constraints, solved by shortest paths; a
+// host pair contradicting itself, or (when the system has no solution) the
+// tighter pairs, is left out with a WarnClockSkew saying so. Hosts are then
+// fixed one by one, the main root's host first (offset 0), then the hosts
+// linked to it by pairs in host-name order, each at a point of its feasible
 // interval: no shift when its spans fit with room to spare; else the centre of
 // the interval its client→server pairs allow, clamped to the feasible one;
 // else the least shift that fits, keeping a network hop (100µs, or half the

@@ -17,14 +17,20 @@ import (
 // Every blocking parent→child edge between two hosts P and C bounds the
 // offset between their clocks: the child ran inside its parent, so
 // x_C − x_P ∈ [child end − parent end, child start − parent start], where x_H
-// is how far host H's clock is ahead. These are difference constraints; the
-// all-pairs shortest paths of their graph (kept up to date edge by edge, in
-// O(h²) per edge for h hosts) give each host's feasible offset interval
-// relative to the reference host (the main root's). Hosts are fixed one at a
-// time, breadth first from the reference host, each at a point of its current
-// feasible interval, which keeps the system feasible for the hosts after it.
-// A second distance matrix holds the client→server pairs alone, whose
-// interval centre is the estimate when a host has such pairs.
+// is how far host H's clock is ahead. These are difference constraints: the
+// shortest distances from and to the reference host (the main root's) in
+// their graph give each host's feasible offset interval relative to it. Hosts
+// linked to the reference host are fixed one at a time, in host-name order,
+// each at a point of its current feasible interval, which keeps the system
+// feasible for the hosts after it. The same distances over the
+// client→server pairs alone give the interval whose centre is the estimate
+// when a host has such pairs.
+//
+// solveSparse keeps only those distances, relaxing from each fixed host (the
+// graph has about as many pairs as hosts, so this is near linear). When the
+// system has no solution (a negative cycle), solveDense keeps all-pairs
+// distances instead, O(h²) per edge for h hosts, adds the pairs tightest
+// first and leaves out those contradicting the ones before them.
 
 // forceDense makes hostOffsets use solveDense only (tests compare both).
 var forceDense = false
@@ -250,7 +256,7 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 			}
 		}
 	}
-	// Hosts are fixed breadth first from the reference host along the pairs.
+	// The hosts linked to the reference host by pairs are fixed in order.
 	s.offset = grow(s.offset, h)
 	s.visited = grow(s.visited, h)
 	clear(s.offset)
@@ -267,6 +273,9 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 			}
 		}
 	}
+	// The reference host's component in host-name order (measured better
+	// than breadth-first order: docs/clock-skew.md).
+	slices.Sort(s.order[1:])
 	if forceDense || !a.solveSparse(r) {
 		a.solveDense(r)
 	}
