@@ -57,7 +57,9 @@
 // Stage 2, Reducer (one per partition of the partials topic, keyed by
 // family): keeps for each (window, family, source) the complete snapshot with
 // the highest Hi, merges across sources, folds, and emits rollups under
-// deterministic IDs. It merges base outputs into coarse windows.
+// deterministic IDs, each with a version: the position in the partials
+// partition it reflects. The store keeps, per ID, the write with the
+// highest version. It merges base outputs into coarse windows.
 //
 // # Why it is exact
 //
@@ -116,15 +118,82 @@
 // children that are no longer resident are read back from storage (their
 // final rollups, written before they were evicted) and merged.
 //
-// Together: every rollup written last for a key is the statistics of S(W)
-// over the whole log, whatever instances crashed (SIGKILL included), zombies
-// published, versions were re-emitted or arrived out of order, and whatever
-// was replayed: replaying with a fresh group produces the same snapshots
-// again (equal Hi gives equal content; the reducer keeps the highest Hi).
+// Claim 6 (stale writers in the reduce stage). A reducer that lost its
+// partition without knowing it — a process paused (SIGSTOP, a GC or VM
+// freeze) for longer than the group session, that resumes and flushes what
+// it held, or a write the store keeps retrying after its caller gave up —
+// writes outputs that were true of an older prefix of the partials log.
+// Plain overwrites would let them replace newer rollups, and the successor,
+// believing its own writes stored, would never repair them. So every output
+// carries a version, and the store keeps the highest (Elasticsearch
+// external_gte, a conditional upsert in the embedded store; an equal
+// version replaces). Let S(p) be the outputs a reducer holds after
+// processing the partition's prefix below p: like a snapshot (Claim 1) it is
+// a function of (p, the log), so two writers at the same p write the same
+// values, and a write at version p is true of the prefix below p.
+//
+// Let B (the barrier, Reducer.SetBarrier) be the end of the partition when
+// the successor starts. Assumption A2: a stale writer's position never
+// exceeds B — it stopped fetching when it stopped heartbeating, which is
+// what made the group give its partition away before the successor started.
+// Then every stale write has a version at most B. The successor:
+//
+//  1. labels its outputs max(position, B). Before it reaches B these are
+//     statements about an older prefix under a newer label; the writes it
+//     makes past B fix that (next point). A stale write below B loses to
+//     them; one at exactly B carries S(B), true, and equal to what the
+//     successor holds at B.
+//  2. at its first Flush at or past B, rewrites every output it has
+//     written (all are marked unknown). From then on the store holds, for
+//     every key it has written, its value at a version no stale write
+//     exceeds (an equal one carries the same value), and each later change
+//     is written at a higher version still. A stale write landing at any
+//     time loses, so "written and unchanged since" remains "stored".
+//  3. rewrites or retracts every key a stale writer may hold that it would
+//     otherwise never write (a key present in an older prefix and gone
+//     since: a trace's newer version moved to another window, a value that
+//     the cardinality limit now folds into Overflow): the ghost keys. A stale
+//     writer's keys come from partials below B, which the successor reads
+//     too (it resumes at the committed offset, before every resident
+//     window's first partial, and replays every window it rewinds); each
+//     key of those partials, with every combination of its values that
+//     could overflow under the limit replaced by Overflow (a value could
+//     only if DimensionLimit values of its dimension hash lower among all
+//     the values seen), is written at the next Flush of its window — a
+//     retraction if absent — and carried to the coarse windows above.
+//     Windows evicted by the successor are final (no source publishes into
+//     them except after a rewind, which the successor performs too), so a
+//     stale write into them carries their final value.
+//
+// A stale writer also asks the group coordinator, before writing after a
+// pause and at the end of its generation, whether it is still a member, and
+// writes nothing if not; this narrows the window but is not relied on (a
+// pause can fall between the question and the write). If A2 fails — a
+// process cut off from the group coordinator but not from the partition's
+// leader keeps fetching until its next heartbeat tells it — its writes are
+// true of a newer prefix than B; the successor's later writes outrank them,
+// except for a key it last wrote before that prefix and whose value, having
+// changed in between, came back to exactly the same statistics.
+//
+// Replays compare: a fresh reduce group re-reading the same partials topic
+// starts with B at the topic's end, so its outputs carry versions above
+// everything written from that topic and converge to the same values. A
+// different partials topic has unrelated positions: its rollups go into
+// emptied indices (or another index prefix or store file).
+//
+// Together: every rollup stored for a key (the write with the highest
+// version) is the statistics of S(W) over the whole log, whatever instances
+// crashed (SIGKILL included), paused and resumed, zombies published or
+// wrote, versions were re-emitted or arrived out of order, and whatever was
+// replayed: replaying with a fresh group produces the same snapshots again
+// (equal Hi gives equal content; the reducer keeps the highest Hi).
 //
 // What it relies on: trace IDs keyed to partitions (all versions in one
 // partition); a (trace ID, version) pair always carries the same spans (the
-// ingester's re-emission contract); A1; the traces topic retaining at least
+// ingester's re-emission contract); A1; A2; a store that keeps the highest
+// version per rollup ID; rollups of one store written from one partials
+// topic whose partition count does not change (a family's partition, and so
+// its positions, must stay put); the traces topic retaining at least
 // the checkpoint lag (minutes) and, for rewinds, back to MaxLateness; and the
 // same Config in every instance (checkpoints carry a fingerprint and refuse
 // another window or dimension set).
