@@ -286,7 +286,12 @@ func (p *Producer) completion(msgs []kafkago.Message, err error) {
 	p.mu.Lock()
 	giveUp := p.giveUp
 	if !giveUp {
-		p.retry = append(p.retry, msgs...)
+		for i := range msgs {
+			// Fresh messages: the Writer refuses ones with Topic set, as
+			// completed messages have.
+			m := &msgs[i]
+			p.retry = append(p.retry, kafkago.Message{Key: m.Key, Value: m.Value, WriterData: m.WriterData})
+		}
 	}
 	p.mu.Unlock()
 	if giveUp {
