@@ -9,6 +9,11 @@
 // Everything is deterministic for a Config (same seed, same spans, same
 // order); nothing reads the wall clock. Ground truth (Truth) lists what was
 // generated, for tests and for checking a pipeline end to end.
+//
+// Config.ClockSkew gives every host a seeded clock offset (skew.go): the
+// workload's traces carry the skewed timestamps, TrueTraces the true ones,
+// and Workload.ScoreSkewRepair measures a clock-skew repair against the
+// analysis of the true traces (docs/clock-skew.md).
 package gen
 
 import (

@@ -43,6 +43,8 @@ and async calls, errors, shard/host/client tags), shuffles spans across
 traces, and writes them to a Kafka topic (key = trace ID) or to a file
 (--out; JSON encodings one message per line, protobuf ones length-prefixed).
 Deterministic for a seed. Flags have TRACEPIPE_* environment equivalents.
+--clock-skew gives every host a seeded clock offset; --truth then also holds
+the offsets and every trace's analysis on true time (docs/clock-skew.md).
 
 `
 
