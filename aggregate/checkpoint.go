@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"time"
 
 	"github.com/tracepipe/tracepipe/model"
 )
@@ -61,6 +62,93 @@ func (h history) lowerBound(low model.Timestamp) int64 {
 	return off
 }
 
+// seenRun says that the windows in [from, to] are forgotten (below the
+// index horizon) and may have messages, all at or after offset first.
+type seenRun struct {
+	from, to model.Timestamp
+	first    int64
+}
+
+// seenRuns are the forgotten windows that had messages, sorted, disjoint.
+// With them, late data for a window that never had a message (a backfill)
+// needs no rewind, and a rewind starts at the first message of the windows
+// it needs rather than at a coarse history bound.
+type seenRuns []seenRun
+
+const maxSeenRuns = 16
+
+// add records window w (of length win) with first offset first; adjacent
+// or overlapping runs merge; beyond maxSeenRuns the two runs with the
+// smallest gap merge (the gap counts as seen: safe, only slower).
+func (s *seenRuns) add(w model.Timestamp, win time.Duration, first int64) {
+	r := seenRun{w, w, first}
+	out := make(seenRuns, 0, len(*s)+1)
+	placed := false
+	for _, x := range *s {
+		if !placed && r.from < x.from {
+			out, placed = appendRun(out, r, win), true
+		}
+		out = appendRun(out, x, win)
+	}
+	if !placed {
+		out = appendRun(out, r, win)
+	}
+	for len(out) > maxSeenRuns {
+		best := 1
+		for i := 2; i < len(out); i++ {
+			if out[i].from-out[i-1].to < out[best].from-out[best-1].to {
+				best = i
+			}
+		}
+		out[best-1].to = out[best].to
+		out[best-1].first = min(out[best-1].first, out[best].first)
+		out = append(out[:best], out[best+1:]...)
+	}
+	*s = out
+}
+
+func appendRun(out seenRuns, r seenRun, win time.Duration) seenRuns {
+	if n := len(out); n > 0 && r.from <= out[n-1].to.Add(win) {
+		out[n-1].to = max(out[n-1].to, r.to)
+		out[n-1].first = min(out[n-1].first, r.first)
+		return out
+	}
+	return append(out, r)
+}
+
+// overlaps reports whether a run holds a window in [from, to].
+func (s seenRuns) overlaps(from, to model.Timestamp) bool {
+	for _, r := range s {
+		if r.from <= to && r.to >= from {
+			return true
+		}
+	}
+	return false
+}
+
+// firstFrom is the lowest first offset of the runs with windows at or after
+// low (math.MaxInt64 if none).
+func (s seenRuns) firstFrom(low model.Timestamp) int64 {
+	off := int64(math.MaxInt64)
+	for _, r := range s {
+		if r.to >= low {
+			off = min(off, r.first)
+		}
+	}
+	return off
+}
+
+// prune forgets runs entirely before t.
+func (s *seenRuns) prune(t model.Timestamp) {
+	out := (*s)[:0]
+	for _, r := range *s {
+		if r.to >= t {
+			out = append(out, r)
+		}
+	}
+	*s = out
+}
+
 // checkpoint is the metadata committed with a source or partials offset.
 type checkpoint struct {
 	fingerprint uint64
@@ -69,9 +157,14 @@ type checkpoint struct {
 	hor         model.Timestamp
 	idxHor      model.Timestamp
 	hist        history
+	// seen: the forgotten windows that had messages, except those before
+	// unseenBefore (not recorded: a version 1 checkpoint has idxHor there).
+	seen         seenRuns
+	unseenBefore model.Timestamp
 }
 
-const checkpointVersion = 1
+// checkpointVersion 2 adds the seen runs; version 1 is still read.
+const checkpointVersion = 2
 
 func (c *checkpoint) encode() []byte {
 	b := []byte{checkpointVersion}
@@ -84,6 +177,13 @@ func (c *checkpoint) encode() []byte {
 	for _, e := range c.hist {
 		b = binary.AppendVarint(b, e.offset)
 		b = binary.AppendVarint(b, int64(e.idxHor))
+	}
+	b = binary.AppendVarint(b, int64(c.unseenBefore))
+	b = binary.AppendUvarint(b, uint64(len(c.seen)))
+	for _, r := range c.seen {
+		b = binary.AppendVarint(b, int64(r.from))
+		b = binary.AppendVarint(b, int64(r.to-r.from))
+		b = binary.AppendVarint(b, r.first)
 	}
 	out := make([]byte, base64.RawURLEncoding.EncodedLen(len(b)))
 	base64.RawURLEncoding.Encode(out, b)
@@ -99,7 +199,7 @@ func decodeCheckpoint(text []byte) (checkpoint, error) {
 	if err != nil || n < 1 {
 		return c, errCheckpoint
 	}
-	if b[0] != checkpointVersion {
+	if b[0] != 1 && b[0] != checkpointVersion {
 		return c, fmt.Errorf("%w: version %d", errCheckpoint, b[0])
 	}
 	r := &reader{b: b[1:n]}
@@ -114,6 +214,18 @@ func decodeCheckpoint(text []byte) (checkpoint, error) {
 	}
 	for i := uint64(0); i < k && r.err == nil; i++ {
 		c.hist = append(c.hist, histEntry{r.varint(), model.Timestamp(r.varint())})
+	}
+	c.unseenBefore = c.idxHor
+	if b[0] >= 2 && r.err == nil {
+		c.unseenBefore = model.Timestamp(r.varint())
+		k := r.uvarint()
+		if k > 4*maxSeenRuns {
+			return c, fmt.Errorf("%w: %d seen runs", errCheckpoint, k)
+		}
+		for i := uint64(0); i < k && r.err == nil; i++ {
+			from := model.Timestamp(r.varint())
+			c.seen = append(c.seen, seenRun{from: from, to: from.Add(time.Duration(r.varint())), first: r.varint()})
+		}
 	}
 	if r.err != nil {
 		return c, fmt.Errorf("%w: %v", errCheckpoint, r.err)
@@ -135,6 +247,14 @@ func (c Config) fingerprint() uint64 {
 	}
 	for _, d := range c.Dimensions {
 		b = appendStr(b, d)
+	}
+	// The key limits change which keys overflow; they are part of the
+	// fingerprint only when not the defaults, so that checkpoints written
+	// before they existed stay valid.
+	if c.OperationLimit != DefaultOperationLimit || c.KeyLimit != DefaultKeyLimit {
+		b = append(b, 2)
+		b = binary.AppendVarint(b, int64(c.OperationLimit))
+		b = binary.AppendVarint(b, int64(c.KeyLimit))
 	}
 	h.Write(b)
 	return h.Sum64()
@@ -196,6 +316,9 @@ func (p *Partition) Checkpoint() (Commit, error) {
 			for _, e := range w.entries {
 				delete(p.index, e.id)
 			}
+			if w.first != math.MaxInt64 {
+				p.seen.add(t, p.cfg.Window, w.first)
+			}
 			delete(p.windows, t)
 			continue
 		case w.resident && t < hor:
@@ -207,7 +330,10 @@ func (p *Partition) Checkpoint() (Commit, error) {
 	}
 	p.hor, p.idxHor = hor, idx
 	p.hist.add(off, idx)
-	ck := checkpoint{fingerprint: p.cfg.fingerprint(), hw: p.hw, maxEvent: p.maxEvent, hor: hor, idxHor: idx, hist: p.hist}
+	if p.maxEvent != math.MinInt64 {
+		p.seen.prune(windowOf(p.maxEvent.Add(-p.cfg.MaxLateness-p.cfg.VersionSpread), p.cfg.Window).Add(-p.cfg.Window))
+	}
+	ck := checkpoint{fingerprint: p.cfg.fingerprint(), hw: p.hw, maxEvent: p.maxEvent, hor: hor, idxHor: idx, hist: p.hist, seen: p.seen, unseenBefore: p.unseenBefore}
 	return Commit{Offset: off, Metadata: ck.encode(), hor: hor}, nil
 }
 

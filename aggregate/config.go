@@ -19,6 +19,8 @@ const (
 	DefaultMaxFuture       = time.Hour
 	DefaultDimensionLimit  = 100
 	DefaultExemplars       = 5
+	DefaultOperationLimit  = 1000
+	DefaultKeyLimit        = 20000
 )
 
 // Overflow is the dimension value that stands for every value beyond a
@@ -67,6 +69,17 @@ type Config struct {
 	DimensionLimit int
 	// Exemplars is the number of slowest traces kept per rollup (default 5).
 	Exemplars int
+	// OperationLimit is the number of distinct operations per service and
+	// window that get their own keys (default 1000); spans of further
+	// operations are counted under the operation Overflow of their service.
+	// It applies as traces enter a window's state, so memory stays bounded.
+	OperationLimit int
+	// KeyLimit is the number of distinct keys (operations, dimension values,
+	// edges) a window of a source partition holds (default 20000); spans and
+	// calls of further keys are counted under the service and operation
+	// Overflow (dimension values Overflow) of their span kind, or the edge
+	// Overflow → Overflow. Totals stay exact; only the split is lost.
+	KeyLimit int
 	// NoEdges disables service-edge statistics.
 	NoEdges bool
 }
@@ -99,6 +112,12 @@ func (c Config) Normalized() Config {
 	}
 	if c.Exemplars == 0 {
 		c.Exemplars = DefaultExemplars
+	}
+	if c.OperationLimit == 0 {
+		c.OperationLimit = DefaultOperationLimit
+	}
+	if c.KeyLimit == 0 {
+		c.KeyLimit = DefaultKeyLimit
 	}
 	return c
 }
@@ -135,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.DimensionLimit < 1 {
 		errs = append(errs, fmt.Errorf("dimension limit %d must be at least 1", c.DimensionLimit))
+	}
+	if c.OperationLimit < 1 || c.KeyLimit < 1 {
+		errs = append(errs, fmt.Errorf("operation limit %d and key limit %d must be at least 1", c.OperationLimit, c.KeyLimit))
 	}
 	if c.Exemplars < 0 || c.Exemplars > 100 {
 		errs = append(errs, fmt.Errorf("exemplars %d must be in [0, 100]", c.Exemplars))

@@ -45,13 +45,18 @@ type keyTable struct {
 type extractor struct {
 	dims    []string
 	edges   bool
+	opLimit int
+	keyLim  int
 	buf     []byte
 	recs    []rec
 	spanIdx map[model.SpanID]int32
+	// overflowed counts the records of the last extract that went to an
+	// overflow key because their window was at a limit.
+	overflowed int
 }
 
 func newExtractor(cfg *Config) *extractor {
-	return &extractor{dims: cfg.Dimensions, edges: !cfg.NoEdges, spanIdx: map[model.SpanID]int32{}}
+	return &extractor{dims: cfg.Dimensions, edges: !cfg.NoEdges, opLimit: cfg.OperationLimit, keyLim: cfg.KeyLimit, spanIdx: map[model.SpanID]int32{}}
 }
 
 func nonNeg(d int64) int64 {
@@ -75,12 +80,64 @@ func dimValue(sp *model.Span, name string) string {
 
 // intern returns the id of the key encoded in x.buf, adding it to w.
 // dimsAt is where the Dims encoding starts in x.buf.
+//
+// The limits apply here, as keys enter the window: with KeyLimit keys in
+// the window, a new key becomes the window's overflow key of its kind
+// (service and operation Overflow, every dimension Overflow; edges Overflow
+// → Overflow); a service's operation beyond OperationLimit becomes its
+// service's operation Overflow (dimensions kept). The keys a window admits
+// are the first ones in log order, which is the order of the window's
+// messages in every replay of the log (restarts re-read a resident window
+// from its first message). The overflow keys themselves are always
+// admitted: a window holds at most KeyLimit keys plus one per span kind and
+// one edge.
 func (x *extractor) intern(w *window, fam Family, dimsAt int) uint32 {
 	if id, ok := w.keys.ids[string(x.buf)]; ok {
 		return id
 	}
+	if len(w.keys.keys) >= x.keyLim {
+		x.overflowed++
+		return x.overflowKey(w, fam)
+	}
+	if !fam.Edge && !w.admitOperation(fam.Service, fam.Operation, x.opLimit) {
+		x.overflowed++
+		dims := append([]byte(nil), x.buf[dimsAt:]...)
+		fam.Operation = Overflow
+		x.buf = append(x.buf[:0], 0, byte(fam.Kind))
+		x.buf = appendStr(x.buf, fam.Service)
+		x.buf = appendStr(x.buf, Overflow)
+		dimsAt = len(x.buf)
+		x.buf = append(x.buf, dims...)
+		if id, ok := w.keys.ids[string(x.buf)]; ok {
+			return id
+		}
+	}
 	k := Key{Family: fam, Dims: string(x.buf[dimsAt:])}
 	return w.addKey(string(x.buf), k)
+}
+
+// overflowKey is the id of w's overflow key for fam's kind (or edges).
+func (x *extractor) overflowKey(w *window, fam Family) uint32 {
+	of := Family{Edge: fam.Edge, Service: Overflow, Operation: Overflow}
+	x.buf = x.buf[:0]
+	if fam.Edge {
+		x.buf = append(x.buf, 1, 0)
+	} else {
+		of.Kind = fam.Kind
+		x.buf = append(x.buf, 0, byte(fam.Kind))
+	}
+	x.buf = appendStr(x.buf, Overflow)
+	x.buf = appendStr(x.buf, Overflow)
+	dimsAt := len(x.buf)
+	if !fam.Edge {
+		for range x.dims {
+			x.buf = appendDimValue(x.buf, Overflow)
+		}
+	}
+	if id, ok := w.keys.ids[string(x.buf)]; ok {
+		return id
+	}
+	return w.addKey(string(x.buf), Key{Family: of, Dims: string(x.buf[dimsAt:])})
 }
 
 // extract builds at's contribution to window w, interning its keys there.
@@ -95,6 +152,7 @@ func (x *extractor) extract(at *model.AssembledTrace, w *window) *contrib {
 		}
 	}
 	recs := x.recs[:0]
+	x.overflowed = 0
 	for i, sp := range spans {
 		ss := &at.Analysis.Spans[i]
 		x.buf = append(x.buf[:0], 0, byte(sp.Kind))

@@ -48,6 +48,9 @@ type PartitionCounters struct {
 	Dropped          map[string]int64
 	RewindIncomplete int64 // BUG-level: a rewind did not find an indexed version
 	Overflowed       int64 // keys folded into Overflow at publish
+	// KeyOverflow counts spans and calls counted under an overflow key
+	// because their window was at Config.OperationLimit or KeyLimit.
+	KeyOverflow int64
 }
 
 // entry is the index's record of a trace's latest version.
@@ -73,13 +76,36 @@ type famState struct {
 type window struct {
 	start    model.Timestamp
 	first    int64 // lowest offset of a message routed here
+	last     int64 // highest offset of a message routed here
 	resident bool  // contributions kept; otherwise index-only
 	revived  bool  // resident again through a rewind
 	closed   bool
 	entries  []*entry
 	keys     keyTable
 	fams     map[Family]*famState
+	ops      map[string]map[string]struct{} // admitted operations per service
 	dirty    bool
+}
+
+// admitOperation reports whether op of service has (or gets) its own keys
+// in w: it is among the first limit operations of the service.
+func (w *window) admitOperation(service, op string, limit int) bool {
+	if w.ops == nil {
+		w.ops = map[string]map[string]struct{}{}
+	}
+	set := w.ops[service]
+	if _, ok := set[op]; ok {
+		return true
+	}
+	if len(set) >= limit {
+		return false
+	}
+	if set == nil {
+		set = map[string]struct{}{}
+		w.ops[service] = set
+	}
+	set[op] = struct{}{}
+	return true
 }
 
 func (w *window) addKey(enc string, k Key) uint32 {
@@ -137,6 +163,7 @@ func (w *window) demote() {
 	w.resident, w.revived = false, false
 	w.keys = keyTable{}
 	w.fams = nil
+	w.ops = nil
 	w.dirty = false
 	for _, e := range w.entries {
 		e.c = nil
@@ -164,6 +191,10 @@ type Partition struct {
 	idxHor   model.Timestamp // windows before idxHor are not indexed
 	ckHor    model.Timestamp // hor of the last committed checkpoint
 	hist     history
+	// seen are the forgotten windows that had messages: all of them at or
+	// after unseenBefore (a checkpoint of version 1 did not record them).
+	seen         seenRuns
+	unseenBefore model.Timestamp
 
 	windows map[model.Timestamp]*window
 	index   map[model.TraceID]*entry
@@ -221,6 +252,7 @@ func NewPartition(cfg Config, source int32, offset int64, meta []byte) (*Partiti
 		pos: offset, hw: offset,
 		maxEvent: math.MinInt64, hor: math.MinInt64, idxHor: math.MinInt64, ckHor: math.MinInt64,
 		windows: map[model.Timestamp]*window{}, index: map[model.TraceID]*entry{},
+		unseenBefore: math.MinInt64,
 	}
 	p.counters.Dropped = map[string]int64{}
 	if len(meta) > 0 {
@@ -235,6 +267,7 @@ func NewPartition(cfg Config, source int32, offset int64, meta []byte) (*Partiti
 			return nil, fmt.Errorf("partition %d checkpoint: high-water mark %d below the committed offset %d", source, ck.hw, offset)
 		}
 		p.hw, p.maxEvent, p.hor, p.idxHor, p.ckHor, p.hist = ck.hw, ck.maxEvent, ck.hor, ck.idxHor, ck.hor, ck.hist
+		p.seen, p.unseenBefore = ck.seen, ck.unseenBefore
 	}
 	// The committed offset itself is a history point: every window at or
 	// after idxHor has its first message at or after it.
@@ -274,6 +307,18 @@ func (p *Partition) Windows() (resident, open int) {
 		}
 	}
 	return
+}
+
+// MaxWindowKeys is the largest number of keys a resident window holds
+// (bounded by Config.KeyLimit plus the overflow keys).
+func (p *Partition) MaxWindowKeys() int {
+	n := 0
+	for _, w := range p.windows {
+		if w.resident {
+			n = max(n, len(w.keys.keys))
+		}
+	}
+	return n
 }
 
 // ResidentTraces is the number of trace versions with contributions in memory.
@@ -366,6 +411,10 @@ func (p *Partition) Add(m Message) (*Rewind, error) {
 	if catchUp {
 		// Already reflected in published partials; rebuild memory only.
 		if tw == nil && w < p.idxHor {
+			// A forgotten window: it had a message, which neverSeen must
+			// know (a predecessor may have published it before the
+			// checkpoint recorded it).
+			p.seen.add(w, p.cfg.Window, m.Offset)
 			p.advance(&m)
 			return nil, nil
 		}
@@ -381,7 +430,15 @@ func (p *Partition) Add(m Message) (*Rewind, error) {
 				p.advance(&m)
 				return nil, nil
 			}
-			need = append(need, w)
+			if tw == nil && p.neverSeen(w) {
+				// Late data for a window that never had a message (a
+				// backfill): it starts resident, empty, with no re-read.
+				tw = &window{start: w, first: m.Offset, resident: true, revived: true}
+				p.windows[w] = tw
+				resident = true
+			} else {
+				need = append(need, w)
+			}
 		}
 		if e != nil && !e.win.resident {
 			need = append(need, e.win.start)
@@ -417,12 +474,16 @@ func (p *Partition) apply(m *Message, id model.TraceID, w model.Timestamp, tw *w
 	if m.Offset < tw.first {
 		tw.first = m.Offset
 	}
+	tw.last = max(tw.last, m.Offset)
 	ne := &entry{id: id, version: m.Trace.Version}
 	tw.addEntry(ne)
 	p.index[id] = ne
 	if tw.resident {
 		ne.c = p.x.extract(m.Trace, tw)
 		tw.addContrib(ne.c, id, p.cfg.Exemplars)
+		if !quiet {
+			p.counters.KeyOverflow += int64(p.x.overflowed)
+		}
 	}
 	if !quiet {
 		p.counters.Traces++
@@ -445,12 +506,34 @@ func (r *Rewind) rebuilds(w model.Timestamp) bool {
 	return i < len(r.windows) && r.windows[i] == w
 }
 
-// rewindFor plans a rewind rebuilding windows need before offset to.
+// neverSeen reports whether window w, not in memory, never had a message,
+// nor did any forgotten window within VersionSpread of it (which could hold
+// another version of a trace of w): every window that had a message is
+// either in p.windows (and indexed) or in p.seen.
+func (p *Partition) neverSeen(w model.Timestamp) bool {
+	lo := windowOf(w.Add(-p.cfg.VersionSpread), p.cfg.Window)
+	return lo >= p.unseenBefore && !p.seen.overlaps(lo, w.Add(p.cfg.VersionSpread))
+}
+
+// rewindFor plans a rewind rebuilding windows need before offset to. It
+// starts at the first message of every window at or after the index
+// horizon low it needs: from the history of checkpoints, tightened by the
+// windows in memory and the seen runs when those are complete.
 func (p *Partition) rewindFor(to int64, need []model.Timestamp) *Rewind {
 	sort.Slice(need, func(i, j int) bool { return need[i] < need[j] })
 	need = compactTimestamps(need)
 	low := windowOf(need[0].Add(-p.cfg.VersionSpread), p.cfg.Window)
-	return &Rewind{From: p.hist.lowerBound(low), To: to, windows: need, low: low}
+	from := p.hist.lowerBound(low)
+	if low >= p.unseenBefore {
+		tight := min(p.seen.firstFrom(low), to)
+		for t, w := range p.windows {
+			if t >= low && w.first < tight {
+				tight = w.first
+			}
+		}
+		from = max(from, tight)
+	}
+	return &Rewind{From: from, To: to, windows: need, low: low}
 }
 
 func compactTimestamps(ts []model.Timestamp) []model.Timestamp {

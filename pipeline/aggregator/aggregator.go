@@ -86,6 +86,7 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 		m:      newMetrics(opts.Registry, cfg.MaxMetricSeries),
 		dialer: &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true},
 		wm:     &watermarks{parts: map[int]wmPart{}}}
+	a.m.keyLimit.Set(float64(cfg.Stats.Normalized().KeyLimit))
 	if es, ok := store.(EdgeStore); ok {
 		a.edges = es
 	} else if !a.cfg.Stats.NoEdges {

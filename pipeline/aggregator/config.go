@@ -129,6 +129,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.dims, "dimensions", strings.Join(c.Stats.Dimensions, ","), "span/process tag keys that split rollups, comma-separated (e.g. shard,host,client)")
 	fs.IntVar(&c.Stats.DimensionLimit, "dimension-limit", c.Stats.DimensionLimit, "values per dimension, window and operation with their own rollup; others are __overflow__")
 	fs.IntVar(&c.Stats.Exemplars, "exemplars", c.Stats.Exemplars, "slowest traces kept per rollup")
+	fs.IntVar(&c.Stats.OperationLimit, "operation-limit", c.Stats.OperationLimit, "operations per service and window with their own rollups; spans of others count under __overflow__")
+	fs.IntVar(&c.Stats.KeyLimit, "key-limit", c.Stats.KeyLimit, "keys (operations x kinds x dimension values, edges) a window holds in memory; spans of further keys count under __overflow__")
 	fs.BoolVar(&c.Stats.NoEdges, "no-edges", c.Stats.NoEdges, "do not compute service-edge statistics")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "publish closed windows and write changed rollups this often")
 	fs.DurationVar(&c.CoarseInterval, "coarse-interval", c.CoarseInterval, "rewrite changed coarse rollups this often")

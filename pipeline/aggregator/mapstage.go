@@ -92,6 +92,7 @@ func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part in
 		w.f.Stop()
 		a.wm.remove(part)
 		a.m.lag.DeleteLabelValues("map", partitionLabel(part))
+		a.m.windowKeys.DeleteLabelValues(partitionLabel(part))
 		w.gauges(0, 0, 0)
 	}()
 	if !a.startWorker(gctx, "map", part, w) {
@@ -274,6 +275,7 @@ func (w *mapWorker) flush(ctx context.Context, all bool) error {
 	w.prev = c
 	res, open := w.p.Windows()
 	w.gauges(res, open, w.p.ResidentTraces())
+	a.m.windowKeys.WithLabelValues(partitionLabel(w.part)).Set(float64(w.p.MaxWindowKeys()))
 	return nil
 }
 

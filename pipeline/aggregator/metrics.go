@@ -40,6 +40,10 @@ const overflow = aggregate.Overflow
 //	tracepipe_aggregator_late_traces_total                   latest versions that arrived after their window closed
 //	tracepipe_aggregator_dropped_total{stage,reason}         decode, invalid, too-late, ...
 //	tracepipe_aggregator_overflowed_keys_total               keys folded into __overflow__
+//	tracepipe_aggregator_key_overflow_total                  spans and calls counted under __overflow__ services or
+//	                                                         operations because their window was at --operation-limit or --key-limit
+//	tracepipe_aggregator_window_keys{partition}              keys of the partition's fullest resident window (map stage)
+//	tracepipe_aggregator_window_key_limit                    --key-limit: the fill is window_keys / window_key_limit
 //	tracepipe_aggregator_metric_series_overflow_total        observations counted under __overflow__ labels
 //	tracepipe_aggregator_rewinds_total{stage}                re-reads for data later than the retention
 //	tracepipe_aggregator_rewind_messages_total{stage}
@@ -66,6 +70,9 @@ type Metrics struct {
 	dropped        *prometheus.CounterVec
 	drops          *ratelog.Logger // a line per drop reason, rate-limited, beside dropped
 	overflowed     prometheus.Counter
+	keyOverflow    prometheus.Counter
+	windowKeys     *prometheus.GaugeVec
+	keyLimit       prometheus.Gauge
 	seriesOverflow prometheus.Counter
 	rewinds        *prometheus.CounterVec
 	rewindMsgs     *prometheus.CounterVec
@@ -108,6 +115,9 @@ func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
 		late:           prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "late_traces_total", Help: "Latest versions that arrived after their window closed; their rollups were rewritten."}),
 		dropped:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "dropped_total", Help: "Messages not aggregated, by reason."}, []string{"stage", "reason"}),
 		overflowed:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "overflowed_keys_total", Help: "Keys folded into the __overflow__ dimension value when publishing."}),
+		keyOverflow:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "key_overflow_total", Help: "Spans and calls counted under __overflow__ services or operations because their window was at the operation or key limit."}),
+		windowKeys:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "window_keys", Help: "Keys of the fullest resident window of a source partition (map stage)."}, []string{"partition"}),
+		keyLimit:       prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "window_key_limit", Help: "Keys a window may hold (--key-limit) before new keys count under __overflow__."}),
 		seriesOverflow: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "metric_series_overflow_total", Help: "Observations counted under __overflow__ labels (beyond --max-metric-series)."}),
 		rewinds:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rewinds_total", Help: "Re-reads of a partition to rebuild windows no longer in memory."}, []string{"stage"}),
 		rewindMsgs:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rewind_messages_total", Help: "Messages re-read by rewinds."}, []string{"stage"}),
@@ -136,7 +146,7 @@ func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.duration, m.critical, m.calls, m.errors, m.edgeCalls, m.edgeErr,
 		m.lag, m.partitions, m.windowsOpen, m.windowsRes, m.residentTraces, m.watermark, m.traces, m.late,
-		m.dropped, m.overflowed, m.seriesOverflow, m.rewinds, m.rewindMsgs, m.published, m.written,
+		m.dropped, m.overflowed, m.keyOverflow, m.windowKeys, m.keyLimit, m.seriesOverflow, m.rewinds, m.rewindMsgs, m.published, m.written,
 		m.retractions, m.reads, m.writeErrors, m.commits, m.restarts}
 }
 
@@ -222,6 +232,7 @@ func (m *Metrics) partitionCounters(prev, cur *aggregate.PartitionCounters) {
 	add(m.traces.WithLabelValues("stale"), prev.Stale, cur.Stale)
 	add(m.late, prev.Late, cur.Late)
 	add(m.overflowed, prev.Overflowed, cur.Overflowed)
+	add(m.keyOverflow, prev.KeyOverflow, cur.KeyOverflow)
 	add(m.rewinds.WithLabelValues("map"), prev.Rewinds, cur.Rewinds)
 	add(m.rewindMsgs.WithLabelValues("map"), prev.Replayed, cur.Replayed)
 	for reason, n := range cur.Dropped {
