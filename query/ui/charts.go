@@ -73,17 +73,7 @@ func newChart(id, title, unit string, sc scale, yLabel func(float64) string) cha
 		v := sc.v1 * float64(i) / 4
 		c.YTicks = append(c.YTicks, axisTick{X: padL - 6, Y: sc.y(v), Label: yLabel(v)})
 	}
-	span := sc.t1.Sub(sc.t0)
-	layout := "15:04"
-	if span > 48*time.Hour {
-		layout = "01-02"
-	} else if span > 20*time.Hour {
-		layout = "01-02 15:04"
-	}
-	for i := 0; i <= 4; i++ {
-		t := sc.t0.Add(span * time.Duration(i) / 4)
-		c.XTicks = append(c.XTicks, axisTick{X: sc.x(t), Y: chartH - 8, Label: t.Time().UTC().Format(layout), Anchor: []string{"start", "middle", "middle", "middle", "end"}[i]})
-	}
+	c.XTicks = timeTicks(sc)
 	return c
 }
 
@@ -101,14 +91,14 @@ func line(ws []*window, sc scale, res time.Duration, value func(*window) float64
 	return b.String()
 }
 
-// niceMax rounds a chart's largest value up to a round number (1, 1.5, 2,
-// 2.5, 3, 4, 5, 6, 8 times a power of ten), so the four ticks are round too.
+// niceMax rounds a chart's largest value up to a round number (1, 2, 3, 4,
+// 5, 6 or 8 times a power of ten), so the four ticks are round too.
 func niceMax(v float64) float64 {
 	if v <= 0 {
 		return 1
 	}
 	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10} {
+	for _, m := range []float64{1, 2, 3, 4, 5, 6, 8, 10} { // a quarter of each is round too
 		if m*p >= v*1.02 {
 			return m * p
 		}
@@ -134,7 +124,7 @@ func pctLabel(v float64) string {
 }
 
 func countLabel(v float64) string {
-	if v >= 10 || v == 0 {
+	if v >= 10 || v == math.Trunc(v) {
 		return fmtCount(int64(v + 0.5))
 	}
 	return strconv.FormatFloat(v, 'f', 1, 64)
@@ -197,4 +187,39 @@ func operationCharts(ws []*window, t0, t1 model.Timestamp, res time.Duration) []
 	s = sc(maxErr)
 	er.Series = []series{{"errors", "s2", line(ws, s, res, func(w *window) float64 { return w.ErrorRate() })}}
 	return []chart{d, cp, sh, calls, er}
+}
+
+// tickSteps are the candidate distances between time ticks.
+var tickSteps = []time.Duration{time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 3 * time.Hour, 6 * time.Hour, 12 * time.Hour, 24 * time.Hour, 2 * 24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour}
+
+// timeTicks labels the time axis at round UTC times (every 15 minutes, every
+// 6 hours, every day, ...), at most six of them, leaving out ticks too close
+// to the edges to be drawn whole.
+func timeTicks(sc scale) []axisTick {
+	span := sc.t1.Sub(sc.t0)
+	step := tickSteps[len(tickSteps)-1]
+	for _, st := range tickSteps {
+		if span/st <= 6 {
+			step = st
+			break
+		}
+	}
+	layout := "15:04"
+	switch {
+	case step >= 24*time.Hour:
+		layout = "Jan 2"
+	case span > 24*time.Hour:
+		layout = "Jan 2 15:04"
+	}
+	var out []axisTick
+	first := model.Timestamp((int64(sc.t0) + int64(step) - 1) / int64(step) * int64(step))
+	for t := first; t <= sc.t1; t = t.Add(step) {
+		x := sc.x(t)
+		if x < padL+18 || x > chartW-padR-18 {
+			continue
+		}
+		out = append(out, axisTick{X: x, Y: chartH - 8, Label: t.Time().UTC().Format(layout), Anchor: "middle"})
+	}
+	return out
 }
