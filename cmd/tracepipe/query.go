@@ -137,7 +137,7 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 	fs.StringVar(&c.promoted, "promoted-tags", env("TRACEPIPE_PROMOTED_TAGS", strings.Join(model.DefaultPromotedTags(), ",")), "comma-separated searchable tag keys (env TRACEPIPE_PROMOTED_TAGS)")
 	fs.StringVar(&c.format, "format", env("TRACEPIPE_FORMAT", "text"), "output: text or json (env TRACEPIPE_FORMAT)")
 	rangeFlags := func() {
-		fs.StringVar(&c.since, "since", "", "only the last duration, e.g. 1h (instead of --start/--end)")
+		fs.StringVar(&c.since, "since", "", "only the last duration, e.g. 1h, 7d or 1d12h (instead of --start/--end)")
 		fs.StringVar(&c.start, "start", "", "range start, RFC 3339 or YYYY-MM-DD (UTC)")
 		fs.StringVar(&c.end, "end", "", "range end (exclusive), RFC 3339 or YYYY-MM-DD (UTC)")
 	}
@@ -157,6 +157,7 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 		rangeFlags()
 	case "bottlenecks":
 		fs.StringVar(&c.service, "service", "", "only traces with a span of this service")
+		fs.Var(&c.tags, "tag", "key=value of a promoted tag: only traces with it; repeat for several (all must match)")
 		fs.IntVar(&c.limit, "limit", 10, "number of operations")
 		rangeFlags()
 	case "rollups":
