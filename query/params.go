@@ -210,10 +210,13 @@ func ParseTraceQuery(v url.Values, now time.Time) (model.TraceQuery, error) {
 func ParseBottleneckQuery(v url.Values, now time.Time) (model.BottleneckQuery, error) {
 	var q model.BottleneckQuery
 	var err error
-	if err = checkKnown(v, []string{"service", "since", "start", "end", "limit"}); err != nil {
+	if err = checkKnown(v, []string{"service", "tag", "since", "start", "end", "limit"}); err != nil {
 		return q, err
 	}
 	q.Service = v.Get("service")
+	if q.Tags, err = parsePairs(v, "tag"); err != nil {
+		return q, err
+	}
 	if q.Start, q.End, err = parseRange(v, now); err != nil {
 		return q, err
 	}

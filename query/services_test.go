@@ -31,3 +31,18 @@ func TestAPIServices(t *testing.T) {
 		t.Errorf("text:\n%s\nwant\n%s", buf.String(), want)
 	}
 }
+
+func TestAPIBottlenecksByTag(t *testing.T) {
+	srv := server(t)
+	var got struct{ Bottlenecks []Bottleneck }
+	if code, body := get(t, srv, "GET", "/api/v1/bottlenecks?tag=shard=1&limit=10", &got); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	// Traces 1, 3 and 5 have shard 1.
+	if len(got.Bottlenecks) == 0 || got.Bottlenecks[0].Traces != 3 {
+		t.Errorf("bottlenecks of shard 1: %+v", got.Bottlenecks)
+	}
+	if code, body := get(t, srv, "GET", "/api/v1/bottlenecks?tag=color=red", nil); code != 400 {
+		t.Errorf("unpromoted tag: %d %s", code, body)
+	}
+}
