@@ -1,9 +1,9 @@
 package dag
 
 import (
-	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -294,8 +294,9 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 		}
 		// One message serves as the warning and as the note on every
 		// moved span.
-		s.notes[v] = fmt.Sprintf("clock skew: host %s's clock offset estimated at %v relative to host %s from the trace's cross-host parent/child pairs; its %d spans shifted by %v",
-			a.host(s.first[v]), time.Duration(x), a.host(s.first[r]), s.count[v], time.Duration(-x))
+		s.notes[v] = "clock skew: host " + a.host(s.first[v]).String() + "'s clock offset estimated at " + time.Duration(x).String() +
+			" relative to host " + a.host(s.first[r]).String() + " from the trace's cross-host parent/child pairs; its " +
+			strconv.Itoa(int(s.count[v])) + " spans shifted by " + time.Duration(-x).String()
 		a.warn(model.WarnClockSkew, a.spans[s.first[v]].SpanID, s.notes[v])
 	}
 	for i := range n {
