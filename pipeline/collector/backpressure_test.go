@@ -105,9 +105,8 @@ func TestBackpressure(t *testing.T) {
 	for _, recv := range []string{RecvJaegerHTTP, RecvOTLPHTTP, RecvOTLPGRPC, RecvJaegerCompactUDP} {
 		accepted += testutil.ToFloat64(r.c.m.accepted.WithLabelValues(recv))
 	}
-	refused := testutil.ToFloat64(r.c.m.refused.WithLabelValues(RecvJaegerHTTP))
-	if refused == 0 {
-		t.Error("spans_refused_total not counted")
+	if testutil.ToFloat64(r.c.m.requests.WithLabelValues(RecvJaegerHTTP, "refused")) == 0 {
+		t.Error("requests_total{result=refused} not counted")
 	}
 	got := readSpans(t, cl.Brokers, "spans", 2, int(accepted))
 	if len(got) != int(accepted) {

@@ -469,6 +469,17 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 	return res
 }
 
+// full reports whether a request of n bytes cannot fit in the queue now,
+// so it is refused before paying for its decoding (its spans take about
+// as many bytes encoded as the request). submit decides for the others.
+func (c *Collector) full(r *recvMetrics, n int) bool {
+	if c.prod.Buffered()+int64(n) <= c.prod.Limit() {
+		return false
+	}
+	r.reqRefused.Inc()
+	return true
+}
+
 func (c *Collector) getSpans() *[]*model.Span {
 	sp, _ := c.spanPool.Get().(*[]*model.Span)
 	if sp == nil {
@@ -493,6 +504,10 @@ func (c *Collector) serveUDP(u udpSocket) {
 				return
 			}
 			c.log.Warn("udp read", "receiver", u.r.name, "err", err)
+			continue
+		}
+		if c.full(u.r, n) {
+			u.r.drop(ReasonQueueFull, 1) // spans unknown: counted as one
 			continue
 		}
 		sp := c.getSpans()

@@ -82,6 +82,9 @@ func (c *Collector) newGRPCServer() *grpc.Server {
 // export handles one OTLP/gRPC Export call.
 func (c *Collector) export(_ context.Context, req *rawRequest) (*coltracepb.ExportTraceServiceResponse, error) {
 	r := c.rGRPC
+	if c.full(r, len(req.b)) {
+		return nil, c.resourceExhausted()
+	}
 	sp := c.getSpans()
 	spans, err := wire.DecodeOTLPProto(req.b, (*sp)[:0])
 	*sp = spans
@@ -95,11 +98,7 @@ func (c *Collector) export(_ context.Context, req *rawRequest) (*coltracepb.Expo
 	if res.err != nil {
 		r.refused.Add(float64(res.refusedSpans))
 		if res.err == errRefused {
-			st := status.New(codes.ResourceExhausted, "queue full, retry later")
-			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(c.cfg.RetryAfter)}); err == nil {
-				st = d
-			}
-			return nil, st.Err()
+			return nil, c.resourceExhausted()
 		}
 		return nil, status.Error(codes.Unavailable, fmt.Sprint(res.err))
 	}
@@ -108,4 +107,14 @@ func (c *Collector) export(_ context.Context, req *rawRequest) (*coltracepb.Expo
 		resp.PartialSuccess = &coltracepb.ExportTracePartialSuccess{RejectedSpans: int64(res.rejected), ErrorMessage: res.rejectMsg}
 	}
 	return resp, nil
+}
+
+// resourceExhausted is the refusal of a full queue, with the RetryInfo that
+// makes OTel exporters retry it.
+func (c *Collector) resourceExhausted() error {
+	st := status.New(codes.ResourceExhausted, "queue full, retry later")
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(c.cfg.RetryAfter)}); err == nil {
+		st = d
+	}
+	return st.Err()
 }

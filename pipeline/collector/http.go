@@ -124,6 +124,12 @@ func (c *Collector) jaegerHTTPHandler() http.Handler {
 			bad(reason, err)
 			return
 		}
+		if c.full(r, body.Len()) {
+			putBody(body)
+			w.Header().Set("Retry-After", c.retryAfter())
+			http.Error(w, errRefused.Error()+", retry later", http.StatusTooManyRequests)
+			return
+		}
 		sp := c.getSpans()
 		spans, err := wire.DecodeJaegerThrift(body.Bytes(), wire.ThriftBinary, (*sp)[:0])
 		putBody(body)
@@ -176,6 +182,12 @@ func (c *Collector) otlpHTTPHandler() http.Handler {
 		body, reason, err := readBody(req, c.cfg.MaxRequestBytes)
 		if err != nil {
 			bad(reason, err)
+			return
+		}
+		if c.full(r, body.Len()) {
+			putBody(body)
+			w.Header().Set("Retry-After", c.retryAfter())
+			fail(http.StatusTooManyRequests, codes.ResourceExhausted, "queue full, retry later")
 			return
 		}
 		sp := c.getSpans()

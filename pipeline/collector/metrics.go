@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		requests:    cv("requests_total", "Requests (UDP: datagrams) by receiver and result: accepted, refused (queue full or Kafka unavailable: retry), bad.", "receiver", "result"),
 		received:    cv("spans_received_total", "Spans decoded from requests.", "receiver"),
 		accepted:    cv("spans_accepted_total", "Spans taken into the queue to Kafka.", "receiver"),
-		refused:     cv("spans_refused_total", "Spans refused with a retry signal (HTTP 429/503, gRPC RESOURCE_EXHAUSTED/UNAVAILABLE).", "receiver"),
+		refused:     cv("spans_refused_total", "Spans decoded, then refused with a retry signal (HTTP 429/503, gRPC RESOURCE_EXHAUSTED/UNAVAILABLE); requests refused before decoding count only in requests_total{result=\"refused\"}.", "receiver"),
 		dropped:     cv("spans_dropped_total", "Spans dropped, by reason: queue_full and unavailable (UDP), invalid_span, too_large, lost.", "receiver", "reason"),
 		badRequests: cv("bad_requests_total", "Requests rejected as bad, by reason: malformed, too_large, content_type, method.", "receiver", "reason"),
 		batchSpans: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "batch_spans",

@@ -320,7 +320,8 @@ func (p *Producer) finish(m *kafkago.Message, err error) {
 		return
 	}
 	if err != nil {
-		g.err.CompareAndSwap(nil, &err)
+		e := err // only a failure allocates
+		g.err.CompareAndSwap(nil, &e)
 	}
 	if g.left.Add(-1) == 0 {
 		p.m.ackSeconds.Observe(time.Since(g.start).Seconds())
