@@ -61,7 +61,7 @@ func TestPages(t *testing.T) {
 	}{
 		{"/", 200, []string{"Bottlenecks", "the last 1 hour"}},
 		{"/?range=1h", 200, []string{slowOp}},
-		{"/?range=all&service=db&shard=3", 200, []string{"SELECT stock"}},
+		{"/?range=all&service=db&shard=3", 200, []string{"SELECT stock", "in requests with a span of db, shard=3"}},
 		{"/?range=15m&start=", 200, nil},
 		{"/?range=2w", 400, []string{"Bad parameter: range"}},
 		{"/?start=yesterday", 400, []string{"Bad parameter: start"}},
@@ -91,6 +91,11 @@ func TestPages(t *testing.T) {
 		{"/nope", 404, []string{"No such page"}},
 		{"/static/ui.css", 200, nil},
 		{"/static/trace.js", 200, nil},
+	}
+	if resp, err := srv.Client().Post(srv.URL+"/", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	for _, tt := range tests {
 		code, body := fetch(t, srv, tt.path)
