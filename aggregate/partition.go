@@ -195,6 +195,7 @@ type Partition struct {
 	// after unseenBefore (a checkpoint of version 1 did not record them).
 	seen         seenRuns
 	unseenBefore model.Timestamp
+	prevCk       int64 // position at the previous Checkpoint
 
 	windows map[model.Timestamp]*window
 	index   map[model.TraceID]*entry
