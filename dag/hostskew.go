@@ -230,7 +230,7 @@ func (a *Analyzer) hostOffsets(ref int32) bool {
 		// x_v − x_u ∈ [lo, hi]. A child longer than its parent cannot fit
 		// it: only its start bounds the offset.
 		lo, hi := subSat(a.end[i], a.end[p]), subSat(a.start[i], a.start[p])
-		if a.end[i]-a.start[i] > a.end[p]-a.start[p] {
+		if subSat(a.end[i], a.start[i]) > subSat(a.end[p], a.start[p]) {
 			lo = -inf
 		}
 		if u > v {
