@@ -427,15 +427,22 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 		}
 		offs = append(offs, span{k, v, len(buf)})
 	}
+	// The queue holds an exact-size copy: its memory is what it counts,
+	// and the scratch buffer goes back to the pool at once.
+	held := make([]byte, len(buf))
+	copy(held, buf)
+	*bp = buf
+	c.bufPool.Put(bp)
 	msgs := (*mp)[:0]
 	for _, o := range offs {
-		msgs = append(msgs, kafka.Message{Key: buf[o.k:o.v:o.v], Value: buf[o.v:o.end:o.end]})
+		msgs = append(msgs, kafka.Message{Key: held[o.k:o.v:o.v], Value: held[o.v:o.end:o.end]})
 	}
-	*mp = msgs
-	*bp = buf
-	if len(msgs) == 0 {
-		c.bufPool.Put(bp)
+	defer func() {
+		clear(msgs)
+		*mp = msgs[:0]
 		c.msgPool.Put(mp)
+	}()
+	if len(msgs) == 0 {
 		r.reqAccepted.Inc()
 		return res
 	}
@@ -446,19 +453,13 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 		if err != nil {
 			r.drop(ReasonLost, n)
 		}
-		clear(*bp) // nothing of the spans stays reachable
-		c.bufPool.Put(bp)
 	})
-	clear(msgs)
-	*mp = msgs[:0]
-	c.msgPool.Put(mp)
 	if err != nil {
 		if errors.Is(err, kafka.ErrFull) {
 			res.err = errRefused
 		} else {
 			res.err = fmt.Errorf("%w: %v", errUnavailable, err)
 		}
-		c.bufPool.Put(bp)
 		r.reqRefused.Inc()
 		res.refusedSpans = n
 		return res

@@ -8,7 +8,8 @@
 // per partition (kafka-go's Writer in asynchronous mode, partitioned by
 // kafka.Hash: sarama's and Jaeger's collector's key hash). Its buffer is the
 // bounded queue in front of Kafka: MaxBufferedBytes bounds the bytes of
-// messages taken and not yet acknowledged. TryProduce takes a group of
+// messages taken and not yet acknowledged (key + value + MessageOverhead
+// each). TryProduce takes a group of
 // messages whole or refuses it with ErrFull, never blocking. A message
 // whose produce fails is retried (after RetryBackoff) until it is
 // acknowledged or Close's grace period ends; only then is it counted as
@@ -64,8 +65,8 @@ type ProducerConfig struct {
 	BatchSize  int
 	BatchBytes int64
 	Linger     time.Duration
-	// MaxBufferedBytes bounds the bytes (keys + values) taken and not yet
-	// acknowledged: the queue's limit.
+	// MaxBufferedBytes bounds the bytes (keys + values + MessageOverhead
+	// each) taken and not yet acknowledged: the queue's limit.
 	MaxBufferedBytes int64
 	// MaxMessageBytes is the largest message taken (key + value).
 	MaxMessageBytes int
@@ -78,7 +79,7 @@ type ProducerConfig struct {
 // DefaultProducerConfig returns the defaults (topic and brokers unset).
 func DefaultProducerConfig() ProducerConfig {
 	return ProducerConfig{
-		BatchSize:        2000,
+		BatchSize:        500,
 		BatchBytes:       1 << 20,
 		Linger:           5 * time.Millisecond,
 		MaxBufferedBytes: 64 << 20,
@@ -202,10 +203,17 @@ func NewProducer(cfg ProducerConfig, opts Options) (*Producer, error) {
 // Limit is MaxBufferedBytes.
 func (p *Producer) Limit() int64 { return p.limit }
 
-// Buffered is the number of bytes taken and not yet acknowledged or lost.
+// Buffered is the number of bytes (with MessageOverhead) taken and not yet
+// acknowledged or lost.
 func (p *Producer) Buffered() int64 { return p.used.Load() }
 
-func msgSize(m *Message) int64 { return int64(len(m.Key) + len(m.Value)) }
+// MessageOverhead is what the buffer charges per message beyond its key
+// and value: kafka-go's bookkeeping (its Message struct, about 150 bytes,
+// and the slots of batches it allocates BatchSize at a time), so that the
+// buffer's limit bounds the memory it really holds.
+const MessageOverhead = 320
+
+func msgSize(m *Message) int64 { return int64(len(m.Key) + len(m.Value) + MessageOverhead) }
 
 // TryProduce takes msgs whole or not at all. It returns ErrFull when their
 // bytes do not fit in the buffer, ErrTooLarge for an oversized message,
@@ -224,8 +232,8 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	var size int64
 	for i := range msgs {
 		n := msgSize(&msgs[i])
-		if n > int64(p.cfg.MaxMessageBytes) {
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, p.cfg.MaxMessageBytes)
+		if n-MessageOverhead > int64(p.cfg.MaxMessageBytes) {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n-MessageOverhead, p.cfg.MaxMessageBytes)
 		}
 		size += n
 	}
@@ -314,7 +322,7 @@ func (p *Producer) lose(msgs []kafkago.Message, err error) {
 }
 
 func (p *Producer) finish(m *kafkago.Message, err error) {
-	p.release(int64(len(m.Key) + len(m.Value)))
+	p.release(int64(len(m.Key) + len(m.Value) + MessageOverhead))
 	g, ok := m.WriterData.(*group)
 	if !ok {
 		return

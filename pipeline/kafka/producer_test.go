@@ -113,7 +113,7 @@ func TestProducerAcks(t *testing.T) {
 func TestProducerFull(t *testing.T) {
 	cl := kafkatest.NewCluster(t)
 	cl.CreateTopic(t, "t", 1)
-	p, _ := newTestProducer(t, cl, func(c *ProducerConfig) { c.MaxBufferedBytes = 10_000; c.MaxMessageBytes = 2000 })
+	p, _ := newTestProducer(t, cl, func(c *ProducerConfig) { c.MaxBufferedBytes = 12_000; c.MaxMessageBytes = 2000 })
 	if err := p.TryProduce(msgs("warm", 1, 10), nil); err != nil {
 		t.Fatal(err)
 	}
