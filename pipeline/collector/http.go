@@ -176,7 +176,9 @@ func (c *Collector) otlpHTTPHandler() http.Handler {
 			return
 		}
 		if mt != ctProtobuf && mt != ctJSON {
-			bad(ReasonContentType, fmt.Errorf("unsupported Content-Type %q: want %s or %s", req.Header.Get("Content-Type"), ctProtobuf, ctJSON))
+			// No OTLP encoding to answer in: plain text.
+			r.bad(ReasonContentType)
+			http.Error(w, fmt.Sprintf("unsupported Content-Type %q: want %s or %s", req.Header.Get("Content-Type"), ctProtobuf, ctJSON), http.StatusUnsupportedMediaType)
 			return
 		}
 		body, reason, err := readBody(req, c.cfg.MaxRequestBytes)
