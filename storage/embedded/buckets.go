@@ -237,8 +237,10 @@ func rangeCond(col string, s span, scale int64) (string, []any) {
 }
 
 // bucketBottlenecks sums operation totals and trace durations of traces
-// that started in [start, end) from the buckets and the edge rows.
-func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timestamp) (map[model.OperationKey]*model.BottleneckRow, time.Duration, error) {
+// that started in [start, end) from the buckets and the edge rows: of all
+// traces (d nil, op_buckets and trace_buckets) or of the traces of one
+// service or tag value (dim_buckets).
+func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timestamp, d *dim) (map[model.OperationKey]*model.BottleneckRow, time.Duration, error) {
 	lo, hi := int64(start), int64(end)
 	if start == 0 {
 		lo = math.MinInt64
@@ -279,9 +281,29 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 		}
 		return rs.Err()
 	}
+	addOp := func(o dimOp) {
+		r := rows[o.OperationKey]
+		if r == nil {
+			r = &model.BottleneckRow{OperationKey: o.OperationKey}
+			rows[o.OperationKey] = r
+		}
+		r.Traces += int(o.traces)
+		r.Count += int(o.count)
+		r.Errors += int(o.errors)
+		r.Duration += time.Duration(o.duration)
+		r.Self += time.Duration(o.self)
+		r.CriticalPath += time.Duration(o.cp)
+	}
 	raw, minutes, hours := decompose(lo, hi)
 	for _, s := range raw {
 		if s.lo >= s.hi {
+			continue
+		}
+		if d != nil {
+			opQuery, totalQuery, args := rawDimQueries(*d, s)
+			if err := collect(opQuery, totalQuery, args); err != nil {
+				return nil, 0, err
+			}
 			continue
 		}
 		cond, args := rangeCond("start", s, 1)
@@ -291,6 +313,11 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 		}
 	}
 	bucketed := func(s span, w int64) error {
+		if d != nil {
+			t, err := readDimBuckets(ctx, tx, *d, s, w, addOp)
+			total += t
+			return err
+		}
 		cond, args := rangeCond("bucket", s, w)
 		args = append([]any{w}, args...)
 		return collect(`SELECT service, operation, SUM(traces), SUM(count), SUM(errors), SUM(duration), SUM(self), SUM(critical_path)
@@ -314,7 +341,7 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 // deleteBuckets removes buckets of days before day (ns, a UTC midnight).
 func deleteBuckets(ctx context.Context, tx *sql.Tx, day int64) error {
 	for _, w := range bucketWidths {
-		for _, table := range []string{"op_buckets", "trace_buckets"} {
+		for _, table := range []string{"op_buckets", "trace_buckets", "dim_buckets"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE width = ? AND bucket < ?`, w, day/w); err != nil {
 				return fmt.Errorf("retention: %w", err)
 			}

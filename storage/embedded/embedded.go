@@ -176,11 +176,15 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxLifetime(0)
-	if _, err := w.ExecContext(ctx, schema+bucketSchema); err != nil {
+	if _, err := w.ExecContext(ctx, schema+bucketSchema+dimBucketSchema); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("embedded store: create schema in %s: %w", o.Path, err)
 	}
 	if err := addVersionColumns(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("embedded store %s: %w", o.Path, err)
+	}
+	if err := buildDimBuckets(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("embedded store %s: %w", o.Path, err)
 	}
@@ -302,11 +306,17 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 	}
 	upTrace, upSpans, delOps, delTags := stmts[0], stmts[1], stmts[2], stmts[3]
 	var args []any
-	dl := newDeltas()
+	dl, ddl := newDeltas(), newDimDeltas()
 	for _, r := range rows {
 		oldStart, oldDur, oldOps, existed, err := storedOps(ctx, tx, r.id)
 		if err != nil {
 			return fmt.Errorf("write trace %s: %w", r.id, err)
+		}
+		var oldTags map[string][]string
+		if existed {
+			if oldTags, err = storedTags(ctx, tx, r.id); err != nil {
+				return fmt.Errorf("write trace %s: %w", r.id, err)
+			}
 		}
 		res, err := upTrace.ExecContext(ctx, r.id, r.summary.Version, int64(r.summary.Start), int64(r.summary.Duration), r.doc, r.analysis)
 		if err != nil {
@@ -317,8 +327,10 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		}
 		if existed {
 			dl.add(-1, oldStart, oldDur, oldOps)
+			ddl.add(-1, oldStart, oldDur, oldOps, oldTags)
 		}
 		dl.add(1, int64(r.summary.Start), int64(r.summary.Duration), r.summary.Operations)
+		ddl.add(1, int64(r.summary.Start), int64(r.summary.Duration), r.summary.Operations, r.summary.PromotedTags)
 		if _, err := upSpans.ExecContext(ctx, r.id, r.spn); err != nil {
 			return fmt.Errorf("write spans of %s: %w", r.id, classify(err))
 		}
@@ -356,6 +368,9 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 	}
 	if err := dl.flush(ctx, tx); err != nil {
 		return fmt.Errorf("write traces: bottleneck buckets: %w", err)
+	}
+	if err := ddl.flush(ctx, tx); err != nil {
+		return fmt.Errorf("write traces: bottleneck buckets by service and tag: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("write traces: commit: %w", err)
@@ -663,8 +678,12 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 		return nil, fmt.Errorf("bottlenecks: %w", err)
 	}
 	defer tx.Rollback()
-	if q.Service == "" && len(q.Tags) == 0 {
-		byOp, total, err := bucketBottlenecks(ctx, tx, q.Start, q.End)
+	var d *dim
+	if qd, ok := queryDim(q.Service, q.Tags); ok {
+		d = &qd
+	}
+	if d != nil || (q.Service == "" && len(q.Tags) == 0) {
+		byOp, total, err := bucketBottlenecks(ctx, tx, q.Start, q.End, d)
 		if err != nil {
 			return nil, fmt.Errorf("bottlenecks: %w", err)
 		}
@@ -674,7 +693,8 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 		}
 		return storage.RankBottlenecks(out, total, q.Limit), nil
 	}
-	// With a service or tag filter, sum the operations of the matching traces.
+	// With a service and a tag filter, or two tags, sum the operations of
+	// the matching traces.
 	var total sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT SUM(t.duration) FROM traces t"+where, args...).Scan(&total); err != nil {
 		return nil, fmt.Errorf("bottlenecks: %w", err)
