@@ -38,7 +38,8 @@ beside them, the collector (receiving spans from instrumented services over
 Jaeger UDP/HTTP and OTLP gRPC/HTTP on loopback; see docs/collector.md), the
 web UI and query API (--listen, http://127.0.0.1:16689/; docs/ui.md) and
 /metrics. With
---kafka-brokers it consumes from real Kafka instead of starting a broker.
+--kafka-brokers it consumes from real Kafka instead of starting a broker,
+first creating the topics that do not exist yet (--partitions partitions).
 Stop it with Ctrl-C (SIGINT) or SIGTERM: it stops fetching, finishes and
 commits what is durable, and closes everything in order.
 `
@@ -61,7 +62,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded broker's log and the embedded store")
 	fs.StringVar(&cfg.BrokerListen, "broker-listen", cfg.BrokerListen, "address of the embedded broker")
-	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of the embedded broker's topics")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of the topics run creates: the embedded broker's, or on --kafka-brokers the spans, traces and dead-letter topics that do not exist yet (existing topics are used as they are)")
 	fs.BoolVar(&cfg.SyncWrites, "sync-writes", false, "embedded broker: fsync every produced batch (slower, survives power loss)")
 	fs.StringVar(&cfg.QueryListen, "listen", cfg.QueryListen, "query API address (empty: none)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "/metrics and /healthz address (empty: none)")
@@ -146,7 +147,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	limits := query.DefaultLimits()
 	limits.IsCheap = ui.IsCheap
-	queryAPI, err := query.Limit(web, limits, query.LimitOptions{Logger: qlog, Registry: reg})
+	queryAPI, err := query.Limit(web, limits, query.LimitOptions{Logger: qlog, Registry: reg, Refused: web.Refused})
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,8 @@
 //  1. Kafka: an embedded broker (franz-go's kfake, persisted under
 //     DataDir/kafka, listening on BrokerListen so Jaeger collectors, OTel
 //     collectors and `tracepipe gen` can produce to it), or the real brokers
-//     named in Brokers.
+//     named in Brokers, on which the missing topics are created first
+//     (Partitions partitions; see ensureTopics for why this cannot wait).
 //  2. the embedded store (SQLite under DataDir), or Elasticsearch when the
 //     caller supplies a store.
 //  3. the stages, each a consumer group as in a fleet: the ingester and
@@ -53,7 +54,11 @@ type Config struct {
 	Brokers []string
 	// BrokerListen is the embedded broker's address.
 	BrokerListen string
-	// Partitions of the topics the embedded broker creates.
+	// Partitions of the topics Run creates: every topic of the embedded
+	// broker, and on real Brokers those of the spans, traces, dead-letter
+	// and RekeyTo topics that do not exist yet (created before any stage
+	// starts, with the brokers' default replication factor; existing topics
+	// are used as they are).
 	Partitions int
 	// SyncWrites makes the embedded broker fsync every produced batch.
 	SyncWrites bool
@@ -100,9 +105,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.BrokerListen); err != nil {
 			return fmt.Errorf("--broker-listen %q: %v", c.BrokerListen, err)
 		}
-		if c.Partitions < 1 || c.Partitions > 1024 {
-			return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
-		}
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
 	}
 	if c.RekeyTo != "" && (c.RekeyTo == c.Ingest.SpansTopic || c.RekeyTo == c.Ingest.TracesTopic || c.RekeyTo == c.Ingest.DLQTopic) {
 		return fmt.Errorf("--rekey-to %q must differ from the spans, traces and dead-letter topics", c.RekeyTo)
@@ -167,6 +172,9 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 		}()
 		brokers = cluster.ListenAddrs()
 		log.Info("embedded broker", "addr", brokers, "data", filepath.Join(cfg.DataDir, "kafka"), "partitions", cfg.Partitions)
+	} else if err := ensureTopics(ctx, brokers, cfg, log); err != nil {
+		// Before any consumer joins: see ensureTopics.
+		return err
 	}
 
 	icfg := cfg.Ingest
@@ -177,9 +185,6 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 		rcfg := icfg
 		rcfg.RekeyTo, rcfg.Group = cfg.RekeyTo, icfg.Group+"-rekey"
 		icfg.SpansTopic, icfg.Encoding = cfg.RekeyTo, wire.JaegerProto // what the re-key stage writes
-		if len(cfg.Brokers) > 0 && icfg.CreateTopics == 0 {
-			rcfg.CreateTopics, icfg.CreateTopics = cfg.Partitions, cfg.Partitions
-		}
 		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("stage", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg)}); err != nil {
 			return fmt.Errorf("rekeyer: %w", err)
 		}
