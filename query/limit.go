@@ -113,6 +113,12 @@ func NewServer(h http.Handler, l Limits) *http.Server {
 type LimitOptions struct {
 	Logger   *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: a private registry
+	// Refused, when set, may write the 503 answer of a refused request
+	// (queue full, no slot in time, or over budget without an answer)
+	// itself, e.g. an HTML page for a person: it gets the reason and
+	// returns true when it answered (status included), false to leave the
+	// JSON answer. Retry-After and X-Request-Id are set before it runs.
+	Refused func(w http.ResponseWriter, r *http.Request, msg string) bool
 }
 
 // Limiter is Limit's handler; its metrics (lane is "cheap" or "heavy"):
@@ -126,6 +132,7 @@ type Limiter struct {
 	isCheap      func(*http.Request) bool
 	cheap, heavy *lane
 	log          *slog.Logger
+	refused      func(http.ResponseWriter, *http.Request, string) bool
 }
 
 // lane holds a Lane's slots: a buffered channel is a FIFO semaphore (blocked
@@ -173,7 +180,7 @@ func Limit(next http.Handler, l Limits, o LimitOptions) (*Limiter, error) {
 			inflight: inflight.WithLabelValues(name), queued: queued.WithLabelValues(name),
 			rejected: rejected, duration: duration.WithLabelValues(name)}
 	}
-	return &Limiter{next: next, isCheap: l.IsCheap, cheap: mk("cheap", l.Cheap), heavy: mk("heavy", l.Heavy), log: o.Logger}, nil
+	return &Limiter{next: next, isCheap: l.IsCheap, cheap: mk("cheap", l.Cheap), heavy: mk("heavy", l.Heavy), log: o.Logger, refused: o.Refused}, nil
 }
 
 var (
@@ -227,7 +234,7 @@ func (lm *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ln.rejected.WithLabelValues(ln.name, reason).Inc()
 		lm.log.Debug("query rejected", "request_id", info.id, "lane", ln.name, "reason", reason, "path", r.URL.Path)
-		writeUnavailable(w, info, msg)
+		lm.unavailable(w, r, info, msg)
 		return
 	}
 	defer ln.release()
@@ -242,8 +249,26 @@ func (lm *Limiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A handler that does not know budgets (it returned on the context's end
 	// without answering) still gets the 503.
 	if !rw.wrote && errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
-		overBudget(w, r)
+		ln.rejected.WithLabelValues(ln.name, "budget").Inc()
+		lm.unavailable(w, r, info, budgetMessage(ln))
 	}
+}
+
+// unavailable answers 503 for a refused request: through Refused when it
+// takes it, else JSON.
+func (lm *Limiter) unavailable(w http.ResponseWriter, r *http.Request, info *reqInfo, msg string) {
+	if lm.refused == nil {
+		writeUnavailable(w, info, msg)
+		return
+	}
+	setRetryAfter(w, info)
+	if !lm.refused(w, r, msg) {
+		writeErrorID(w, http.StatusServiceUnavailable, msg, info.id)
+	}
+}
+
+func budgetMessage(ln *lane) string {
+	return fmt.Sprintf("query over its time budget of %s; narrow the time range or add filters, then retry", ln.cfg.Budget)
 }
 
 // overBudget answers 503 for a request whose budget ran out and counts it.
@@ -252,18 +277,22 @@ func overBudget(w http.ResponseWriter, r *http.Request) {
 	msg := "query over its time budget; narrow the time range or add filters, then retry"
 	if info.lane != nil {
 		info.lane.rejected.WithLabelValues(info.lane.name, "budget").Inc()
-		msg = fmt.Sprintf("query over its time budget of %s; narrow the time range or add filters, then retry", info.lane.cfg.Budget)
+		msg = budgetMessage(info.lane)
 	}
 	writeUnavailable(w, info, msg)
 }
 
 func writeUnavailable(w http.ResponseWriter, info *reqInfo, msg string) {
+	setRetryAfter(w, info)
+	writeErrorID(w, http.StatusServiceUnavailable, msg, info.id)
+}
+
+func setRetryAfter(w http.ResponseWriter, info *reqInfo) {
 	retry := 5 * time.Second
 	if info.lane != nil {
 		retry = info.lane.cfg.RetryAfter
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
-	writeErrorID(w, http.StatusServiceUnavailable, msg, info.id)
 }
 
 // trackingWriter notes whether the handler answered.

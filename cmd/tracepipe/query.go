@@ -410,7 +410,7 @@ func (c *queryCmd) serve(ctx context.Context, st ui.Reader, stdout io.Writer) er
 	}
 	limits := query.DefaultLimits()
 	limits.IsCheap = ui.IsCheap
-	h, err := query.Limit(web, limits, query.LimitOptions{Logger: log})
+	h, err := query.Limit(web, limits, query.LimitOptions{Logger: log, Refused: web.Refused})
 	if err != nil {
 		ln.Close()
 		return err

@@ -142,12 +142,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "The UI is read-only: only GET and HEAD are served.")
 		return
 	}
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'")
-	w.Header().Set("Referrer-Policy", "same-origin")
+	setPageHeaders(w)
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.Timeout)
 	defer cancel()
 	h.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func setPageHeaders(w http.ResponseWriter) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'")
+	w.Header().Set("Referrer-Policy", "same-origin")
+}
+
+// Refused answers a request that query.Limit refused (its
+// LimitOptions.Refused): a 503 page a person can read, saying why and when
+// to reload (the limiter has set Retry-After), for every path but those
+// under /api/, which keep the limiter's JSON answer.
+func (h *Handler) Refused(w http.ResponseWriter, r *http.Request, msg string) bool {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return false
+	}
+	setPageHeaders(w)
+	text := "The server is busy and did not compute this page: " + msg + "."
+	if s := w.Header().Get("Retry-After"); s != "" {
+		text += " Reload it in " + s + " s."
+	}
+	if id := w.Header().Get("X-Request-Id"); id != "" {
+		text += " (Request ID " + id + ".)"
+	}
+	h.errorPage(w, r, http.StatusServiceUnavailable, "Busy, try again shortly", text)
+	return true
 }
 
 // IsCheap chooses the query.Limits lane of a request to a Handler with
