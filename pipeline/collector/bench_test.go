@@ -172,6 +172,7 @@ func BenchmarkCollector(b *testing.B) {
 				b.SetParallelism(8)
 				cpu0 := cpuTime()
 				b.ResetTimer()
+				var refusals atomic.Int64
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						for {
@@ -179,7 +180,10 @@ func BenchmarkCollector(b *testing.B) {
 							if err == nil {
 								break
 							}
-							time.Sleep(time.Millisecond) // refused: retry, as clients do
+							// Refused (the queue is full): back off and
+							// retry, as clients do.
+							refusals.Add(1)
+							time.Sleep(10 * time.Millisecond)
 						}
 					}
 				})
@@ -189,6 +193,7 @@ func BenchmarkCollector(b *testing.B) {
 				// Spans per second of CPU time of the whole test process
 				// (collector, clients and, for kfake, the broker).
 				b.ReportMetric(float64(b.N*len(spans))/(cpuTime()-cpu0).Seconds(), "spans/cpu-s")
+				b.ReportMetric(float64(refusals.Load())/float64(b.N), "refusals/op")
 				if err := r.stop(); err != nil {
 					b.Fatal(err)
 				}

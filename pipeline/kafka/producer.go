@@ -177,7 +177,9 @@ func NewProducer(cfg ProducerConfig, opts Options) (*Producer, error) {
 	p.m.limit.Set(float64(cfg.MaxBufferedBytes))
 	transport := opts.Transport
 	if transport == nil {
-		own := &kafkago.Transport{DialTimeout: 10 * time.Second}
+		// Metadata of our topic only: on a cluster with many topics,
+		// kafka-go would otherwise fetch and copy all of them.
+		own := &kafkago.Transport{DialTimeout: 10 * time.Second, MetadataTopics: []string{cfg.Topic}}
 		p.ownTransport, transport = own, own
 	}
 	p.w = &kafkago.Writer{
