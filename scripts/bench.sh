@@ -5,7 +5,9 @@
 # already running.
 #
 # Variables: BENCHTIME (default 1s; e.g. 200ms or 20000x), BENCH (regexp, default .), COUNT (default 1),
-# PKGS (packages, default: every package with a Benchmark function), BENCH_OUT (default bench.out).
+# PKGS (packages, default: every package with a Benchmark function), BENCH_OUT (default bench.out), CPU (-cpu list,
+# default: go test's; per-core figures: CPU=1, e.g. the collector's
+# `CPU=1 PKGS=./pipeline/collector BENCH=Collector BENCHTIME=3000x bash scripts/bench.sh`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +53,7 @@ fi
 
 {
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(go version | cut -d' ' -f3-) $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-	echo "# go test -run='^\$' -bench='$BENCH' -benchmem -benchtime=$BENCHTIME -count=$COUNT ${pkgs[*]}"
+	echo "# go test -run='^\$' -bench='$BENCH' -benchmem -benchtime=$BENCHTIME -count=$COUNT ${CPU:+-cpu=$CPU }${pkgs[*]}"
 } | tee "$BENCH_OUT"
-go test -run='^$' -bench="$BENCH" -benchmem -benchtime="$BENCHTIME" -count="$COUNT" "${pkgs[@]}" 2>&1 | tee -a "$BENCH_OUT"
+go test -run='^$' -bench="$BENCH" -benchmem -benchtime="$BENCHTIME" -count="$COUNT" ${CPU:+-cpu="$CPU"} "${pkgs[@]}" 2>&1 | tee -a "$BENCH_OUT"
 exit "${PIPESTATUS[0]}"

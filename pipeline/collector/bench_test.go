@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
@@ -305,4 +306,45 @@ func heapBytes() uint64 {
 	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	rtmetrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// BenchmarkOTLPRequestDecode compares the gRPC receiver's way in (the
+// request's bytes straight into wire.DecodeOTLPProto, by rawCodec) with
+// what registering the generated service would cost: unmarshal into
+// ExportTraceServiceRequest, marshal again, then decode.
+func BenchmarkOTLPRequestDecode(b *testing.B) {
+	payload, err := wire.EncodeOTLPProto(benchSpans())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("raw", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(payload)))
+		var dst []*model.Span
+		for b.Loop() {
+			if dst, err = wire.DecodeOTLPProto(payload, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "spans/s")
+	})
+	b.Run("generated+remarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(payload)))
+		var dst []*model.Span
+		for b.Loop() {
+			var req coltracepb.ExportTraceServiceRequest
+			if err := proto.Unmarshal(payload, &req); err != nil {
+				b.Fatal(err)
+			}
+			again, err := proto.Marshal(&req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if dst, err = wire.DecodeOTLPProto(again, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "spans/s")
+	})
 }
