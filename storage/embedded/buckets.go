@@ -208,7 +208,12 @@ func floorTo(t, w int64) int64 {
 
 // decompose splits [lo, hi) into raw edges, minute runs and an hour run.
 func decompose(lo, hi int64) (raw, minutes []span, hours *span) {
-	minute, hour := int64(time.Minute), int64(time.Hour)
+	return decomposeBy(lo, hi, int64(time.Minute), int64(time.Hour))
+}
+
+// decomposeBy splits [lo, hi) into raw edges, runs of whole small buckets
+// and a run of whole large buckets (large a multiple of small).
+func decomposeBy(lo, hi, minute, hour int64) (raw, minutes []span, hours *span) {
 	m0, m1 := ceilTo(lo, minute), floorTo(hi, minute)
 	if m0 >= m1 {
 		return []span{{lo, hi}}, nil, nil
@@ -294,7 +299,11 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 		r.Self += time.Duration(o.self)
 		r.CriticalPath += time.Duration(o.cp)
 	}
-	raw, minutes, hours := decompose(lo, hi)
+	small, widths := int64(time.Minute), bucketWidths
+	if d != nil {
+		small, widths = dimBucketWidths[0], dimBucketWidths
+	}
+	raw, minutes, hours := decomposeBy(lo, hi, widths[0], widths[1])
 	for _, s := range raw {
 		if s.lo >= s.hi {
 			continue
@@ -325,13 +334,13 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 	}
 	for _, s := range minutes {
 		if s.lo < s.hi {
-			if err := bucketed(s, int64(time.Minute)); err != nil {
+			if err := bucketed(s, small); err != nil {
 				return nil, 0, err
 			}
 		}
 	}
 	if hours != nil {
-		if err := bucketed(*hours, int64(time.Hour)); err != nil {
+		if err := bucketed(*hours, widths[1]); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -341,10 +350,15 @@ func bucketBottlenecks(ctx context.Context, tx *sql.Tx, start, end model.Timesta
 // deleteBuckets removes buckets of days before day (ns, a UTC midnight).
 func deleteBuckets(ctx context.Context, tx *sql.Tx, day int64) error {
 	for _, w := range bucketWidths {
-		for _, table := range []string{"op_buckets", "trace_buckets", "dim_buckets"} {
+		for _, table := range []string{"op_buckets", "trace_buckets"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE width = ? AND bucket < ?`, w, day/w); err != nil {
 				return fmt.Errorf("retention: %w", err)
 			}
+		}
+	}
+	for _, w := range dimBucketWidths {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM dim_buckets WHERE width = ? AND bucket < ?`, w, day/w); err != nil {
+			return fmt.Errorf("retention: %w", err)
 		}
 	}
 	return nil

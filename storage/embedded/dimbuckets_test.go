@@ -188,7 +188,7 @@ func TestDimBucketsRetention(t *testing.T) {
 		}
 	}
 	var n int
-	for _, w := range bucketWidths {
+	for _, w := range dimBucketWidths {
 		var k int
 		if err := s.r.QueryRow(`SELECT count(*) FROM dim_buckets WHERE width = ? AND bucket < ?`, w, int64(storagetest.Day0)/w).Scan(&k); err != nil {
 			t.Fatal(err)
