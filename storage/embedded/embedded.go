@@ -538,8 +538,8 @@ func (s *Store) GetTrace(ctx context.Context, id model.TraceID) (model.StoredTra
 	if err != nil {
 		return model.StoredTrace{}, fmt.Errorf("get trace %s: decompress spans: %w", id, err)
 	}
-	var docs []dbmodel.Span
-	if err := json.Unmarshal(raw, &docs); err != nil {
+	docs, err := decodeSpans(raw)
+	if err != nil {
 		return model.StoredTrace{}, fmt.Errorf("get trace %s: decode spans: %w", id, err)
 	}
 	return assemble(id, &d, docs, s.promoted)
