@@ -27,7 +27,7 @@ type EdgeRollup struct {
 	// Exemplars are the slowest calls of the window, slowest first.
 	Exemplars []Exemplar
 	// Version orders writes of the same ID, as Rollup.Version.
-	Version int64
+	Version int64 `json:",omitempty"`
 }
 
 // WindowEnd is WindowStart+Resolution (exclusive).

@@ -80,8 +80,8 @@ type Rollup struct {
 	// keeps the write with the highest Version (an equal one replaces), so
 	// a writer that lost its partition cannot replace newer statistics.
 	// 0 means unversioned: the write always replaces. Stores do not return
-	// it on reads.
-	Version int64
+	// it on reads (nor JSON, where 0 is left out).
+	Version int64 `json:",omitempty"`
 }
 
 // WindowEnd is WindowStart+Resolution (exclusive).
