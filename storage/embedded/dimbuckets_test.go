@@ -173,6 +173,36 @@ func TestDimBucketsBuiltForOldStore(t *testing.T) {
 	checkDimBottlenecks(t, s, all)
 }
 
+// TestDimBucketsRebuiltForOtherLayout: buckets of another layout (here
+// junk rows under an older layout marker) are replaced at Open.
+func TestDimBucketsRebuiltForOtherLayout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	s := open(t, path)
+	all := dimCorpus(t, s)
+	s.Close()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`UPDATE meta SET value = '1m,1h' WHERE key = 'dim_buckets'`,
+		`INSERT INTO dim_buckets VALUES ('service', '', 'service-3', 60000000000, 29500000, 5, 5, x'01')`,
+		`UPDATE dim_buckets SET duration = duration + 1`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s = open(t, path)
+	defer s.Close()
+	var layout string
+	if err := s.r.QueryRow(`SELECT value FROM meta WHERE key = 'dim_buckets'`).Scan(&layout); err != nil || layout != dimBucketsLayout {
+		t.Fatalf("layout after Open: %q, %v", layout, err)
+	}
+	checkDimBottlenecks(t, s, all)
+}
+
 // TestDimBucketsRetention: retention removes the dim buckets of the days
 // before the cutoff's day with their traces, and the rest still add up.
 func TestDimBucketsRetention(t *testing.T) {
