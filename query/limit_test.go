@@ -22,16 +22,17 @@ import (
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
-// seeded is an embedded store holding traces 1..n (storagetest specs, one
-// a minute from Day0).
-func seeded(tb testing.TB, n int) *embedded.Store {
+// seedFile writes traces 1..n (storagetest specs, one a second from Day0)
+// to a new embedded store file and returns its path.
+func seedFile(tb testing.TB, n int) string {
 	tb.Helper()
 	ctx := context.Background()
-	s, err := embedded.Open(ctx, embedded.Options{Path: filepath.Join(tb.TempDir(), "db")})
+	path := filepath.Join(tb.TempDir(), "db")
+	s, err := embedded.Open(ctx, embedded.Options{Path: path})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { s.Close() })
+	defer s.Close()
 	for lo := 1; lo <= n; lo += 500 {
 		var ats []model.AssembledTrace
 		for i := lo; i < lo+500 && i <= n; i++ {
@@ -44,6 +45,17 @@ func seeded(tb testing.TB, n int) *embedded.Store {
 			tb.Fatal(err)
 		}
 	}
+	return path
+}
+
+// seeded is an open store of seedFile(n), closed at the end of the test.
+func seeded(tb testing.TB, n int) *embedded.Store {
+	tb.Helper()
+	s, err := embedded.Open(context.Background(), embedded.Options{Path: seedFile(tb, n)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
 	return s
 }
 
