@@ -24,6 +24,9 @@
 // dbmodel.Span documents — one row per trace instead of one per span, since a
 // trace version always carries all of its spans and is always read whole),
 // trace_ops and trace_tags (search and aggregation indexes over the summary),
+// op_buckets, trace_buckets and dim_buckets (bottleneck sums pre-aggregated
+// per time bucket, and per service or tag value: see buckets.go and
+// dimbuckets.go),
 // rollups (one row per Rollup.ID(), dbmodel.Rollup JSON, and its Version:
 // a write with a lower Version loses), edge_rollups (one
 // row per EdgeRollup.ID(), dbmodel.EdgeRollup JSON).
