@@ -160,3 +160,33 @@ func TestShutdownDrains(t *testing.T) {
 		t.Errorf("%d spans in Kafka, %g accepted", len(got), accepted)
 	}
 }
+
+// TestRequestLargerThanQueue: a request whose spans take more than the
+// whole queue would be refused forever; it is answered as too large
+// instead of "retry later".
+func TestRequestLargerThanQueue(t *testing.T) {
+	cl := kafkatest.NewCluster(t)
+	cl.CreateTopic(t, "spans", 1)
+	cfg := testConfig(cl.Brokers, "spans")
+	cfg.MaxRequestBytes = 2500
+	cfg.QueueBytes = 2500
+	r := start(t, cfg, Options{Transport: kafkatest.NewTransport(t)})
+	resp := post(t, "http://"+r.addrs.JaegerHTTP+"/api/traces", "application/x-thrift", golden(t, "jaeger-http"))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("Jaeger HTTP: %s, want 413", resp.Status)
+	}
+	resp = post(t, "http://"+r.addrs.OTLPHTTP+"/v1/traces", "application/x-protobuf", golden(t, "otlp-http"))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("OTLP/HTTP: %s, want 413", resp.Status)
+	}
+	if _, err := rawExport(t, r.addrs.OTLPGRPC, golden(t, "otlp-grpc")); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("OTLP/gRPC: %v, want InvalidArgument", err)
+	}
+	for _, recv := range []string{RecvJaegerHTTP, RecvOTLPHTTP, RecvOTLPGRPC} {
+		if n := testutil.ToFloat64(r.c.m.badRequests.WithLabelValues(recv, ReasonTooLarge)); n != 1 {
+			t.Errorf("%s: bad_requests_total{too_large} = %g, want 1", recv, n)
+		}
+	}
+}

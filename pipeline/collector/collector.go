@@ -374,6 +374,8 @@ func (c *Collector) Run(ctx context.Context) error {
 var (
 	errRefused     = errors.New("queue full")
 	errUnavailable = errors.New("unavailable")
+	// errNeverFits: the request's spans take more than the whole queue.
+	errNeverFits = errors.New("request too large for the queue")
 )
 
 // submitResult is what became of a request's spans.
@@ -455,9 +457,14 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 		}
 	})
 	if err != nil {
-		if errors.Is(err, kafka.ErrFull) {
+		switch {
+		case errors.Is(err, kafka.ErrFull):
 			res.err = errRefused
-		} else {
+		case errors.Is(err, kafka.ErrTooLarge):
+			res.err = fmt.Errorf("%w: %v", errNeverFits, err)
+			r.bad(ReasonTooLarge)
+			return res
+		default:
 			res.err = fmt.Errorf("%w: %v", errUnavailable, err)
 		}
 		r.reqRefused.Inc()
@@ -522,7 +529,7 @@ func (c *Collector) serveUDP(u udpSocket) {
 		}
 		res := c.submit(u.r, spans)
 		c.putSpans(sp)
-		if res.err != nil {
+		if res.err != nil && !errors.Is(res.err, errNeverFits) { // that one is counted as a bad request
 			reason := ReasonQueueFull
 			if errors.Is(res.err, errUnavailable) {
 				reason = ReasonUnavailable

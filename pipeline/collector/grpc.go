@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -95,6 +96,9 @@ func (c *Collector) export(_ context.Context, req *rawRequest) (*coltracepb.Expo
 	}
 	res := c.submit(r, spans)
 	c.putSpans(sp)
+	if errors.Is(res.err, errNeverFits) {
+		return nil, status.Error(codes.InvalidArgument, res.err.Error())
+	}
 	if res.err != nil {
 		r.refused.Add(float64(res.refusedSpans))
 		if res.err == errRefused {

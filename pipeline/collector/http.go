@@ -141,6 +141,10 @@ func (c *Collector) jaegerHTTPHandler() http.Handler {
 		}
 		res := c.submit(r, spans)
 		c.putSpans(sp)
+		if errors.Is(res.err, errNeverFits) {
+			http.Error(w, res.err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
 		if res.err != nil {
 			r.refused.Add(float64(res.refusedSpans))
 			w.Header().Set("Retry-After", c.retryAfter())
@@ -208,6 +212,10 @@ func (c *Collector) otlpHTTPHandler() http.Handler {
 		}
 		res := c.submit(r, spans)
 		c.putSpans(sp)
+		if errors.Is(res.err, errNeverFits) {
+			fail(http.StatusRequestEntityTooLarge, codes.InvalidArgument, res.err.Error())
+			return
+		}
 		if res.err != nil {
 			r.refused.Add(float64(res.refusedSpans))
 			w.Header().Set("Retry-After", c.retryAfter())

@@ -218,7 +218,8 @@ const MessageOverhead = 320
 func msgSize(m *Message) int64 { return int64(len(m.Key) + len(m.Value) + MessageOverhead) }
 
 // TryProduce takes msgs whole or not at all. It returns ErrFull when their
-// bytes do not fit in the buffer, ErrTooLarge for an oversized message,
+// bytes do not fit in the buffer now, ErrTooLarge for an oversized message
+// or a group larger than the whole buffer,
 // ErrClosed after Close began, or an error of the first produce attempt
 // (topic metadata unavailable); nothing is taken then. Otherwise done (may
 // be nil) is called exactly once, from a producer goroutine, after every
@@ -238,6 +239,9 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n-MessageOverhead, p.cfg.MaxMessageBytes)
 		}
 		size += n
+	}
+	if size > p.limit {
+		return fmt.Errorf("%w: a group of %d bytes never fits the %d-byte buffer", ErrTooLarge, size, p.limit)
 	}
 	p.mu.Lock()
 	closed := p.closed
