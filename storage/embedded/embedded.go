@@ -533,7 +533,11 @@ func (s *Store) GetTrace(ctx context.Context, id model.TraceID) (model.StoredTra
 		return model.StoredTrace{}, fmt.Errorf("get trace %s: decode summary: %w", id, err)
 	}
 	var det detail
-	if err := s.unmarshal(analysisDoc, &det); err != nil {
+	rawDetail, err := s.dec.DecodeAll(analysisDoc, nil)
+	if err != nil {
+		return model.StoredTrace{}, fmt.Errorf("get trace %s: decompress analysis: %w", id, err)
+	}
+	if err := decodeDetail(rawDetail, &det); err != nil {
 		return model.StoredTrace{}, fmt.Errorf("get trace %s: decode analysis: %w", id, err)
 	}
 	d.Operations, d.Analysis = det.Operations, det.Analysis

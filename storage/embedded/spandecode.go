@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -89,7 +90,9 @@ func (p *spanParser) peek() byte {
 }
 
 func (p *spanParser) spans() ([]dbmodel.Span, bool) {
-	out := []dbmodel.Span{}
+	// Room for every span as written (traceID first; a reference starts
+	// with refType), so the big structs are not copied as the slice grows.
+	out := make([]dbmodel.Span, 0, bytes.Count(p.b, []byte(`{"traceID":`)))
 	if !p.next('[') {
 		return nil, false
 	}
@@ -391,4 +394,130 @@ func (p *spanParser) value(dst *any) bool {
 		}
 	}
 	return false
+}
+
+// decodeDetail decodes the analysis column's JSON (a detail) with the same
+// result as json.Unmarshal, by the same hand-written parser when the
+// document has the shape this store writes (its per-span statistics are
+// most of a big trace's analysis), else by json.Unmarshal.
+func decodeDetail(b []byte, det *detail) error {
+	p := spanParser{b: b}
+	var d detail
+	if p.detail(&d) {
+		if p.ws(); p.i == len(b) {
+			*det = d
+			return nil
+		}
+	}
+	return json.Unmarshal(b, det)
+}
+
+func (p *spanParser) detail(d *detail) bool {
+	return p.object(func(key []byte) (uint, bool) {
+		switch string(key) {
+		case "operations":
+			d.Operations = []dbmodel.Operation{}
+			return 0, p.array(func() bool {
+				d.Operations = append(d.Operations, dbmodel.Operation{})
+				return p.operation(&d.Operations[len(d.Operations)-1])
+			})
+		case "analysis":
+			return 1, p.analysis(&d.Analysis)
+		}
+		return 0, false
+	})
+}
+
+func (p *spanParser) operation(o *dbmodel.Operation) bool {
+	return p.object(func(key []byte) (uint, bool) {
+		switch string(key) {
+		case "key":
+			return 0, p.str(&o.Key)
+		case "service":
+			return 1, p.str(&o.Service)
+		case "operation":
+			return 2, p.str(&o.Operation)
+		case "count":
+			return 3, p.int(&o.Count)
+		case "errors":
+			return 4, p.int(&o.Errors)
+		case "durationNanos":
+			return 5, p.int64(&o.DurationNanos)
+		case "selfNanos":
+			return 6, p.int64(&o.SelfNanos)
+		case "criticalPathNanos":
+			return 7, p.int64(&o.CriticalPathNanos)
+		}
+		return 0, false
+	})
+}
+
+func (p *spanParser) int(dst *int) bool {
+	var v int64
+	if !p.int64(&v) || int64(int(v)) != v {
+		return false
+	}
+	*dst = int(v)
+	return true
+}
+
+func (p *spanParser) analysis(a *dbmodel.Analysis) bool {
+	return p.object(func(key []byte) (uint, bool) {
+		switch string(key) {
+		case "rootSpanID":
+			return 0, p.str(&a.RootSpanID)
+		case "criticalPath":
+			a.CriticalPath = []dbmodel.CriticalSection{}
+			return 1, p.array(func() bool {
+				a.CriticalPath = append(a.CriticalPath, dbmodel.CriticalSection{})
+				c := &a.CriticalPath[len(a.CriticalPath)-1]
+				return p.object(func(key []byte) (uint, bool) {
+					switch string(key) {
+					case "spanID":
+						return 0, p.str(&c.SpanID)
+					case "startNanos":
+						return 1, p.int64(&c.StartNanos)
+					case "endNanos":
+						return 2, p.int64(&c.EndNanos)
+					}
+					return 0, false
+				})
+			})
+		case "spans":
+			a.Spans = []dbmodel.SpanStats{}
+			return 2, p.array(func() bool {
+				a.Spans = append(a.Spans, dbmodel.SpanStats{})
+				s := &a.Spans[len(a.Spans)-1]
+				return p.object(func(key []byte) (uint, bool) {
+					switch string(key) {
+					case "spanID":
+						return 0, p.str(&s.SpanID)
+					case "selfNanos":
+						return 1, p.int64(&s.SelfNanos)
+					case "criticalPathNanos":
+						return 2, p.int64(&s.CriticalPathNanos)
+					}
+					return 0, false
+				})
+			})
+		case "warnings":
+			a.Warnings = []dbmodel.Warning{}
+			return 3, p.array(func() bool {
+				a.Warnings = append(a.Warnings, dbmodel.Warning{})
+				w := &a.Warnings[len(a.Warnings)-1]
+				return p.object(func(key []byte) (uint, bool) {
+					switch string(key) {
+					case "kind":
+						return 0, p.str(&w.Kind)
+					case "spanID":
+						return 1, p.str(&w.SpanID)
+					case "message":
+						return 2, p.str(&w.Message)
+					}
+					return 0, false
+				})
+			})
+		}
+		return 0, false
+	})
 }

@@ -1,12 +1,15 @@
 package embedded
 
 import (
+	"context"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/dbmodel"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
@@ -104,6 +107,73 @@ func FuzzDecodeSpans(f *testing.F) {
 	})
 }
 
+// storedDetail is the analysis column's JSON for at, as WriteTraces writes it.
+func storedDetail(t testing.TB, at model.AssembledTrace) []byte {
+	t.Helper()
+	sum := storage.Summarize(&at, model.DefaultPromotedTags())
+	d := dbmodel.FromDomainTrace(&sum, &at.Analysis)
+	b, err := json.Marshal(detail{Operations: d.Operations, Analysis: d.Analysis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestDecodeDetail: the analysis column decodes as json.Unmarshal decodes it.
+func TestDecodeDetail(t *testing.T) {
+	nasty := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 9}, Start: storagetest.Day0, Error: true, ExtraSpans: 3})
+	nasty.Analysis.Warnings = append(nasty.Analysis.Warnings, model.Warning{Kind: model.WarnClockSkew, SpanID: 2, Message: "shifted \"x\" <b>"})
+	docs := [][]byte{
+		storedDetail(t, storagetest.Synthetic(4, 300, storagetest.Day0)),
+		storedDetail(t, nasty),
+		[]byte(`{}`),
+		[]byte(`{"operations":[],"analysis":{"criticalPath":[],"spans":[]}}`),
+		[]byte(`{"operations":null,"analysis":{"spans":[{"spanID":"1","selfNanos":1.5}]}}`),
+		[]byte(`{"Operations":[{"count":1}],"analysis":{"rootSpanID":"\u0041","warnings":[{"kind":"k","message":"m","extra":1}]}}`),
+		[]byte(`{"analysis":{}} x`),
+	}
+	for i, b := range docs {
+		var want detail
+		werr := json.Unmarshal(b, &want)
+		var got detail
+		err := decodeDetail(b, &got)
+		if (err != nil) != (werr != nil) || !reflect.DeepEqual(got, want) {
+			t.Errorf("doc %d %.80q:\ngot  %+v (%v)\nwant %+v (%v)", i, b, got, err, want, werr)
+		}
+	}
+	for _, b := range docs[:4] {
+		p := spanParser{b: b}
+		var d detail
+		if !p.detail(&d) {
+			t.Errorf("%.80q: not decoded by the fast path", b)
+		}
+	}
+}
+
+// FuzzDecodeDetail: whatever the fast path accepts, json.Unmarshal
+// accepts with an equal result.
+func FuzzDecodeDetail(f *testing.F) {
+	f.Add(storedDetail(f, storagetest.Synthetic(1, 4, storagetest.Day0)))
+	f.Add([]byte(`{"analysis":{"warnings":[{"kind":"a","spanID":"1","message":"m"}],"criticalPath":[{"spanID":"1","startNanos":-1,"endNanos":2}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := spanParser{b: b}
+		var got detail
+		if !p.detail(&got) {
+			return
+		}
+		if p.ws(); p.i != len(b) {
+			return
+		}
+		var want detail
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("fast path accepted %q, json.Unmarshal: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nfast %+v\njson %+v", b, got, want)
+		}
+	})
+}
+
 func BenchmarkDecodeSpans(b *testing.B) {
 	doc := storedSpans(b, storagetest.Synthetic(1, 10000, storagetest.Day0).Trace.Spans)
 	b.Run("fast", func(b *testing.B) {
@@ -123,4 +193,25 @@ func BenchmarkDecodeSpans(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkGetTrace10000Spans reads one 10,000-span trace (the web UI's
+// big-trace page reads it so).
+func BenchmarkGetTrace10000Spans(b *testing.B) {
+	s, err := Open(context.Background(), Options{Path: filepath.Join(b.TempDir(), "db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	at := storagetest.Synthetic(1, 10000, storagetest.Day0)
+	if err := s.WriteTraces(context.Background(), []model.AssembledTrace{at}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.GetTrace(context.Background(), at.Trace.TraceID); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
