@@ -40,12 +40,14 @@ func TestDemo(t *testing.T) {
 	dir := t.TempDir()
 	// A saturated slow shard: 8 users put 36 of the 96 feed reads (and 9
 	// posts) on shard-3, which serves one request at a time for 150ms, so
-	// the load queues on it and its reads' time (queue included) dwarfs
-	// every other operation's. With 12 users (24 reads) at 50ms it was not
-	// saturated: under -race on a loaded machine the CPU-bound hops (about
-	// 25ms each per trace) outranked it. Measured: 31-35s of critical path
-	// on ReadPosts shard-3 (78-90%) against 2.3s for the next operation.
-	args := []string{"demo", "--exit", "--requests", "120", "--concurrency", "6", "--users", "8",
+	// the 8 requests in flight queue on it and its reads' time (queue
+	// included) dwarfs every other operation's, however slow the CPU makes
+	// them. With 12 users (24 reads) at 50ms and 6 in flight it was not
+	// saturated: under -race on a loaded machine the CPU-bound hops (25-30ms
+	// each per trace) outranked it in 3 of 6 runs. Measured under -race at
+	// load average 15-18 on 2 cores: ReadPosts shard-3 31-46s of critical
+	// path (54-86%), the next operation 2.7-6s.
+	args := []string{"demo", "--exit", "--requests", "120", "--concurrency", "8", "--users", "8",
 		"--shard-latency", "5ms", "--slow-factor", "30",
 		"--data-dir", filepath.Join(dir, "data"), "--broker-listen", freeAddr(t, "tcp"), "--listen", freeAddr(t, "tcp"),
 		"--metrics-addr", "", "--services-metrics", "", "--jaeger-compact-udp", freeAddr(t, "udp"), "--jaeger-binary-udp", "",
