@@ -206,6 +206,7 @@ func TestValidate(t *testing.T) {
 		{"empty data dir", func(c *Config) { c.DataDir = "" }, "--data-dir"},
 		{"bad listen", func(c *Config) { c.BrokerListen = "nohostport" }, "--broker-listen"},
 		{"partitions", func(c *Config) { c.Partitions = 0 }, "--partitions"},
+		{"partitions of topics created on real brokers", func(c *Config) { c.Brokers, c.Partitions = []string{"kafka-1:9092"}, 2000 }, "--partitions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
