@@ -117,9 +117,10 @@ type Collector struct {
 	grpcSrv   *grpc.Server
 	addrs     Addrs
 	healthy   atomic.Bool
-	spanPool  sync.Pool // *[]*model.Span
-	bufPool   sync.Pool // *[]byte
-	msgPool   sync.Pool // *[]kafka.Message
+	spanPool  sync.Pool     // *[]*model.Span
+	bufPool   sync.Pool     // *[]byte
+	msgPool   sync.Pool     // *[]kafka.Message
+	turns     chan struct{} // MaxConcurrentRequests tokens
 	reg       prometheus.Registerer
 	transport kafkago.RoundTripper
 }
@@ -164,6 +165,7 @@ func New(cfg Config, opts Options) (*Collector, error) {
 		c.strategies = DefaultStrategies(cfg.DefaultSamplingProbability)
 	}
 	c.reg, c.transport = opts.Registry, opts.Transport
+	c.turns = make(chan struct{}, cfg.MaxConcurrentRequests)
 	return c, nil
 }
 
@@ -476,6 +478,19 @@ func (c *Collector) submit(r *recvMetrics, spans []*model.Span) submitResult {
 	r.accepted.Add(float64(n))
 	return res
 }
+
+// turn waits for one of the MaxConcurrentRequests turns to read and decode
+// a request; false when ctx ends first. done gives the turn back.
+func (c *Collector) turn(ctx context.Context) bool {
+	select {
+	case c.turns <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *Collector) done() { <-c.turns }
 
 // full reports whether a request of n bytes cannot fit in the queue now,
 // so it is refused before paying for its decoding (its spans take about

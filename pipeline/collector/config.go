@@ -39,6 +39,10 @@ type Config struct {
 	// MaxRequestBytes bounds one request body (HTTP, after decompression;
 	// gRPC message).
 	MaxRequestBytes int
+	// MaxConcurrentRequests bounds the HTTP and gRPC requests being read and
+	// decoded at once (others wait for a turn, unread), so memory beyond the
+	// queue stays bounded by about MaxConcurrentRequests × MaxRequestBytes × 3.
+	MaxConcurrentRequests int
 	// UDPWorkers read each UDP socket concurrently.
 	UDPWorkers int
 	// UDPReadBuffer is the socket receive buffer asked of the kernel (0:
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		SpansTopic:                 "jaeger-spans",
 		QueueBytes:                 64 << 20,
 		MaxRequestBytes:            8 << 20,
+		MaxConcurrentRequests:      16,
 		UDPWorkers:                 2,
 		UDPReadBuffer:              4 << 20,
 		RetryAfter:                 time.Second,
@@ -90,6 +95,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.DefaultSamplingProbability, "sampling-default-probability", c.DefaultSamplingProbability, "probabilistic sampling rate served when no strategies file is given")
 	fs.Int64Var(&c.QueueBytes, "collector-queue-bytes", c.QueueBytes, "bytes of spans accepted and not yet acknowledged by Kafka; beyond it requests are refused (HTTP 429, gRPC RESOURCE_EXHAUSTED, UDP dropped)")
 	fs.IntVar(&c.MaxRequestBytes, "collector-max-request-bytes", c.MaxRequestBytes, "largest request body or gRPC message accepted")
+	fs.IntVar(&c.MaxConcurrentRequests, "collector-max-concurrent-requests", c.MaxConcurrentRequests, "HTTP and gRPC requests read and decoded at once; others wait their turn unread")
 }
 
 // Enabled reports whether any receiver is configured.
@@ -129,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueBytes < int64(c.MaxRequestBytes) {
 		bad("--collector-queue-bytes (%d) must be at least --collector-max-request-bytes (%d)", c.QueueBytes, c.MaxRequestBytes)
+	}
+	if c.MaxConcurrentRequests < 1 {
+		bad("--collector-max-concurrent-requests must be at least 1, not %d", c.MaxConcurrentRequests)
 	}
 	if c.UDPWorkers < 1 {
 		bad("UDP workers must be at least 1, not %d", c.UDPWorkers)

@@ -57,6 +57,10 @@ func (c *Collector) newGRPCServer() *grpc.Server {
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Export",
 			Handler: func(_ any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+				if !c.turn(ctx) {
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+				defer c.done()
 				var req rawRequest
 				if err := dec(&req); err != nil {
 					if status.Code(err) == codes.ResourceExhausted {

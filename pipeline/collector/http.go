@@ -119,6 +119,10 @@ func (c *Collector) jaegerHTTPHandler() http.Handler {
 			bad(ReasonContentType, fmt.Errorf("unsupported Content-Type %q: want %s or %s (binary thrift Batch)", req.Header.Get("Content-Type"), ctThrift, ctThriftBinary))
 			return
 		}
+		if !c.turn(req.Context()) {
+			return // the client went away
+		}
+		defer c.done()
 		body, reason, err := readBody(req, c.cfg.MaxRequestBytes)
 		if err != nil {
 			bad(reason, err)
@@ -185,6 +189,10 @@ func (c *Collector) otlpHTTPHandler() http.Handler {
 			http.Error(w, fmt.Sprintf("unsupported Content-Type %q: want %s or %s", req.Header.Get("Content-Type"), ctProtobuf, ctJSON), http.StatusUnsupportedMediaType)
 			return
 		}
+		if !c.turn(req.Context()) {
+			return // the client went away
+		}
+		defer c.done()
 		body, reason, err := readBody(req, c.cfg.MaxRequestBytes)
 		if err != nil {
 			bad(reason, err)
