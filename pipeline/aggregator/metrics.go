@@ -51,7 +51,7 @@ const overflow = aggregate.Overflow
 //	tracepipe_aggregator_rollups_written_total{resolution}
 //	tracepipe_aggregator_retractions_total
 //	tracepipe_aggregator_storage_reads_total
-//	tracepipe_aggregator_write_errors_total{stage}           failed publishes (map) or storage writes (reduce)
+//	tracepipe_aggregator_write_errors_total{stage}           failed publishes (map), failed storage reads and writes (reduce, each attempt)
 //	tracepipe_aggregator_commits_total{stage,result}
 //	tracepipe_aggregator_restarts_total{stage}               partition state discarded and restored from the last commit
 type Metrics struct {
@@ -125,7 +125,7 @@ func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
 		written:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rollups_written_total", Help: "Rollups durably written, by resolution."}, []string{"resolution"}),
 		retractions:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "retractions_total", Help: "Rollups rewritten empty because their key disappeared."}),
 		reads:          prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "storage_reads_total", Help: "Stored rollups read back (coarse windows, restarts)."}),
-		writeErrors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "write_errors_total", Help: "Failed publishes (map) or storage writes (reduce)."}, []string{"stage"}),
+		writeErrors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "write_errors_total", Help: "Failed publishes (map), or failed storage reads and writes (reduce; each failed attempt, retried in place)."}, []string{"stage"}),
 		commits:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "commits_total", Help: "Offset commits."}, []string{"stage", "result"}),
 		restarts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "restarts_total", Help: "Partition states discarded and restored from the last commit after an error."}, []string{"stage"}),
 		limit:          limit,
