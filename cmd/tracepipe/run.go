@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/internal/dirlock"
+	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
@@ -100,7 +101,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: logerr.ReplaceAttr})) // errors on one line
 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
