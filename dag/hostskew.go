@@ -620,7 +620,8 @@ func negSat(x int64) int64 {
 	return -x
 }
 
-// shiftSpan moves span c by delta for a host offset and records the note.
+// shiftSpan moves span c (its times and its logs') by delta and records the
+// note on it; moveSpan also remembers the shift for the span's children.
 func (a *Analyzer) shiftSpan(c int32, delta int64, note string) {
 	a.start[c] = addSat(a.start[c], delta)
 	a.end[c] = addSat(a.end[c], delta)

@@ -198,12 +198,5 @@ func (a *Analyzer) moveSpan(c int32, delta int64, note string) {
 	}
 	a.shift[c] = delta
 	a.notes[c] = note
-	a.start[c] = addSat(a.start[c], delta)
-	a.end[c] = addSat(a.end[c], delta)
-	s := a.spans[c]
-	s.Start = model.Timestamp(addSat(int64(s.Start), delta))
-	for k := range s.Logs {
-		s.Logs[k].Timestamp = model.Timestamp(addSat(int64(s.Logs[k].Timestamp), delta))
-	}
-	s.Warnings = append(s.Warnings, note)
+	a.shiftSpan(c, delta, note)
 }
