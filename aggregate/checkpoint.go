@@ -304,41 +304,14 @@ func (p *Partition) Checkpoint() (Commit, error) {
 			idx = i
 		}
 	}
-	// A window that late data revived (a rewind, or a backfill starting a
-	// window that never had a message) and that received messages since
-	// the previous checkpoint stays resident: a backfill is still filling
-	// it, and evicting it would cost a rewind at its next message. The
-	// windows within VersionSpread of it stay indexed, so that a newer
-	// version of a trace there is still known (Claim 3).
-	var active []model.Timestamp
-	for t, w := range p.windows {
-		if w.revived && w.resident && w.last >= p.prevCk {
-			active = append(active, t)
-		}
-	}
-	span := model.Timestamp(p.cfg.VersionSpread + p.cfg.Window)
-	keepIndex := func(t model.Timestamp) bool {
-		for _, a := range active {
-			if a-t <= span && t-a <= span {
-				return true
-			}
-		}
-		return false
-	}
-	keepResident := func(w *window) bool { return w.revived && w.resident && w.last >= p.prevCk }
 	for _, w := range p.windows {
-		if w.resident && w.start < hor && w.dirty && !keepResident(w) {
+		if w.resident && w.start < hor && w.dirty {
 			return Commit{}, ErrUnpublished
 		}
 	}
 	off := p.pos
 	for t, w := range p.windows {
 		switch {
-		case keepResident(w):
-		case t < idx && keepIndex(t):
-			if w.resident {
-				w.demote()
-			}
 		case t < idx:
 			for _, e := range w.entries {
 				delete(p.index, e.id)
@@ -356,7 +329,6 @@ func (p *Partition) Checkpoint() (Commit, error) {
 		}
 	}
 	p.hor, p.idxHor = hor, idx
-	p.prevCk = p.pos
 	p.hist.add(off, idx)
 	if p.maxEvent != math.MinInt64 {
 		p.seen.prune(windowOf(p.maxEvent.Add(-p.cfg.MaxLateness-p.cfg.VersionSpread), p.cfg.Window).Add(-p.cfg.Window))

@@ -76,7 +76,6 @@ type famState struct {
 type window struct {
 	start    model.Timestamp
 	first    int64 // lowest offset of a message routed here
-	last     int64 // highest offset of a message routed here
 	resident bool  // contributions kept; otherwise index-only
 	revived  bool  // resident again through a rewind
 	closed   bool
@@ -195,7 +194,6 @@ type Partition struct {
 	// after unseenBefore (a checkpoint of version 1 did not record them).
 	seen         seenRuns
 	unseenBefore model.Timestamp
-	prevCk       int64 // position at the previous Checkpoint
 
 	windows map[model.Timestamp]*window
 	index   map[model.TraceID]*entry
@@ -475,7 +473,6 @@ func (p *Partition) apply(m *Message, id model.TraceID, w model.Timestamp, tw *w
 	if m.Offset < tw.first {
 		tw.first = m.Offset
 	}
-	tw.last = max(tw.last, m.Offset)
 	ne := &entry{id: id, version: m.Trace.Version}
 	tw.addEntry(ne)
 	p.index[id] = ne
