@@ -503,6 +503,20 @@ func (c *Collector) full(r *recvMetrics, n int) bool {
 	return true
 }
 
+// decodeSubmit decodes a request into pooled scratch with decode (which
+// appends to dst) and submits the spans. A decode error is returned, with
+// nothing submitted; the caller counts and answers it (ReasonMalformed).
+func (c *Collector) decodeSubmit(r *recvMetrics, decode func(dst []*model.Span) ([]*model.Span, error)) (submitResult, error) {
+	sp := c.getSpans()
+	defer c.putSpans(sp)
+	spans, err := decode((*sp)[:0])
+	*sp = spans
+	if err != nil {
+		return submitResult{}, err
+	}
+	return c.submit(r, spans), nil
+}
+
 func (c *Collector) getSpans() *[]*model.Span {
 	sp, _ := c.spanPool.Get().(*[]*model.Span)
 	if sp == nil {
@@ -533,17 +547,14 @@ func (c *Collector) serveUDP(u udpSocket) {
 			u.r.drop(ReasonQueueFull, 1) // spans unknown: counted as one
 			continue
 		}
-		sp := c.getSpans()
-		spans, err := wire.DecodeAgentEmitBatch(buf[:n], u.proto, (*sp)[:0])
-		*sp = spans
+		res, err := c.decodeSubmit(u.r, func(dst []*model.Span) ([]*model.Span, error) {
+			return wire.DecodeAgentEmitBatch(buf[:n], u.proto, dst)
+		})
 		if err != nil {
 			u.r.bad(ReasonMalformed)
 			c.log.Debug("bad datagram", "receiver", u.r.name, "err", err)
-			c.putSpans(sp)
 			continue
 		}
-		res := c.submit(u.r, spans)
-		c.putSpans(sp)
 		if res.err != nil && !errors.Is(res.err, errNeverFits) { // that one is counted as a bad request
 			reason := ReasonQueueFull
 			if errors.Is(res.err, errUnavailable) {

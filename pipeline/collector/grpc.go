@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -90,16 +91,13 @@ func (c *Collector) export(_ context.Context, req *rawRequest) (*coltracepb.Expo
 	if c.full(r, len(req.b)) {
 		return nil, c.resourceExhausted()
 	}
-	sp := c.getSpans()
-	spans, err := wire.DecodeOTLPProto(req.b, (*sp)[:0])
-	*sp = spans
+	res, err := c.decodeSubmit(r, func(dst []*model.Span) ([]*model.Span, error) {
+		return wire.DecodeOTLPProto(req.b, dst)
+	})
 	if err != nil {
-		c.putSpans(sp)
 		r.bad(ReasonMalformed)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	res := c.submit(r, spans)
-	c.putSpans(sp)
 	if errors.Is(res.err, errNeverFits) {
 		return nil, status.Error(codes.InvalidArgument, res.err.Error())
 	}

@@ -134,17 +134,14 @@ func (c *Collector) jaegerHTTPHandler() http.Handler {
 			http.Error(w, errRefused.Error()+", retry later", http.StatusTooManyRequests)
 			return
 		}
-		sp := c.getSpans()
-		spans, err := wire.DecodeJaegerThrift(body.Bytes(), wire.ThriftBinary, (*sp)[:0])
-		putBody(body)
-		*sp = spans
+		res, err := c.decodeSubmit(r, func(dst []*model.Span) ([]*model.Span, error) {
+			defer putBody(body)
+			return wire.DecodeJaegerThrift(body.Bytes(), wire.ThriftBinary, dst)
+		})
 		if err != nil {
-			c.putSpans(sp)
 			bad(ReasonMalformed, err)
 			return
 		}
-		res := c.submit(r, spans)
-		c.putSpans(sp)
 		if errors.Is(res.err, errNeverFits) {
 			http.Error(w, res.err.Error(), http.StatusRequestEntityTooLarge)
 			return
@@ -204,22 +201,17 @@ func (c *Collector) otlpHTTPHandler() http.Handler {
 			fail(http.StatusTooManyRequests, codes.ResourceExhausted, "queue full, retry later")
 			return
 		}
-		sp := c.getSpans()
-		var spans []*model.Span
-		if isJSON {
-			spans, err = wire.DecodeOTLPJSON(body.Bytes(), (*sp)[:0])
-		} else {
-			spans, err = wire.DecodeOTLPProto(body.Bytes(), (*sp)[:0])
-		}
-		putBody(body)
-		*sp = spans
+		res, err := c.decodeSubmit(r, func(dst []*model.Span) ([]*model.Span, error) {
+			defer putBody(body)
+			if isJSON {
+				return wire.DecodeOTLPJSON(body.Bytes(), dst)
+			}
+			return wire.DecodeOTLPProto(body.Bytes(), dst)
+		})
 		if err != nil {
-			c.putSpans(sp)
 			bad(ReasonMalformed, err)
 			return
 		}
-		res := c.submit(r, spans)
-		c.putSpans(sp)
 		if errors.Is(res.err, errNeverFits) {
 			fail(http.StatusRequestEntityTooLarge, codes.InvalidArgument, res.err.Error())
 			return
