@@ -262,16 +262,7 @@ func (s *Store) RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.
 	bq := elastic.NewBoolQuery().Filter(
 		elastic.NewTermQuery("service", q.Service), elastic.NewTermQuery("operation", q.Operation),
 		elastic.NewTermQuery("resolutionNanos", int64(q.Resolution)))
-	if q.Start != 0 || q.End != 0 {
-		r := elastic.NewRangeQuery("windowStartNanos")
-		if q.Start != 0 {
-			r = r.Gte(int64(q.Start))
-		}
-		if q.End != 0 {
-			r = r.Lt(int64(q.End))
-		}
-		bq = bq.Filter(r)
-	}
+	windowFilter(bq, q.Start, q.End)
 	if q.Kind != model.KindUnspecified {
 		bq = bq.Filter(elastic.NewTermQuery("kind", q.Kind.String()))
 	}
@@ -304,6 +295,38 @@ func (s *Store) RollupSeries(ctx context.Context, q model.RollupQuery) ([]model.
 	return out, nil
 }
 
+// windowFilter adds to bq a filter on windowStartNanos in [start, end)
+// (zero: unbounded), as the rollup and edge reads take their range.
+func windowFilter(bq *elastic.BoolQuery, start, end model.Timestamp) {
+	if start == 0 && end == 0 {
+		return
+	}
+	r := elastic.NewRangeQuery("windowStartNanos")
+	if start != 0 {
+		r = r.Gte(int64(start))
+	}
+	if end != 0 {
+		r = r.Lt(int64(end))
+	}
+	bq.Filter(r)
+}
+
+// appendEdgeRollups decodes edge rollup hits and appends them to out.
+func appendEdgeRollups(out []model.EdgeRollup, hits []*elastic.SearchHit) ([]model.EdgeRollup, error) {
+	for _, h := range hits {
+		var d dbmodel.EdgeRollup
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return nil, fmt.Errorf("edge rollups: decode: %w", err)
+		}
+		e, err := d.ToDomain()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // EdgeSeries reads the edge rollups of one caller, callee and resolution
 // whose window started in [start, end) (zero: unbounded), in window order.
 // It pages with search_after, so the series is complete however long: an
@@ -316,16 +339,7 @@ func (s *Store) EdgeSeries(ctx context.Context, res time.Duration, caller, calle
 	bq := elastic.NewBoolQuery().Filter(
 		elastic.NewTermQuery("caller", caller), elastic.NewTermQuery("callee", callee),
 		elastic.NewTermQuery("resolutionNanos", int64(res)))
-	if start != 0 || end != 0 {
-		r := elastic.NewRangeQuery("windowStartNanos")
-		if start != 0 {
-			r = r.Gte(int64(start))
-		}
-		if end != 0 {
-			r = r.Lt(int64(end))
-		}
-		bq = bq.Filter(r)
-	}
+	windowFilter(bq, start, end)
 	out := []model.EdgeRollup{}
 	var after []any
 	for {
@@ -340,16 +354,8 @@ func (s *Store) EdgeSeries(ctx context.Context, res time.Duration, caller, calle
 		if r.Hits == nil {
 			break
 		}
-		for _, h := range r.Hits.Hits {
-			var d dbmodel.EdgeRollup
-			if err := json.Unmarshal(h.Source, &d); err != nil {
-				return nil, fmt.Errorf("edge rollups: decode: %w", err)
-			}
-			e, err := d.ToDomain()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, e)
+		if out, err = appendEdgeRollups(out, r.Hits.Hits); err != nil {
+			return nil, err
 		}
 		if n := len(r.Hits.Hits); n < model.MaxLimit || len(r.Hits.Hits[n-1].Sort) == 0 {
 			break

@@ -2,7 +2,6 @@ package elasticsearch
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
-	"github.com/tracepipe/tracepipe/storage/dbmodel"
 )
 
 // servicePage is the composite aggregation's page size in Services.
@@ -66,16 +64,7 @@ func (s *Store) EdgeRollups(ctx context.Context, res time.Duration, start, end m
 		return nil, err
 	}
 	bq := elastic.NewBoolQuery().Filter(elastic.NewTermQuery("resolutionNanos", int64(res)))
-	if start != 0 || end != 0 {
-		r := elastic.NewRangeQuery("windowStartNanos")
-		if start != 0 {
-			r = r.Gte(int64(start))
-		}
-		if end != 0 {
-			r = r.Lt(int64(end))
-		}
-		bq = bq.Filter(r)
-	}
+	windowFilter(bq, start, end)
 	r, err := s.search(s.x.edgesPattern(res)).Query(bq).
 		SortBy(elastic.NewFieldSort("caller").Asc(), elastic.NewFieldSort("callee").Asc(), elastic.NewFieldSort("windowStartNanos").Asc()).
 		Size(limit).TrackTotalHits(false).Do(ctx)
@@ -86,16 +75,8 @@ func (s *Store) EdgeRollups(ctx context.Context, res time.Duration, start, end m
 	if r.Hits == nil {
 		return out, nil
 	}
-	for _, h := range r.Hits.Hits {
-		var d dbmodel.EdgeRollup
-		if err := json.Unmarshal(h.Source, &d); err != nil {
-			return nil, fmt.Errorf("edge rollups: decode: %w", err)
-		}
-		e, err := d.ToDomain()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+	if out, err = appendEdgeRollups(out, r.Hits.Hits); err != nil {
+		return nil, err
 	}
 	// Sorted again in Go: Elasticsearch's keyword order is by bytes, as Go's.
 	sort.SliceStable(out, func(i, j int) bool {
