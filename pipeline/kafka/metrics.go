@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 type producerMetrics struct {
@@ -39,12 +38,4 @@ func newProducerMetrics(reg prometheus.Registerer, name string) *producerMetrics
 		reg.MustRegister(m.buffered, m.limit, messages, m.refused, m.retries, m.ackSeconds)
 	}
 	return m
-}
-
-func (m *producerMetrics) lostValue() float64 {
-	var d dto.Metric
-	if err := m.lost.Write(&d); err != nil {
-		return 0
-	}
-	return d.GetCounter().GetValue()
 }

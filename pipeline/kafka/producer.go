@@ -137,7 +137,8 @@ type Producer struct {
 	m       *producerMetrics
 	limit   int64
 	used    atomic.Int64
-	mu      sync.Mutex // guards closed and the retry list
+	lost    atomic.Int64 // messages given up on (only ever after Close began)
+	mu      sync.Mutex   // guards closed and the retry list
 	closed  bool
 	giveUp  bool // Close's grace is over: failures are final
 	retry   []kafkago.Message
@@ -320,6 +321,7 @@ func (p *Producer) completion(msgs []kafkago.Message, err error) {
 }
 
 func (p *Producer) lose(msgs []kafkago.Message, err error) {
+	p.lost.Add(int64(len(msgs)))
 	p.m.lost.Add(float64(len(msgs)))
 	p.log.Error("messages lost", "topic", p.cfg.Topic, "messages", len(msgs), "err", err)
 	for i := range msgs {
@@ -405,7 +407,6 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	before := p.lostCount()
 	for p.used.Load() > 0 {
 		select {
 		case <-p.drained:
@@ -430,10 +431,8 @@ func (p *Producer) Close(ctx context.Context) error {
 	if p.ownTransport != nil {
 		p.ownTransport.CloseIdleConnections()
 	}
-	if lost := p.lostCount() - before; lost > 0 {
-		return errors.Join(fmt.Errorf("kafka producer: %d messages lost at close", int64(lost)), werr)
+	if lost := p.lost.Load(); lost > 0 {
+		return errors.Join(fmt.Errorf("kafka producer: %d messages lost at close", lost), werr)
 	}
 	return werr
 }
-
-func (p *Producer) lostCount() float64 { return p.m.lostValue() }
