@@ -243,7 +243,7 @@ func (b *builder) newSpan(k opKey, kind model.SpanKind, start model.Timestamp, p
 func (b *builder) process(service string) model.Process {
 	host := fmt.Sprintf("%s-%d", service, b.rng.IntN(3))
 	return model.Process{ServiceName: service, Tags: model.KeyValues{
-		model.String("hostname", host),
+		model.String(hostTag, host),
 		model.String("ip", fmt.Sprintf("10.0.%d.%d", len(service), b.rng.IntN(3)+10)),
 		model.String("jaeger.version", "Go-2.30.0"),
 	}}
