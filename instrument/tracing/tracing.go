@@ -71,12 +71,10 @@ func FromEnv(service string, opts ...config.Option) (*Tracer, error) {
 
 // Config returns the configuration FromEnv uses, for callers that adjust it.
 func Config(service string) (*config.Configuration, error) {
+	// Gen128Bit stays true unless JAEGER_TRACEID_128BIT says otherwise.
 	cfg := &config.Configuration{ServiceName: service, Gen128Bit: true}
 	if _, err := cfg.FromEnv(); err != nil {
 		return nil, fmt.Errorf("tracer configuration from environment: %w", err)
-	}
-	if os.Getenv("JAEGER_TRACEID_128BIT") == "" {
-		cfg.Gen128Bit = true
 	}
 	if cfg.Sampler == nil {
 		cfg.Sampler = &config.SamplerConfig{}
