@@ -316,16 +316,12 @@ func startBroker(cfg Config) (*kfake.Cluster, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	topics := []string{cfg.Ingest.SpansTopic, cfg.Ingest.TracesTopic, cfg.Ingest.DLQTopic}
-	if cfg.RekeyTo != "" {
-		topics = append(topics, cfg.RekeyTo)
-	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.DataDir(dir),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(cfg.Partitions),
-		kfake.SeedTopics(int32(cfg.Partitions), topics...),
+		kfake.SeedTopics(int32(cfg.Partitions), cfg.topics()...),
 		kfake.GroupMinSessionTimeout(time.Second),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, port))

@@ -12,6 +12,7 @@ import (
 
 // topics are the topics Run's stages read and write: the spans, the
 // re-keyed spans (with RekeyTo), the traces and the ingester's dead letters.
+// startBroker seeds them on the embedded broker, ensureTopics on real ones.
 func (c *Config) topics() []string {
 	ts := []string{c.Ingest.SpansTopic, c.Ingest.TracesTopic, c.Ingest.DLQTopic}
 	if c.RekeyTo != "" {
