@@ -7,6 +7,7 @@
 package propagation
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -106,15 +107,9 @@ func ParseTraceParent(v string) (jaeger.SpanContext, error) {
 	if _, err := hex.Decode(raw[24:25], []byte(v[53:55])); err != nil {
 		return jaeger.SpanContext{}, ErrBadTraceParent
 	}
-	be := func(b []byte) uint64 {
-		var x uint64
-		for _, c := range b {
-			x = x<<8 | uint64(c)
-		}
-		return x
-	}
-	tid := jaeger.TraceID{High: be(raw[0:8]), Low: be(raw[8:16])}
-	sid := jaeger.SpanID(be(raw[16:24]))
+	be := binary.BigEndian
+	tid := jaeger.TraceID{High: be.Uint64(raw[0:8]), Low: be.Uint64(raw[8:16])}
+	sid := jaeger.SpanID(be.Uint64(raw[16:24]))
 	if !tid.IsValid() || sid == 0 {
 		return jaeger.SpanContext{}, ErrBadTraceParent
 	}
