@@ -225,7 +225,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	slow := "shard-" + strconv.Itoa(*slowShard)
 	since := "1h"
 	q := func(args ...string) error {
-		fmt.Fprintf(stdout, "$ tracepipe query %s\n", joinArgs(args))
+		fmt.Fprintf(stdout, "$ tracepipe query %s\n", strings.Join(args, " "))
 		return runQuery(ctx, append(append([]string{args[0]}, "--store", store), args[1:]...), stdout, stderr)
 	}
 	if err := q("bottlenecks", "--since", since, "--limit", "5"); err != nil {
@@ -319,15 +319,4 @@ func waitStored(ctx context.Context, api string, start time.Time, want int, time
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-func joinArgs(args []string) string {
-	s := ""
-	for i, a := range args {
-		if i > 0 {
-			s += " "
-		}
-		s += a
-	}
-	return s
 }
