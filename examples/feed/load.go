@@ -19,6 +19,9 @@ type LoadConfig struct {
 	PostEvery   int // every n-th request is a POST /post (default 5; 0 uses the default, -1 none)
 }
 
+// isPost reports whether request i is a POST /post (every PostEvery-th).
+func (c LoadConfig) isPost(i int) bool { return c.PostEvery > 0 && i%c.PostEvery == c.PostEvery-1 }
+
 // Clients are the X-Client values of the load, in turn.
 var Clients = []string{"ios", "android", "web", "partner-api"}
 
@@ -65,7 +68,7 @@ func Load(ctx context.Context, base string, cfg LoadConfig) (LoadResult, error) 
 	for i := 0; i < cfg.Requests && ctx.Err() == nil; i++ {
 		select {
 		case next <- i:
-			if cfg.PostEvery > 0 && i%cfg.PostEvery == cfg.PostEvery-1 {
+			if cfg.isPost(i) {
 				res.Posts++
 			} else {
 				res.Feeds++
@@ -86,7 +89,7 @@ func send(ctx context.Context, c *http.Client, base string, cfg LoadConfig, i in
 	user := fmt.Sprintf("user-%d", i%cfg.Users)
 	client := Clients[i%len(Clients)]
 	method, u := http.MethodGet, base+"/feed?user="+user
-	if cfg.PostEvery > 0 && i%cfg.PostEvery == cfg.PostEvery-1 {
+	if cfg.isPost(i) {
 		method, u = http.MethodPost, base+"/post?user="+user+"&text="+url.QueryEscape(fmt.Sprintf("post %06d", i))
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
