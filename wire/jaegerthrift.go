@@ -6,7 +6,6 @@ import (
 	"math"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/wire/internal/jaegertags"
@@ -258,18 +257,14 @@ func (d *thriftDecoder) binaryLen() int {
 
 // text reads a string as a substring of d.str, made valid UTF-8.
 func (d *thriftDecoder) text() string {
-	n := d.binaryLen()
-	if d.err != nil {
-		return ""
-	}
-	s := d.str[d.i : d.i+n]
-	d.i += n
-	if !isASCII(d.b[d.i-n:d.i]) && !utf8.ValidString(s) {
+	s := d.rawBinary()
+	if !validUTF8(d.b[d.i-len(s) : d.i]) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return s
 }
 
+// rawBinary reads a string or binary as a substring of d.str, as it is.
 func (d *thriftDecoder) rawBinary() string {
 	n := d.binaryLen()
 	if d.err != nil {
