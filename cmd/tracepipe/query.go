@@ -218,12 +218,7 @@ func (c *queryCmd) values() url.Values {
 }
 
 func (c *queryCmd) open(ctx context.Context) (storage.Store, error) {
-	var promoted []string
-	for _, p := range strings.Split(c.promoted, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			promoted = append(promoted, p)
-		}
-	}
+	promoted := splitList(c.promoted)
 	if c.esURL != "" {
 		return elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(c.esURL, ","), IndexPrefix: c.indexPrefix, PromotedTags: promoted, SkipTemplates: true})
 	}
