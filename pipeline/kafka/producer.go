@@ -216,7 +216,8 @@ func (p *Producer) Buffered() int64 { return p.used.Load() }
 // buffer's limit bounds the memory it really holds.
 const MessageOverhead = 320
 
-func msgSize(m *Message) int64 { return int64(len(m.Key) + len(m.Value) + MessageOverhead) }
+// msgSize is what the buffer charges for a message of key and value.
+func msgSize(key, value []byte) int64 { return int64(len(key) + len(value) + MessageOverhead) }
 
 // TryProduce takes msgs whole or not at all. It returns ErrFull when their
 // bytes do not fit in the buffer now, ErrTooLarge for an oversized message
@@ -235,7 +236,7 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	}
 	var size int64
 	for i := range msgs {
-		n := msgSize(&msgs[i])
+		n := msgSize(msgs[i].Key, msgs[i].Value)
 		if n-MessageOverhead > int64(p.cfg.MaxMessageBytes) {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n-MessageOverhead, p.cfg.MaxMessageBytes)
 		}
@@ -330,7 +331,7 @@ func (p *Producer) lose(msgs []kafkago.Message, err error) {
 }
 
 func (p *Producer) finish(m *kafkago.Message, err error) {
-	p.release(int64(len(m.Key) + len(m.Value) + MessageOverhead))
+	p.release(msgSize(m.Key, m.Value))
 	g, ok := m.WriterData.(*group)
 	if !ok {
 		return
