@@ -16,7 +16,9 @@ import (
 
 // dimCorpus writes synthetic traces over three hours around a UTC midnight,
 // then new versions of a third of them moved to another hour with other
-// spans (so other services and tag values), and returns the stored set.
+// spans (so other services and tag values; some twice in one transaction,
+// some followed by an older version that loses), and returns the stored
+// set.
 func dimCorpus(t *testing.T, s *Store) map[model.TraceID]model.AssembledTrace {
 	t.Helper()
 	ctx := context.Background()
@@ -38,6 +40,17 @@ func dimCorpus(t *testing.T, s *Store) map[model.TraceID]model.AssembledTrace {
 		at.Version = 2
 		batch = append(batch, at)
 		all[at.Trace.TraceID] = at
+		if i%9 == 0 { // a third version in the same transaction
+			at := storagetest.Synthetic(i, 4, bases[(i+2)%3])
+			at.Version = 3
+			batch = append(batch, at)
+			all[at.Trace.TraceID] = at
+		}
+		if i%15 == 0 { // an older version after a newer one: skipped
+			old := storagetest.Synthetic(i, 6, bases[0])
+			old.Version = 1
+			batch = append(batch, old)
+		}
 		if len(batch) == 17 { // several transactions
 			if err := s.WriteTraces(ctx, batch); err != nil {
 				t.Fatal(err)
