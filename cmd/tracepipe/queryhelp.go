@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 )
 
@@ -27,22 +28,10 @@ func checkResolution(res time.Duration) error {
 		if v == res {
 			return nil
 		}
-		names[i] = resolutionName(v)
+		names[i] = model.ResolutionName(v)
 	}
 	return fmt.Errorf("%w: no rollups at resolution %s; the aggregator writes %s (its --window and the coarse resolutions; a deployment with another --window has that one instead of %s)",
-		errUsage, resolutionName(res), strings.Join(names, ", "), names[0])
-}
-
-func resolutionName(d time.Duration) string {
-	switch {
-	case d%(24*time.Hour) == 0:
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	case d%time.Hour == 0:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	case d%time.Minute == 0:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	}
-	return d.String()
+		errUsage, model.ResolutionName(res), strings.Join(names, ", "), names[0])
 }
 
 // hint tells, on the command's error output, when an Elasticsearch query
