@@ -4,8 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
