@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -136,7 +135,7 @@ func BenchmarkCheapUnderHeavyLoad(b *testing.B) {
 			b.ReportMetric(q(0.99), "cheap-p99-ms")
 			b.ReportMetric(float64(ok.Load())/float64(len(lat)), "heavy-ok/op")
 			b.ReportMetric(float64(rejected.Load())/float64(len(lat)), "heavy-503/op")
-			b.Log(fmt.Sprintf("%s: %d lookups p50 %.1fms p99 %.1fms; heavy: %d ok, %d 503", c.name, len(lat), q(0.5), q(0.99), ok.Load(), rejected.Load()))
+			b.Logf("%s: %d lookups p50 %.1fms p99 %.1fms; heavy: %d ok, %d 503", c.name, len(lat), q(0.5), q(0.99), ok.Load(), rejected.Load())
 		})
 	}
 }
