@@ -6,6 +6,8 @@ STATICCHECK_VERSION=${STATICCHECK_VERSION:-v0.8.2}
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+echo "== go mod tidy (go.mod and go.sum say exactly what the code imports)"
+if ! go mod tidy -diff; then echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 echo "== go vet"
 go vet ./...
 echo "== staticcheck $STATICCHECK_VERSION"
