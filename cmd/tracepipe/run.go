@@ -17,7 +17,6 @@ import (
 	"github.com/tracepipe/tracepipe/internal/dirlock"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
-	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
 	"github.com/tracepipe/tracepipe/pipeline/local"
@@ -156,10 +155,6 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Registry: reg,
 		Logger:   log,
 		Query:    queryAPI,
-		Collector: func(a collector.Addrs) {
-			log.Info("collector", "jaeger_compact_udp", a.JaegerCompactUDP, "jaeger_binary_udp", a.JaegerBinaryUDP,
-				"jaeger_http", a.JaegerHTTP, "otlp_grpc", a.OTLPGRPC, "otlp_http", a.OTLPHTTP, "sampling_http", a.SamplingHTTP)
-		},
 		Stages: func(brokers []string) ([]local.Stage, error) {
 			var err error
 			dl, err = deadletter.New(deadletter.Config{Brokers: brokers}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})

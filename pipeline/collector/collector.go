@@ -323,7 +323,10 @@ func (c *Collector) Run(ctx context.Context) error {
 		}()
 	}
 	c.healthy.Store(true)
-	c.log.Info("collector receiving", "addrs", fmt.Sprintf("%+v", c.addrs), "topic", c.cfg.SpansTopic)
+	a := c.addrs
+	c.log.Info("collector receiving", "topic", c.cfg.SpansTopic, "jaeger_compact_udp", a.JaegerCompactUDP,
+		"jaeger_binary_udp", a.JaegerBinaryUDP, "jaeger_http", a.JaegerHTTP, "otlp_grpc", a.OTLPGRPC,
+		"otlp_http", a.OTLPHTTP, "sampling_http", a.SamplingHTTP)
 	<-runCtx.Done()
 	c.healthy.Store(false)
 
