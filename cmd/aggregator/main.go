@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	// Errors on one line with their causes (no client stack traces).
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: logerr.ReplaceAttr}))
+	log := logerr.NewLogger(stderr, level)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %v", err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := logerr.NewLogger(stderr, level)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	col, err := collector.New(cfg, collector.Options{Logger: log, Registry: reg})

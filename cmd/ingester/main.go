@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
 
@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := ingest.ApplyEnv(fs, nil); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := logerr.NewLogger(stderr, nil)
 	if gogc, limit, ok := ingest.TuneGC(cfg, os.LookupEnv); ok {
 		log.Info("gc tuned", "gogc", gogc, "memory_limit_bytes", limit)
 	}

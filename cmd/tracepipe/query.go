@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/query"
 	"github.com/tracepipe/tracepipe/query/ui"
@@ -393,7 +393,7 @@ func (c *queryCmd) output(w io.Writer, v any, text func(io.Writer) error) error 
 
 // serve runs the HTTP API until ctx ends, then shuts down within 5s.
 func (c *queryCmd) serve(ctx context.Context, st ui.Reader, stdout io.Writer) error {
-	log := slog.New(slog.NewTextHandler(stdout, nil))
+	log := logerr.NewLogger(stdout, nil)
 	// The web UI at /, the JSON API under /api/.
 	web, err := ui.New(st, ui.Options{API: query.NewHandler(st, time.Now, log), Logger: log, JaegerUIURL: c.jaegerUI, PromotedTags: splitList(c.promoted)})
 	if err != nil {

@@ -100,7 +100,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: logerr.ReplaceAttr})) // errors on one line
+	log := logerr.NewLogger(stderr, level)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err

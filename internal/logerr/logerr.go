@@ -7,6 +7,7 @@
 package logerr
 
 import (
+	"io"
 	"log/slog"
 	"strings"
 )
@@ -29,4 +30,10 @@ func Line(err error) string {
 		return s
 	}
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
+}
+
+// NewLogger is the logger every tracepipe binary writes with: slog's text
+// format on w at level (nil: info), errors on one line.
+func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: ReplaceAttr}))
 }

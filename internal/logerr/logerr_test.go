@@ -38,3 +38,14 @@ func TestOneLine(t *testing.T) {
 		})
 	}
 }
+
+func TestNewLogger(t *testing.T) {
+	var buf bytes.Buffer
+	log := NewLogger(&buf, slog.LevelWarn)
+	log.Info("not written")
+	log.Warn("write failed", "err", pkgerrors.Wrap(errors.Join(errors.New("a"), errors.New("b")), "bulk"))
+	got := buf.String()
+	if strings.Count(got, "\n") != 1 || !strings.Contains(got, `err="bulk: a; b"`) || strings.Contains(got, "not written") {
+		t.Fatalf("log output %q: want one warn line with the error on it", got)
+	}
+}
