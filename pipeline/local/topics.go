@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
 // topics are the topics Run's stages read and write: the spans, the
@@ -27,12 +29,14 @@ const topicReadyTimeout = 30 * time.Second
 
 // ensureTopics creates on real brokers every topic of cfg.topics() that
 // does not exist yet, with cfg.Partitions partitions and the brokers'
-// default replication factor, and waits until every partition of each has a
-// leader. It runs before any consumer joins its group: kafka-go's consumer
-// groups assign no partition of a missing topic and never look again (no
-// partition watch), so a topic that appeared later — auto-created by the
-// collector's first produce, with the broker's num.partitions — would never
-// be read until a restart. Existing topics are left as they are.
+// default replication factor, and waits (kafka.WaitForTopics, at most
+// topicReadyTimeout) until every partition of each has a leader. It runs
+// before any consumer joins its group, so that the topics have Partitions
+// partitions rather than the broker's num.partitions of a topic
+// auto-created by the collector's first produce. (Each stage also waits for
+// its input topic before joining: kafka-go's consumer groups assign no
+// partition of a missing topic and never look again.) Existing topics are
+// left as they are.
 //
 // A broker that cannot be reached is retried (logged) until ctx is done; a
 // refused creation (no permission, invalid name or partition count) is
@@ -48,7 +52,11 @@ func ensureTopics(ctx context.Context, brokers []string, cfg Config, log *slog.L
 			err = createTopics(ctx, cl, missing, cfg.Partitions, log)
 		}
 		if err == nil {
-			return waitLeaders(ctx, cl, want)
+			// Before the consumer groups join: they are assigned only
+			// partitions with a leader.
+			wctx, cancel := context.WithTimeout(ctx, topicReadyTimeout)
+			defer cancel()
+			return tpkafka.WaitForTopics(wctx, brokers, want, tpkafka.TopicWait{Logger: log, Stage: "run"})
 		}
 		var refused *refusedError
 		if errors.As(err, &refused) {
@@ -112,43 +120,6 @@ func createTopics(ctx context.Context, cl *kafka.Client, topics []string, partit
 			return fmt.Errorf("create topic %s: %w", t, err) // transient: retried
 		default:
 			return &refusedError{topic: t, err: err}
-		}
-	}
-	return nil
-}
-
-// waitLeaders waits until every partition of topics has a leader, so that
-// the consumer groups joining next are assigned all of them.
-func waitLeaders(ctx context.Context, cl *kafka.Client, topics []string) error {
-	ctx, cancel := context.WithTimeout(ctx, topicReadyTimeout)
-	defer cancel()
-	for {
-		md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-		if err == nil {
-			if err = led(md.Topics); err == nil {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topics %v not ready within %s: %v", topics, topicReadyTimeout, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func led(topics []kafka.Topic) error {
-	for _, t := range topics {
-		if t.Error != nil {
-			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			return fmt.Errorf("topic %s: no partitions", t.Name)
-		}
-		for _, p := range t.Partitions {
-			if p.Error != nil || p.Leader.Host == "" {
-				return fmt.Errorf("topic %s partition %d: no leader (%v)", t.Name, p.ID, p.Error)
-			}
 		}
 	}
 	return nil
