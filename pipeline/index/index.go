@@ -41,6 +41,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/storage"
 )
@@ -162,6 +163,11 @@ func New(cfg Config, w TraceWriter, opts Options) (*Indexer, error) {
 // the reader (leaving the group) and returns nil. It returns an error only
 // if the consumer cannot be built.
 func (x *Indexer) Run(ctx context.Context) error {
+	// Join only once the topic exists with leaders: kafka-go's group would
+	// assign nothing of a missing topic and never look again.
+	if err := tpkafka.WaitForTopics(ctx, x.cfg.Brokers, []string{x.cfg.Topic}, tpkafka.TopicWait{Logger: x.log, Stage: "indexer"}); err != nil {
+		return nil // ctx cancelled: WaitForTopics returns only then
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        x.cfg.Brokers,
 		GroupID:        x.cfg.Group,
