@@ -17,6 +17,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
 // Ingester is one member of the ingester consumer group. Build it with New,
@@ -118,6 +119,13 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if err := in.createTopics(ctx); err != nil {
 			return err
 		}
+	}
+	// Join only once the spans topic exists with leaders: kafka-go's group
+	// would assign nothing of a missing topic and never look again.
+	if err := tpkafka.WaitForTopics(ctx, in.cfg.Brokers, []string{in.cfg.SpansTopic}, tpkafka.TopicWait{Logger: in.log, Stage: "ingester"}); err != nil {
+		in.writer.Close()
+		in.writer.Transport.(*kafka.Transport).CloseIdleConnections()
+		return nil // ctx cancelled: WaitForTopics returns only then
 	}
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                in.cfg.Group,
