@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/pipeline/fetch"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
 // runGroup is a member of a consumer group on one topic: for every
@@ -16,6 +17,11 @@ import (
 // cancels their context when the generation ends, and the next generation
 // starts only after they returned). It returns when ctx is cancelled.
 func (a *Aggregator) runGroup(ctx context.Context, group, topic, stage string, work func(gctx context.Context, gen *kafka.Generation, partition int, offset int64)) error {
+	// Join only once the topic exists with leaders: kafka-go's group would
+	// assign nothing of a missing topic and never look again.
+	if err := tpkafka.WaitForTopics(ctx, a.cfg.Brokers, []string{topic}, tpkafka.TopicWait{Logger: a.log, Stage: "aggregator " + stage}); err != nil {
+		return nil // ctx cancelled: WaitForTopics returns only then
+	}
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                group,
 		Brokers:           a.cfg.Brokers,
