@@ -162,7 +162,11 @@ func (a *Aggregator) fatal(err error) {
 }
 
 // Run creates the partials topic if needed, joins both consumer groups and
-// works until ctx is cancelled. Shutdown: each partition stops fetching,
+// works until ctx is cancelled. Each group joins only once its topic
+// (traces, partials) exists with a leader for every partition
+// (pipeline/kafka.WaitForTopics, logged at WARN while waiting; /healthz is
+// 503 meanwhile): kafka-go's groups would assign nothing of a missing topic
+// and never look again. Shutdown: each partition stops fetching,
 // publishes (map) or writes (reduce) what it has, commits, and leaves; then
 // the writer closes. Run returns nil after a clean stop.
 func (a *Aggregator) Run(ctx context.Context) error {

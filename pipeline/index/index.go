@@ -24,6 +24,11 @@
 // (dropped_total{reason="decode"}), logged with its coordinates
 // (rate-limited), and committed past likewise.
 //
+// Run joins the consumer group only once the topic exists with a leader for
+// every partition (pipeline/kafka.WaitForTopics; logged at WARN while it
+// waits): kafka-go's group would assign nothing of a missing topic and
+// never look again.
+//
 // Metrics (tracepipe_indexer_*): traces_written_total, batches_total,
 // dropped_total{reason}, write_errors_total, write_duration_seconds,
 // batch_size.

@@ -18,6 +18,12 @@
 // (RequiredAcks=all) is shared; its Completion callback hands every
 // acknowledgement back to the worker that produced the message.
 //
+// Run joins the group only once the spans topic exists with a leader for
+// every partition (pipeline/kafka.WaitForTopics, after --create-topics if
+// set; logged at WARN while it waits, /healthz 503 meanwhile): kafka-go's
+// group would assign nothing of a missing topic and never look again, and
+// the collector's first produce may create it only later.
+//
 // # Offsets: what is committed
 //
 // A partition's committed offset C is the lowest offset of any span still

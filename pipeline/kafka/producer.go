@@ -1,6 +1,20 @@
 // Package kafka is tracepipe's Kafka runtime (see issue 10: it is meant to
 // become the only importer of a Kafka client). Today it holds the producer
-// the collector uses; the stages still have their own kafka-go code.
+// the collector uses and WaitForTopics, which every stage calls before it
+// joins its consumer group; the stages still have their own kafka-go code
+// otherwise.
+//
+// # Waiting for topics
+//
+// kafka-go's consumer groups assign no partition of a topic that is missing
+// when the member joins, and never look again (WatchPartitionChanges' watcher
+// exits on a missing topic), so a topic created later — auto-created by the
+// collector's first produce, or by the ingester after the aggregator started
+// — would not be read until a restart. WaitForTopics polls the brokers'
+// metadata (capped exponential backoff, without auto-creating anything)
+// until every topic exists with a leader for every partition, logs
+// "waiting for topic X to exist" at WARN first and then at most once per
+// interval (internal/ratelog), and returns as soon as its context is done.
 //
 // # Producer
 //
