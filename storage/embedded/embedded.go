@@ -789,7 +789,12 @@ func (s *Store) EdgeSeries(ctx context.Context, res time.Duration, caller, calle
 	if end != 0 {
 		query, args = query+" AND window_start < ?", append(args, int64(end))
 	}
-	rows, err := s.r.QueryContext(ctx, query+" ORDER BY window_start, id", args...)
+	return s.queryEdgeRollups(ctx, query+" ORDER BY window_start, id", args...)
+}
+
+// queryEdgeRollups runs a query selecting edge rollup documents and decodes them.
+func (s *Store) queryEdgeRollups(ctx context.Context, query string, args ...any) ([]model.EdgeRollup, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("edge rollups: %w", err)
 	}

@@ -2,13 +2,11 @@ package embedded
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
-	"github.com/tracepipe/tracepipe/storage/dbmodel"
 )
 
 // Services reads the distinct (service, operation) pairs of the hour
@@ -54,29 +52,5 @@ func (s *Store) EdgeRollups(ctx context.Context, res time.Duration, start, end m
 	if end != 0 {
 		query, args = query+" AND window_start < ?", append(args, int64(end))
 	}
-	rows, err := s.r.QueryContext(ctx, query+" ORDER BY caller, callee, window_start LIMIT ?", append(args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("edge rollups: %w", err)
-	}
-	defer rows.Close()
-	out := []model.EdgeRollup{}
-	for rows.Next() {
-		var doc []byte
-		if err := rows.Scan(&doc); err != nil {
-			return nil, fmt.Errorf("edge rollups: %w", err)
-		}
-		var d dbmodel.EdgeRollup
-		if err := json.Unmarshal(doc, &d); err != nil {
-			return nil, fmt.Errorf("edge rollups: decode: %w", err)
-		}
-		e, err := d.ToDomain()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("edge rollups: %w", err)
-	}
-	return out, nil
+	return s.queryEdgeRollups(ctx, query+" ORDER BY caller, callee, window_start LIMIT ?", append(args, limit)...)
 }
