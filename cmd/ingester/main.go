@@ -68,7 +68,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		srv = &http.Server{Handler: in.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Handler: in.Handler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 		go func() { srvDone <- srv.Serve(ln) }()
 		log.Info("metrics", "addr", ln.Addr().String())
 	}
