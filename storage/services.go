@@ -36,8 +36,13 @@ func CheckEdgeRollupsQuery(res time.Duration, start, end model.Timestamp, limit 
 }
 
 // GroupServices turns (service, operation) pairs sorted by service then
-// operation into ServiceOperations.
-func GroupServices(pairs [][2]string) []model.ServiceOperations {
+// operation into ServiceOperations, keeping the first
+// model.MaxServiceOperations pairs; truncated reports that pairs held more
+// (a store reads at most one pair past the bound to know).
+func GroupServices(pairs [][2]string) (services []model.ServiceOperations, truncated bool) {
+	if truncated = len(pairs) > model.MaxServiceOperations; truncated {
+		pairs = pairs[:model.MaxServiceOperations]
+	}
 	out := []model.ServiceOperations{}
 	for _, p := range pairs {
 		if n := len(out); n == 0 || out[n-1].Service != p[0] {
@@ -46,5 +51,5 @@ func GroupServices(pairs [][2]string) []model.ServiceOperations {
 		o := &out[len(out)-1]
 		o.Operations = append(o.Operations, p[1])
 	}
-	return out
+	return out, truncated
 }

@@ -31,11 +31,8 @@ func (s *Store) Services(ctx context.Context) ([]model.ServiceOperations, bool, 
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("services: %w", err)
 	}
-	truncated := len(pairs) > model.MaxServiceOperations
-	if truncated {
-		pairs = pairs[:model.MaxServiceOperations]
-	}
-	return storage.GroupServices(pairs), truncated, nil
+	services, truncated := storage.GroupServices(pairs)
+	return services, truncated, nil
 }
 
 // EdgeRollups reads the edge rollups of every pair at one resolution in a
