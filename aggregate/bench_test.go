@@ -82,7 +82,12 @@ func BenchmarkPartition(b *testing.B) {
 }
 
 // BenchmarkReducer measures merging partials from 8 sources into rollups.
-func BenchmarkReducer(b *testing.B) {
+func BenchmarkReducer(b *testing.B) { benchReducer(b, false) }
+
+// benchReducer merges the partials of 20,000 traces from 8 sources into
+// rollups per iteration; with takeover the reducer's barrier lies past every
+// partial (see BenchmarkReducerTakeover).
+func benchReducer(b *testing.B, takeover bool) {
 	msgs := benchTraces(20000)
 	cfg := Config{Dimensions: []string{"shard", "host"}, DimensionLimit: 20}
 	var parts []PartialMessage
@@ -99,6 +104,9 @@ func BenchmarkReducer(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r, _ := NewReducer(cfg, 0, nil)
+		if takeover {
+			r.SetBarrier(int64(len(parts)))
+		}
 		for _, m := range parts {
 			if rw, err := r.Add(m, cfg.Dimensions); err != nil || rw != nil {
 				b.Fatal(err)
