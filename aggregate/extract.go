@@ -103,9 +103,7 @@ func (x *extractor) intern(w *window, fam Family, dimsAt int) uint32 {
 		x.overflowed++
 		dims := append([]byte(nil), x.buf[dimsAt:]...)
 		fam.Operation = Overflow
-		x.buf = append(x.buf[:0], 0, byte(fam.Kind))
-		x.buf = appendStr(x.buf, fam.Service)
-		x.buf = appendStr(x.buf, Overflow)
+		x.buf = appendFamily(x.buf[:0], fam)
 		dimsAt = len(x.buf)
 		x.buf = append(x.buf, dims...)
 		if id, ok := w.keys.ids[string(x.buf)]; ok {
@@ -116,18 +114,25 @@ func (x *extractor) intern(w *window, fam Family, dimsAt int) uint32 {
 	return w.addKey(string(x.buf), k)
 }
 
+// appendFamily appends the window key encoding of f (an edge's kind is
+// zero), which the key's dimensions follow.
+func appendFamily(b []byte, f Family) []byte {
+	edge := byte(0)
+	if f.Edge {
+		edge = 1
+	}
+	b = append(b, edge, byte(f.Kind))
+	b = appendStr(b, f.Service)
+	return appendStr(b, f.Operation)
+}
+
 // overflowKey is the id of w's overflow key for fam's kind (or edges).
 func (x *extractor) overflowKey(w *window, fam Family) uint32 {
 	of := Family{Edge: fam.Edge, Service: Overflow, Operation: Overflow}
-	x.buf = x.buf[:0]
-	if fam.Edge {
-		x.buf = append(x.buf, 1, 0)
-	} else {
+	if !fam.Edge {
 		of.Kind = fam.Kind
-		x.buf = append(x.buf, 0, byte(fam.Kind))
 	}
-	x.buf = appendStr(x.buf, Overflow)
-	x.buf = appendStr(x.buf, Overflow)
+	x.buf = appendFamily(x.buf[:0], of)
 	dimsAt := len(x.buf)
 	if !fam.Edge {
 		for range x.dims {
@@ -155,14 +160,12 @@ func (x *extractor) extract(at *model.AssembledTrace, w *window) *contrib {
 	x.overflowed = 0
 	for i, sp := range spans {
 		ss := &at.Analysis.Spans[i]
-		x.buf = append(x.buf[:0], 0, byte(sp.Kind))
-		x.buf = appendStr(x.buf, sp.Process.ServiceName)
-		x.buf = appendStr(x.buf, sp.Operation)
+		fam := Family{Service: sp.Process.ServiceName, Operation: sp.Operation, Kind: sp.Kind}
+		x.buf = appendFamily(x.buf[:0], fam)
 		dimsAt := len(x.buf)
 		for _, d := range x.dims {
 			x.buf = appendDimValue(x.buf, dimValue(sp, d))
 		}
-		fam := Family{Service: sp.Process.ServiceName, Operation: sp.Operation, Kind: sp.Kind}
 		id := x.intern(w, fam, dimsAt)
 		dur := nonNeg(int64(sp.Duration))
 		recs = append(recs, rec{key: id, err: sp.IsError(), dur: dur,
@@ -182,10 +185,9 @@ func (x *extractor) extract(at *model.AssembledTrace, w *window) *contrib {
 		if caller == sp.Process.ServiceName {
 			continue
 		}
-		x.buf = append(x.buf[:0], 1, 0)
-		x.buf = appendStr(x.buf, caller)
-		x.buf = appendStr(x.buf, sp.Process.ServiceName)
-		id = x.intern(w, Family{Edge: true, Service: caller, Operation: sp.Process.ServiceName}, len(x.buf))
+		edge := Family{Edge: true, Service: caller, Operation: sp.Process.ServiceName}
+		x.buf = appendFamily(x.buf[:0], edge)
+		id = x.intern(w, edge, len(x.buf))
 		recs = append(recs, rec{key: id, err: sp.IsError(), dur: dur, start: int64(sp.Start)})
 	}
 	x.recs = recs
