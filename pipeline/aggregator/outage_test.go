@@ -211,22 +211,7 @@ func TestIntegrationSearchEngineOutage(t *testing.T) {
 	cfg.Stats.Dimensions = []string{"client"}
 	exp := aggtest.Expect(cfg.Stats, msgs)
 
-	const session = 6 * time.Second
-	group := topic + "-agg"
-	args := []string{
-		"--kafka-brokers", strings.Join(brokers, ","), "--traces-topic", topic,
-		"--group", group, "--partials-topic", topic + "-partials", "--reduce-group", group + "-reduce", "--partials-partitions", "4",
-		"--es-url", proxy.URL(), "--index-prefix", prefix, "--index-traces=false", "--metrics-addr", "",
-		"--window", "1m", "--coarse", "5m,15m", "--retention", "1m", "--dimensions", "client",
-		"--dimension-limit", "5", "--exemplars", "3",
-		"--flush-interval", "200ms", "--coarse-interval", "1s", "--checkpoint-interval", "1s",
-		"--idle-timeout", "2s", "--session-timeout", session.String(), "--log-level", "info",
-	}
-	a := testenv.StartProcess(t, "aggregator-a", bin, nil, args...)
-	b := testenv.StartProcess(t, "aggregator-b", bin, nil, args...)
-	waitOutput(t, 30*time.Second, func() bool {
-		return holdsReducePartitions(a.Output()) && holdsReducePartitions(b.Output())
-	})
+	a, b := startAggregatorPair(t, bin, brokers, topic, proxy.URL(), prefix)
 	half := len(msgs) / 2
 	produce(t, brokers, topic, msgs[:half])
 	time.Sleep(2 * time.Second)

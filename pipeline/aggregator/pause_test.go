@@ -48,24 +48,7 @@ func TestIntegrationPausedAggregator(t *testing.T) {
 	exp := aggtest.Expect(cfg.Stats, msgs)
 	t.Logf("ground truth: %d rollups", len(exp.Want))
 
-	group, partials := topic+"-agg", topic+"-partials"
-	// The broker's minimum session timeout is 6 s.
-	const session = 6 * time.Second
-	args := []string{
-		"--kafka-brokers", strings.Join(brokers, ","), "--traces-topic", topic,
-		"--group", group, "--partials-topic", partials, "--reduce-group", group + "-reduce", "--partials-partitions", "4",
-		"--es-url", esURL, "--index-prefix", prefix, "--index-traces=false", "--metrics-addr", "",
-		"--window", "1m", "--coarse", "5m,15m", "--retention", "1m", "--dimensions", "client",
-		"--dimension-limit", "5", "--exemplars", "3",
-		"--flush-interval", "200ms", "--coarse-interval", "1s", "--checkpoint-interval", "1s",
-		"--idle-timeout", "2s", "--session-timeout", session.String(), "--log-level", "info",
-	}
-	a := testenv.StartProcess(t, "aggregator-a", bin, nil, args...)
-	b := testenv.StartProcess(t, "aggregator-b", bin, nil, args...)
-	// Both own reduce partitions before the workload starts.
-	waitOutput(t, 30*time.Second, func() bool {
-		return holdsReducePartitions(a.Output()) && holdsReducePartitions(b.Output())
-	})
+	a, b := startAggregatorPair(t, bin, brokers, topic, esURL, prefix)
 
 	t.Logf("both joined after %v", time.Since(start).Round(100*time.Millisecond))
 
@@ -107,6 +90,34 @@ func TestIntegrationPausedAggregator(t *testing.T) {
 		t.Logf("note: a's commit failed after resuming (its generation was lost)")
 	}
 	stop(t, b)
+}
+
+// session is the session timeout of startAggregatorPair's aggregators, the
+// broker's minimum.
+const session = 6 * time.Second
+
+// startAggregatorPair starts two aggregator processes of one group reading
+// topic and writing to the Elasticsearch at esURL under prefix (1m windows,
+// 5m and 15m coarse, 4 partials partitions, session timeout session), and
+// waits until both own reduce partitions.
+func startAggregatorPair(t *testing.T, bin string, brokers []string, topic, esURL, prefix string) (a, b *testenv.Process) {
+	t.Helper()
+	group := topic + "-agg"
+	args := []string{
+		"--kafka-brokers", strings.Join(brokers, ","), "--traces-topic", topic,
+		"--group", group, "--partials-topic", topic + "-partials", "--reduce-group", group + "-reduce", "--partials-partitions", "4",
+		"--es-url", esURL, "--index-prefix", prefix, "--index-traces=false", "--metrics-addr", "",
+		"--window", "1m", "--coarse", "5m,15m", "--retention", "1m", "--dimensions", "client",
+		"--dimension-limit", "5", "--exemplars", "3",
+		"--flush-interval", "200ms", "--coarse-interval", "1s", "--checkpoint-interval", "1s",
+		"--idle-timeout", "2s", "--session-timeout", session.String(), "--log-level", "info",
+	}
+	a = testenv.StartProcess(t, "aggregator-a", bin, nil, args...)
+	b = testenv.StartProcess(t, "aggregator-b", bin, nil, args...)
+	waitOutput(t, 30*time.Second, func() bool {
+		return holdsReducePartitions(a.Output()) && holdsReducePartitions(b.Output())
+	})
+	return a, b
 }
 
 // holdsReducePartitions reports whether an aggregator's log shows it
