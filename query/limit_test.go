@@ -1,7 +1,6 @@
 package query
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
@@ -78,9 +78,9 @@ func (g *gated) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 }
 
 // limited serves r through Limit(l); the log is returned for inspection.
-func limited(t *testing.T, r Reader, l Limits) (*httptest.Server, *Limiter, *syncBuffer) {
+func limited(t *testing.T, r Reader, l Limits) (*httptest.Server, *Limiter, *testenv.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	now := func() time.Time { return storagetest.Day0.Time().Add(time.Hour) }
 	lm, err := Limit(NewHandler(r, now, log), l, LimitOptions{Logger: log, Registry: prometheus.NewRegistry()})
@@ -92,23 +92,6 @@ func limited(t *testing.T, r Reader, l Limits) (*httptest.Server, *Limiter, *syn
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv, lm, logs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type answer struct {
@@ -317,7 +300,7 @@ func TestLimitInternalErrorHidden(t *testing.T) {
 // debug, never as an error, whether it was running or queued.
 func TestClientGoneNotAnError(t *testing.T) {
 	st := seeded(t, 20)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	now := func() time.Time { return storagetest.Day0.Time().Add(time.Hour) }
 	lm, err := Limit(NewHandler(st, now, log), DefaultLimits(), LimitOptions{Logger: log})

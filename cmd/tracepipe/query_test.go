@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
@@ -155,18 +155,10 @@ func TestQueryRetentionCLI(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestQueryServe(t *testing.T) {
 	path := queryStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuf
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runQuery(ctx, []string{"serve", "--store", path, "--listen", "127.0.0.1:0"}, &out, io.Discard)

@@ -3,31 +3,12 @@ package index
 import (
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
 )
-
-// syncLog collects log output written from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestTopicCreatedAfterStart is the stage started on the real broker
 // before its topic exists (the ingester creates it later). kafka-go's
@@ -38,7 +19,7 @@ func TestTopicCreatedAfterStart(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	cfg := testConfig(brokers)
 	cfg.Topic, cfg.Group = testenv.Name(t, "traces"), testenv.Name(t, "indexer")
-	var out syncLog
+	var out testenv.SyncBuffer
 	w := &flaky{}
 	x, err := New(cfg, w, Options{Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	if err != nil {

@@ -1,31 +1,18 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/wire"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestDropsAreLogged: an empty message, an undecodable one and a span that
 // arrives after its trace's late horizon are each counted and logged with
@@ -40,7 +27,7 @@ func TestDropsAreLogged(t *testing.T) {
 	}
 	produce(t, brokers, "spans", append([]gen.Message{{Key: []byte("e")}, {Key: []byte("g"), Value: []byte("\xff\xff not a span")}}, msgs...))
 
-	var logs lockedBuf
+	var logs testenv.SyncBuffer
 	cfg := testConfig(brokers)
 	cfg.Encoding = wire.Auto
 	in, err := New(cfg, Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})

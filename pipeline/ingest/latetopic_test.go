@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +14,6 @@ import (
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/wire"
 )
-
-// syncLog collects log output written from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSpansTopicCreatedAfterStart is the ingester started on the real
 // broker before its spans topic exists (the collector's first produce
@@ -46,7 +27,7 @@ func TestSpansTopicCreatedAfterStart(t *testing.T) {
 	cfg.Group = testenv.Name(t, "ingester")
 	kafkatest.CreateTopic(t, brokers, cfg.TracesTopic, 1)
 	kafkatest.CreateTopic(t, brokers, cfg.DLQTopic, 1)
-	var out syncLog
+	var out testenv.SyncBuffer
 	in, err := New(cfg, Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	if err != nil {
 		t.Fatal(err)

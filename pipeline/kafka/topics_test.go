@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,29 +12,11 @@ import (
 	"github.com/tracepipe/tracepipe/internal/testenv"
 )
 
-// syncLog collects log output written from several goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // waitThenCreate runs WaitForTopics for a topic that does not exist, creates
 // it after a while and checks that the wait returns nil only then, having
 // logged that it waited.
 func waitThenCreate(t *testing.T, brokers []string, topic string) {
-	var out syncLog
+	var out testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&out, nil))
 	done := make(chan error, 1)
 	go func() {
@@ -68,7 +49,7 @@ func TestWaitForTopicsKfake(t *testing.T) {
 	cl := kafkatest.NewCluster(t)
 	waitThenCreate(t, cl.Brokers, "late")
 	// Ready topics return at once, without logging.
-	var out syncLog
+	var out testenv.SyncBuffer
 	if err := WaitForTopics(context.Background(), cl.Brokers, []string{"late"}, TopicWait{Logger: slog.New(slog.NewTextHandler(&out, nil))}); err != nil {
 		t.Fatal(err)
 	}
