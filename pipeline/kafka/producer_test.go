@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	// are the fake's, not the producer's.
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).runControl.func1"),
-		goleak.IgnoreTopFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"))
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"))
 }
 
 func newTestProducer(t *testing.T, cl *kafkatest.Cluster, mut func(*ProducerConfig)) (*Producer, *prometheus.Registry) {
