@@ -22,16 +22,24 @@ import (
 //	                               resolution, since or start/end): {"edges": [...]}
 //	GET /api/v1/services           services and their operations: {"services": [{"service", "operations"}], "truncated"}
 //
-// Errors are {"error": "message"} with 400 for a bad query, 404 for a missing
+// Errors are {"error": "message"} with 400 for a bad query (also an empty
+// rollup or edge answer at a resolution the aggregator does not write, see
+// SetResolutions), 404 for a missing
 // trace (or an unknown path), 405 for a method other than GET/HEAD, 503 with
 // Retry-After when served through Limit and over its budget, and 500 for a
 // backend failure (logged with a request ID; the answer says only that ID).
 type Handler struct {
-	r   Reader
-	now func() time.Time
-	log *slog.Logger
-	mux *http.ServeMux
+	r           Reader
+	now         func() time.Time
+	log         *slog.Logger
+	mux         *http.ServeMux
+	resolutions []time.Duration
 }
+
+// SetResolutions tells the handler which resolutions the aggregator writes:
+// an empty rollup or edge answer at another one is a 400 naming them,
+// instead of an empty list. Call it before serving.
+func (h *Handler) SetResolutions(res []time.Duration) { h.resolutions = res }
 
 // NewHandler serves r; now gives the reference time of relative ranges
 // ("since"); log may be nil.
@@ -115,6 +123,9 @@ func (h *Handler) rollups(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.r.RollupSeries(r.Context(), q)
+	if err == nil && len(res) == 0 {
+		err = UnwrittenResolution(q.Resolution, h.resolutions)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -129,6 +140,9 @@ func (h *Handler) edges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.r.EdgeSeries(r.Context(), q.Resolution, q.Caller, q.Callee, q.Start, q.End)
+	if err == nil && len(res) == 0 {
+		err = UnwrittenResolution(q.Resolution, h.resolutions)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return

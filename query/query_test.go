@@ -54,7 +54,9 @@ func server(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	now := func() time.Time { return storagetest.Day0.Time().Add(10 * time.Minute) }
-	srv := httptest.NewServer(NewHandler(s, now, nil))
+	h := NewHandler(s, now, nil)
+	h.SetResolutions([]time.Duration{time.Minute, time.Hour, 24 * time.Hour})
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -116,6 +118,8 @@ func TestAPIErrors(t *testing.T) {
 		{"edges start past 2262", "GET", "/api/v1/edges?caller=frontend&callee=db&start=2262-04-12", 400, "outside the range"},
 		{"rollups need operation", "GET", "/api/v1/rollups?service=db", 400, "operation"},
 		{"bad resolution", "GET", "/api/v1/rollups?service=db&operation=x&resolution=fast", 400, "resolution"},
+		{"resolution not written", "GET", "/api/v1/rollups?service=db&operation=SELECT&resolution=5m", 400, "no rollups at resolution 5m; the aggregator writes 1m, 1h, 1d"},
+		{"edge resolution not written", "GET", "/api/v1/edges?caller=frontend&callee=db&resolution=15m", 400, "no rollups at resolution 15m"},
 		{"edges need caller", "GET", "/api/v1/edges?callee=db", 400, "edges need a caller"},
 		{"edges need callee", "GET", "/api/v1/edges?caller=frontend", 400, "edges need a callee"},
 		{"edges bad resolution", "GET", "/api/v1/edges?caller=frontend&callee=db&resolution=fast", 400, "resolution"},

@@ -7,7 +7,8 @@
 # Variables: BENCHTIME (default 1s; e.g. 200ms or 20000x), BENCH (regexp, default .), COUNT (default 1),
 # PKGS (packages, default: every package with a Benchmark function), BENCH_OUT (default bench.out), CPU (-cpu list,
 # default: go test's; per-core figures: CPU=1, e.g. the collector's
-# `CPU=1 PKGS=./pipeline/collector BENCH=Collector BENCHTIME=3000x bash scripts/bench.sh`).
+# `CPU=1 PKGS=./pipeline/collector BENCH=Collector BENCHTIME=3000x bash scripts/bench.sh`), BENCH_PRIVATE_ES (0: no
+# private search engine for BenchmarkEngineCPU, see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,20 @@ if [ -n "$needs_services" ]; then
 		"${SERVICES[@]}" up
 	fi
 	eval "$("${SERVICES[@]}" env)"
+fi
+
+# BenchmarkEngineCPU (storage/elasticsearch) measures the search engine's own CPU, which other users of a shared
+# node would blur: unless TRACEPIPE_ES_BENCH names a node (or BENCH_PRIVATE_ES=0), a private node is started for the
+# run (its own data directory, HTTP port BENCH_PRIVATE_ES_PORT, default 9251) and stopped afterwards.
+if [ -n "$needs_services" ] && [ -z "${TRACEPIPE_ES_BENCH:-}" ] && [ "${BENCH_PRIVATE_ES:-1}" = 1 ] &&
+	[[ " ${pkgs[*]} " == *" ./storage/elasticsearch"* ]] && echo BenchmarkEngineCPU | grep -qE -- "${BENCH%%/*}"; then
+	es_port=${BENCH_PRIVATE_ES_PORT:-9251}
+	private_es=(env TRACEPIPE_SERVICES_DIR="${TMPDIR:-/tmp}/tracepipe-bench-es" TRACEPIPE_ES_PORT="$es_port"
+		TRACEPIPE_ES_TRANSPORT_PORT=$((es_port + 100)) bash deploy/local/services.sh)
+	prev_trap=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT\$/\1/")
+	trap '"${private_es[@]}" down search; '"$prev_trap" EXIT
+	"${private_es[@]}" up search
+	export TRACEPIPE_ES_BENCH=http://127.0.0.1:$es_port
 fi
 
 {

@@ -10,7 +10,10 @@ echo "== go mod tidy (go.mod and go.sum say exactly what the code imports)"
 if ! go mod tidy -diff; then echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 echo "== go vet"
 go vet ./...
+echo "== deploy/validate (a module of its own): go mod tidy, go vet"
+(cd deploy/validate && go mod tidy -diff && go vet ./...)
 echo "== staticcheck $STATICCHECK_VERSION"
 go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
+(cd deploy/validate && go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...)
 echo "== generated protobuf code is current"
 bash scripts/proto.sh --check

@@ -37,7 +37,7 @@ echo "== protoc $(protoc --version)"
 # Every schema and the package its Go code lands in.
 SCHEMAS=(
 	"proto/jaeger/api_v2/model.proto wire/internal/jaegerpb"
-	"proto/tracepipe/v1/assembled.proto pipeline/tracepb"
+	"proto/tracepipe/v1/assembled.proto wire/assembledpb"
 )
 stale=0
 for entry in "${SCHEMAS[@]}"; do

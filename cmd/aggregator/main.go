@@ -17,8 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,15 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tracepipe/tracepipe/internal/dirlock"
+	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
-	"github.com/tracepipe/tracepipe/pipeline/ingest"
-	"github.com/tracepipe/tracepipe/storage"
-	"github.com/tracepipe/tracepipe/storage/elasticsearch"
-	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
+	"github.com/tracepipe/tracepipe/storage/storeflags"
 )
 
 func main() {
@@ -58,46 +54,67 @@ and writes them as rollups; stores the traces themselves too unless
 --index-traces=false. Stop it with SIGTERM or Ctrl-C: every partition
 publishes and writes what it has, commits, and leaves its group.
 
-flags (each also as TRACEPIPE_<NAME>, e.g. TRACEPIPE_KAFKA_BROKERS):
+Configuration: docs/configuration.md.
+
+flags (each also from the environment variable shown):
 `
+
+// options are the binary's settings: the aggregator's, the indexer's run
+// beside it, the store's and its own.
+type options struct {
+	aggregator                      aggregator.Config
+	indexer                         index.Config
+	store                           storeflags.Config
+	metricsAddr, logLevel, dlqTopic string
+	indexTraces                     bool
+}
+
+func defaultOptions() options {
+	o := options{aggregator: aggregator.DefaultConfig(), indexer: index.DefaultConfig(), store: storeflags.Default(),
+		metricsAddr: "127.0.0.1:9465", logLevel: "info", dlqTopic: deadletter.DefaultTopic, indexTraces: true}
+	o.aggregator.Brokers = []string{"127.0.0.1:9092"}
+	return o
+}
+
+// newFlags registers every flag of the binary on a new FlagSet bound to o
+// (docs/configuration.md's table is made from it).
+func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	o.aggregator.RegisterFlags(fs, "")
+	// The indexer stage shares the aggregator's Kafka connection and topic.
+	config.Stage(fs, "indexer-", o.indexer.RegisterFlags, "topic")
+	config.Alias(fs, "index-group", "indexer-group")
+	o.store.RegisterFlags(fs, "")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "/metrics and /healthz address (empty: none)")
+	fs.BoolVar(&o.indexTraces, "index-traces", o.indexTraces, "also store every assembled trace (the indexer stage)")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "debug, info, warn or error")
+	fs.StringVar(&o.dlqTopic, "store-dlq-topic", o.dlqTopic, "dead-letter topic for traces and documents the store rejects for good")
+	config.Document(fs)
+	return fs
+}
 
 // run parses flags and environment, opens the store, runs the stages and
 // the metrics server until ctx is cancelled, then stops them in order:
 // the stages (publish, write, commit, leave), the HTTP server, the store.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := aggregator.DefaultConfig()
-	cfg.Brokers = []string{"127.0.0.1:9092"}
-	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-	flags := cfg.RegisterFlags(fs)
-	var (
-		esURL       = fs.String("es-url", "", "Elasticsearch/OpenSearch URL(s), comma-separated (default: the embedded store)")
-		indexPrefix = fs.String("index-prefix", "", "Elasticsearch index prefix")
-		storePath   = fs.String("store", "tracepipe-data/tracepipe.db", "embedded store file (when --es-url is empty)")
-		metricsAddr = fs.String("metrics-addr", "127.0.0.1:9465", "/metrics and /healthz address (empty: none)")
-		indexTraces = fs.Bool("index-traces", true, "also store every assembled trace (the indexer stage)")
-		indexGroup  = fs.String("index-group", index.DefaultConfig().Group, "consumer group of the indexer stage")
-		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
-		dlqTopic    = fs.String("store-dlq-topic", deadletter.DefaultTopic, "dead-letter topic for traces and documents the store rejects for good")
-	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := ingest.ApplyEnv(fs, nil); err != nil {
+	o := defaultOptions()
+	cfg, icfg, storeCfg := &o.aggregator, &o.indexer, &o.store
+	metricsAddr, indexTraces, logLevel, dlqTopic := &o.metricsAddr, &o.indexTraces, &o.logLevel, &o.dlqTopic
+	fs := newFlags(&o, stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if err := flags.Finish(); err != nil {
-		return err
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %v", err)
 	}
-	if err := cfg.Validate(); err != nil {
+	icfg.ClientConfig, icfg.Topic = cfg.ClientConfig, cfg.TracesTopic
+	if err := errors.Join(cfg.Validate(), config.Rename(icfg.Validate(), fs, "indexer-"), storeCfg.Validate()); err != nil {
 		return err
 	}
 	// Errors on one line with their causes (no client stack traces).
@@ -106,46 +123,37 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Closed after the store (defers run in reverse).
-	dl, err := deadletter.New(deadletter.Config{Brokers: cfg.Brokers, Topic: *dlqTopic}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
+	dl, err := deadletter.New(deadletter.Config{Brokers: cfg.Brokers, Topic: *dlqTopic, Client: &cfg.ClientConfig}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
 	if err != nil {
 		return err
 	}
 	defer dl.Close()
-	var store storage.Store
-	if *esURL != "" {
-		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, Registerer: reg, Logger: log.With("component", "elasticsearch"), DeadLetter: dl})
-	} else {
-		// One writer process per embedded store directory (as tracepipe run).
-		dir := filepath.Dir(*storePath)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		lock, lerr := dirlock.Acquire(dir)
-		if lerr != nil {
-			return lerr
-		}
-		defer lock.Unlock()
-		store, err = embedded.Open(ctx, embedded.Options{Path: *storePath})
+	// One writer process per embedded store directory.
+	unlock, err := storeCfg.LockEmbedded()
+	if err != nil {
+		return err
 	}
+	defer unlock()
+	store, err := storeCfg.Open(ctx, storeflags.Options{DeadLetter: dl, Registerer: reg, Logger: log.With("component", "elasticsearch")})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer store.Close()
 
-	agg, err := aggregator.New(cfg, store, aggregator.Options{Logger: log.With("stage", "aggregator"), Registry: reg})
+	agg, err := aggregator.New(*cfg, store, aggregator.Options{Logger: log.With("stage", "aggregator"), Registry: reg})
 	if err != nil {
 		return err
 	}
 	type stage interface{ Run(context.Context) error }
 	stages := []stage{agg}
+	checks := agg.Checks() // /healthz: the map and reduce groups, and the indexer's
 	if *indexTraces {
-		icfg := index.DefaultConfig()
-		icfg.Brokers, icfg.Topic, icfg.Group = cfg.Brokers, cfg.TracesTopic, *indexGroup
-		x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
+		x, err := index.New(*icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
 		if err != nil {
 			return err
 		}
 		stages = append(stages, x)
+		checks = append(checks, x.Check())
 	}
 
 	var srv *http.Server
@@ -155,7 +163,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
-		srv = &http.Server{Handler: agg.Handler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		srv = &http.Server{Handler: kafka.Handler(reg, checks...), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 		go func() { srvDone <- srv.Serve(ln) }()
 		log.Info("metrics", "addr", ln.Addr().String())

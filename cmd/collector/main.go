@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,9 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
-	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
 
 func main() {
@@ -43,43 +42,53 @@ func main() {
 	}
 }
 
+// options are the binary's settings: the collector's and its own.
+type options struct {
+	collector.Config
+	metricsAddr, logLevel string
+}
+
+func defaultOptions() options {
+	return options{Config: collector.DefaultConfig(), metricsAddr: "127.0.0.1:14269", logLevel: "info"}
+}
+
+// newFlags registers every flag of the binary on a new FlagSet bound to o
+// (docs/configuration.md's table is made from it).
+func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.RegisterFlags(fs, "")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "/metrics and /healthz address (empty: none)")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "debug, info, warn or error")
+	config.Document(fs)
+	return fs
+}
+
 // run parses flags and environment, builds the collector and its metrics
 // server, runs until ctx is cancelled, then stops them in order: the
 // collector (stop receiving, drain the queue to Kafka, close the producer),
 // then the metrics server.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := collector.DefaultConfig()
-	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	brokers := fs.String("kafka-brokers", strings.Join(cfg.Brokers, ","), "Kafka brokers, comma-separated")
-	fs.StringVar(&cfg.SpansTopic, "spans-topic", cfg.SpansTopic, "topic the spans are published to (the ingester's --spans-topic)")
-	metricsAddr := fs.String("metrics-addr", "127.0.0.1:14269", "/metrics and /healthz address (empty: none)")
-	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "on shutdown, how long accepted spans may take to reach Kafka")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := ingest.ApplyEnv(fs, nil); err != nil {
+	o := defaultOptions()
+	cfg := &o.Config
+	fs := newFlags(&o, stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	cfg.Brokers = nil
-	for _, b := range strings.Split(*brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			cfg.Brokers = append(cfg.Brokers, b)
-		}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %v", err)
 	}
 	log := logerr.NewLogger(stderr, level)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	col, err := collector.New(cfg, collector.Options{Logger: log, Registry: reg})
+	col, err := collector.New(*cfg, collector.Options{Logger: log, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -88,8 +97,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	var srv *http.Server
 	srvDone := make(chan error, 1)
-	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
 		if err != nil {
 			col.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)

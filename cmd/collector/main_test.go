@@ -14,7 +14,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		want string
 	}{
 		{[]string{"--otlp-grpc", "nohostport"}, nil, "--otlp-grpc"},
-		{[]string{"--kafka-brokers="}, nil, "--kafka-brokers"},
+		{[]string{"--kafka-brokers="}, nil, "at least one broker"},
+		{[]string{"--kafka-tls-cert=c.pem"}, nil, "TLS is not enabled"},
+		{nil, map[string]string{"TRACEPIPE_KAFKA_SASL_MECHANISM": "PLAIN"}, "needs a username"},
 		{[]string{"--spans-topic="}, nil, "--spans-topic"},
 		{[]string{"--collector-queue-bytes", "10"}, nil, "--collector-queue-bytes"},
 		{[]string{"--sampling-strategies", "/nonexistent/strategies.json"}, nil, "strategies"},

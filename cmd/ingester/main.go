@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
@@ -36,30 +37,62 @@ func main() {
 	}
 }
 
+const usage = `usage: ingester [flags]
+
+Assembles spans from Kafka into complete, explained traces and publishes
+them to the traces topic (see pipeline/ingest). Stop it with SIGTERM or
+Ctrl-C: it stops fetching, finishes its partitions, commits and leaves its
+group. Configuration: docs/configuration.md.
+
+flags (each also from the environment variable shown):
+`
+
+// newFlags registers every flag of the binary on a new FlagSet bound to cfg
+// (docs/configuration.md's table is made from it).
+func newFlags(cfg *ingest.Config, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs, "")
+	config.Document(fs)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	return fs
+}
+
 // run parses flags and environment, builds the ingester and its metrics
 // server, runs until ctx is cancelled, then stops them in order: the
 // ingester (stop fetching, finish partitions, commit, leave the group), then
 // the HTTP server.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := ingest.DefaultConfig()
-	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	fs := newFlags(&cfg, stderr)
+	if err := config.Parse(fs, args, nil); err != nil {
 		return err
 	}
-	if err := ingest.ApplyEnv(fs, nil); err != nil {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log := logerr.NewLogger(stderr, nil)
-	if gogc, limit, ok := ingest.TuneGC(cfg, os.LookupEnv); ok {
-		log.Info("gc tuned", "gogc", gogc, "memory_limit_bytes", limit)
+	gogc, limit, tuned := ingest.TuneGC(cfg, os.LookupEnv)
+	if tuned {
+		log.Info("gc tuned", "gogc", gogc, "memory_limit_bytes", limit, "memory_limit_follows", "2 × buffered span bytes + overhead")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	in, err := ingest.New(cfg, ingest.Options{Logger: log, Registry: reg})
 	if err != nil {
 		return err
+	}
+	if tuned {
+		// The soft memory limit follows the buffered span bytes (issue 16:
+		// peak RSS near the data), capped by TuneGC's static limit.
+		gov := &ingest.MemoryGovernor{Buffered: ingest.GaugeReader(reg, "tracepipe_ingester_inflight_bytes"), Ceiling: limit}
+		govCtx, stopGov := context.WithCancel(ctx)
+		govDone := make(chan struct{})
+		go func() { defer close(govDone); gov.Run(govCtx) }()
+		defer func() { stopGov(); <-govDone }()
 	}
 	var srv *http.Server
 	srvDone := make(chan error, 1)

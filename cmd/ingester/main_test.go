@@ -14,7 +14,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}{
 		{[]string{"--idle-timeout=0s"}, "--idle-timeout must be positive"},
 		{[]string{"--no-such-flag"}, "not defined"},
-		{[]string{"--kafka-brokers="}, "--kafka-brokers is empty"},
+		{[]string{"--kafka-brokers="}, "at least one broker"},
+		{[]string{"--kafka-sasl-mechanism=SCRAM-SHA-512", "--idle-timeout=0s"}, "needs a username"},
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer

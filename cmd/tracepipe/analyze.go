@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/dag"
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/report"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 	"github.com/tracepipe/tracepipe/wire/uijson"
 )
@@ -132,7 +132,7 @@ func readTraceFile(name string, stdin io.Reader) ([]model.Trace, error) {
 // encoding is detected) and groups the spans by trace, in order of first
 // appearance.
 func readGenFile(b []byte, framing wire.Encoding) ([]model.Trace, error) {
-	msgs, err := gen.ReadFile(bytes.NewReader(b), framing)
+	msgs, err := tracegen.ReadFile(bytes.NewReader(b), framing)
 	if err != nil {
 		return nil, err
 	}

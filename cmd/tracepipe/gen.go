@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,15 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/tracepipe/tracepipe/aggregate"
-	"github.com/tracepipe/tracepipe/gen"
-	"github.com/tracepipe/tracepipe/pipeline/ingest"
+	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
-type slowFlags []gen.Slow
+type slowFlags []tracegen.Slow
 
 func (s *slowFlags) String() string { return fmt.Sprint(*s) }
 func (s *slowFlags) Set(v string) error {
@@ -32,7 +30,7 @@ func (s *slowFlags) Set(v string) error {
 	if err != nil || f <= 0 {
 		return fmt.Errorf("factor in %q must be a positive number", v)
 	}
-	*s = append(*s, gen.Slow{Service: parts[0], Operation: strings.Join(parts[1:len(parts)-1], ":"), Factor: f})
+	*s = append(*s, tracegen.Slow{Service: parts[0], Operation: strings.Join(parts[1:len(parts)-1], ":"), Factor: f})
 	return nil
 }
 
@@ -53,12 +51,14 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, genUsage); fs.PrintDefaults() }
+	// --kafka-brokers, --kafka-tls*, --kafka-sasl-*
+	cc := kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}}
+	cc.RegisterFlags(fs, "")
 	var (
 		seed       = fs.Uint64("seed", 1, "random seed; the same seed gives the same workload")
 		traces     = fs.Int("traces", 1000, "number of traces")
 		rate       = fs.Float64("rate", 0, "messages per second to Kafka (0: as fast as possible)")
 		encoding   = fs.String("encoding", string(wire.JaegerProto), "jaeger-proto, jaeger-json, otlp-proto or otlp-json")
-		brokers    = fs.String("kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka brokers")
 		topic      = fs.String("spans-topic", "jaeger-spans", "topic to write to")
 		partitions = fs.Int("partitions", 0, "create the topic with this many partitions if it does not exist (0: don't)")
 		out        = fs.String("out", "", "write to this file instead of Kafka ('-' for stdout)")
@@ -75,13 +75,14 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		slow       slowFlags
 	)
 	fs.Var(&slow, "slow", "make an operation slower: service:operation:factor (repeatable)")
+	config.Document(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := ingest.ApplyEnv(fs, nil); err != nil {
+	if err := config.ApplyEnv(fs, nil); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
@@ -91,7 +92,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
 	}
-	encode, err := gen.EncoderFor(enc)
+	encode, err := tracegen.EncoderFor(enc)
 	if err != nil {
 		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
 	}
@@ -106,14 +107,14 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if t0, err = time.Parse(time.RFC3339, *start); err != nil {
 			return fmt.Errorf("%w: --start: %v", errUsage, err)
 		}
-		if age := time.Since(t0); age > aggregate.DefaultMaxLateness {
+		if age := time.Since(t0); age > rollup.DefaultMaxLateness {
 			fmt.Fprintf(stderr, "tracepipe gen: note: --start is %v ago; an aggregator that has seen newer data drops traces more than its --max-lateness (default %v) behind as too late (the indexer still stores them)\n",
-				age.Round(time.Minute), aggregate.DefaultMaxLateness)
+				age.Round(time.Minute), rollup.DefaultMaxLateness)
 		}
 	}
-	w := gen.Generate(gen.Config{Seed: *seed, Traces: *traces, ErrorRate: *errorRate, Interleave: *interleave,
+	w := tracegen.Generate(tracegen.Config{Seed: *seed, Traces: *traces, ErrorRate: *errorRate, Interleave: *interleave,
 		Interval: *interval, Start: t0, Slow: slow, ClockSkew: *clockSkew, DirectCalls: *direct, AsymmetricLatency: *asymmetric})
-	msgs, err := gen.Messages(w.Order(), enc, encode, *batch, *mixed)
+	msgs, err := tracegen.Messages(w.Order(), enc, encode, *batch, *mixed)
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			defer file.Close()
 			f = file
 		}
-		if err := gen.WriteFile(f, enc, msgs); err != nil {
+		if err := tracegen.WriteFile(f, enc, msgs); err != nil {
 			return fmt.Errorf("write %s: %w", *out, err)
 		}
 		if *out != "-" {
@@ -145,31 +146,66 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return nil
 	}
-	bl := strings.Split(*brokers, ",")
+	if err := cc.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if *partitions > 0 {
-		if err := createTopic(ctx, bl, *topic, *partitions); err != nil {
+		if err := createTopic(ctx, cc, *topic, *partitions); err != nil {
 			return err
 		}
 	}
-	kw := &kafka.Writer{Addr: kafka.TCP(bl...), Topic: *topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 1000, BatchTimeout: 5 * time.Millisecond, BatchBytes: 1 << 20}
-	defer kw.Close()
-	began := time.Now()
-	if err := gen.Publish(ctx, kw, msgs, *rate, 1000); err != nil {
+	// A broker's death must not fail the run: the producer produces a
+	// failed batch again (every RetryBackoff) until it is acknowledged — a
+	// partition's leader moves once the cluster fences the dead broker
+	// (Kafka's default broker.session.timeout.ms is 9 s) and the metadata
+	// is refreshed — and a chunk fails the run only when it is not
+	// acknowledged within genSendTimeout.
+	pc := kafka.DefaultProducerConfig()
+	pc.Brokers, pc.Topic = cc.Brokers, *topic
+	pc.BatchSize, pc.Linger = 1000, 5*time.Millisecond
+	p, err := kafka.NewProducer(pc, kafka.Options{Name: "gen", Client: &cc})
+	if err != nil {
 		return err
+	}
+	began := time.Now()
+	err = tracegen.Publish(ctx, producerSender{p}, msgs, *rate, 1000)
+	cctx, cancel := context.WithTimeout(context.Background(), genSendTimeout)
+	cerr := p.Close(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
 	}
 	fmt.Fprintf(stdout, "published %d traces, %d spans in %d messages to %s in %v\n", t.Traces, t.Spans, len(msgs), *topic, time.Since(began).Round(time.Millisecond))
 	return nil
 }
 
-func createTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}}})
+// createTopic creates topic with the brokers' default replication factor
+// (-1: default.replication.factor), not 1: on a cluster, a topic of one
+// replica loses its partitions with their broker.
+func createTopic(ctx context.Context, cc kafka.ClientConfig, topic string, partitions int) error {
+	a, err := kafka.NewAdmin(cc)
 	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
+		return err
 	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, err)
+	defer a.Close()
+	return a.CreateTopics(ctx, kafka.TopicSpec{Name: topic, Partitions: partitions, ReplicationFactor: -1})
+}
+
+// genSendTimeout bounds the wait for one chunk's acknowledgement.
+const genSendTimeout = 2 * time.Minute
+
+// producerSender publishes tracegen messages through a Producer.
+type producerSender struct{ p *kafka.Producer }
+
+func (s producerSender) Send(ctx context.Context, msgs []tracegen.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, genSendTimeout)
+	defer cancel()
+	kms := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		kms[i] = kafka.Message{Key: m.Key, Value: m.Value}
 	}
-	return nil
+	return s.p.Send(ctx, kms)
 }

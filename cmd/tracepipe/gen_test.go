@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -24,7 +24,7 @@ func TestGenToFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	var truth gen.Truth
+	var truth tracegen.Truth
 	b, err := os.ReadFile(truthFile)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestGenToFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	msgs, err := gen.ReadFile(f, wire.OTLPJSON)
+	msgs, err := tracegen.ReadFile(f, wire.OTLPJSON)
 	if err != nil {
 		t.Fatal(err)
 	}

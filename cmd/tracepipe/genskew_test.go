@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/dag"
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -30,7 +30,7 @@ func TestGenClockSkew(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	var truth gen.Truth
+	var truth tracegen.Truth
 	b, err := os.ReadFile(truthFile)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestGenClockSkew(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	msgs, err := gen.ReadFile(f, wire.JaegerJSON)
+	msgs, err := tracegen.ReadFile(f, wire.JaegerJSON)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/query"
 	"github.com/tracepipe/tracepipe/query/ui"
 	"github.com/tracepipe/tracepipe/storage"
-	"github.com/tracepipe/tracepipe/storage/elasticsearch"
-	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/storage/storeflags"
 )
 
 const queryUsage = `usage: tracepipe query <command> [flags]
@@ -36,11 +39,13 @@ commands:
   serve              serve the web UI at / and the same as JSON over HTTP under /api/v1/
   retention          delete stored data older than a number of days
 
-backend (every command):
-  --es-url URL        Elasticsearch/OpenSearch URL (env TRACEPIPE_ES_URL); with --index-prefix (TRACEPIPE_INDEX_PREFIX)
+backend (every command; each also from its environment variable):
+  --es-url URL        Elasticsearch/OpenSearch URL (env TRACEPIPE_ES_URL); with --index-prefix (TRACEPIPE_INDEX_PREFIX),
+                      --es-username/--es-password(-file) or --es-api-key(-file), --es-tls-ca, ...
   --store PATH        embedded store file (env TRACEPIPE_STORE; default ./tracepipe-data/tracepipe.db), used without --es-url
   --promoted-tags L   comma-separated searchable tag keys (env TRACEPIPE_PROMOTED_TAGS; default shard,host,client,http.status_code)
   --format F          text or json (env TRACEPIPE_FORMAT; default text)
+  (every flag and variable: docs/configuration.md)
 
 examples:
   tracepipe query trace 4bf92f3577b34da6a3ce929d0e0e4736
@@ -90,6 +95,11 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		c.pos = append(c.pos, c.fs.Arg(0))
 		args = c.fs.Args()[1:]
 	}
+	// The backend's settings come from the environment too; a query's own
+	// arguments (--service, --since, ...) only from the command line.
+	if err := config.ApplyEnvOf(c.fs, nil, func(name string) bool { return c.fromEnv[name] }); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if c.format != "text" && c.format != "json" {
 		return fmt.Errorf("%w: --format %q: want text or json", errUsage, c.format)
 	}
@@ -109,7 +119,8 @@ type queryCmd struct {
 	name string
 	fs   *flag.FlagSet
 
-	esURL, indexPrefix, storePath, promoted, format string
+	store  storeflags.Config
+	format string
 
 	service, operation, since, start, end, minDur, maxDur, order, resolution, kind string
 	caller, callee                                                                 string
@@ -117,7 +128,8 @@ type queryCmd struct {
 	tags, dims                                                                     multi
 	listen, olderThan, jaegerUI                                                    string
 	dryRun, yes                                                                    bool
-	pos                                                                            []string // positional arguments
+	pos                                                                            []string        // positional arguments
+	fromEnv                                                                        map[string]bool // flags also read from TRACEPIPE_<NAME>
 }
 
 func env(name, def string) string {
@@ -131,11 +143,10 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 	c := &queryCmd{name: name, fs: flag.NewFlagSet("tracepipe query "+name, flag.ContinueOnError)}
 	fs := c.fs
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.esURL, "es-url", env("TRACEPIPE_ES_URL", ""), "Elasticsearch/OpenSearch URL (env TRACEPIPE_ES_URL)")
-	fs.StringVar(&c.indexPrefix, "index-prefix", env("TRACEPIPE_INDEX_PREFIX", ""), "index prefix (env TRACEPIPE_INDEX_PREFIX)")
-	fs.StringVar(&c.storePath, "store", env("TRACEPIPE_STORE", DefaultStorePath), "embedded store file, used without --es-url (env TRACEPIPE_STORE)")
-	fs.StringVar(&c.promoted, "promoted-tags", env("TRACEPIPE_PROMOTED_TAGS", strings.Join(model.DefaultPromotedTags(), ",")), "comma-separated searchable tag keys (env TRACEPIPE_PROMOTED_TAGS)")
-	fs.StringVar(&c.format, "format", env("TRACEPIPE_FORMAT", "text"), "output: text or json (env TRACEPIPE_FORMAT)")
+	c.store = storeflags.Default()
+	c.store.Path = DefaultStorePath
+	c.store.RegisterFlags(fs, "")
+	fs.StringVar(&c.format, "format", "text", "output: text or json")
 	rangeFlags := func() {
 		fs.StringVar(&c.since, "since", "", "only the last duration, e.g. 1h, 7d or 1d12h (instead of --start/--end)")
 		fs.StringVar(&c.start, "start", "", "range start, RFC 3339 or YYYY-MM-DD (UTC)")
@@ -175,13 +186,24 @@ func newQueryCmd(name string, stderr io.Writer) *queryCmd {
 		rangeFlags()
 	case "serve":
 		// Not Jaeger's 16686 (UI) or 16687 (admin), so both can run side by side on one cluster.
-		fs.StringVar(&c.listen, "listen", env("TRACEPIPE_QUERY_LISTEN", "127.0.0.1:16689"), "HTTP listen address (env TRACEPIPE_QUERY_LISTEN)")
-		fs.StringVar(&c.jaegerUI, "jaeger-ui-url", env("TRACEPIPE_JAEGER_UI_URL", ""), "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: trace pages link to it (env TRACEPIPE_JAEGER_UI_URL)")
+		// TRACEPIPE_QUERY_LISTEN: this flag's older variable, still read.
+		fs.StringVar(&c.listen, "listen", env("TRACEPIPE_QUERY_LISTEN", "127.0.0.1:16689"), "HTTP listen address (older variable: TRACEPIPE_QUERY_LISTEN)")
+		fs.StringVar(&c.jaegerUI, "jaeger-ui-url", "", "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: trace pages link to it")
 	case "retention":
-		fs.StringVar(&c.olderThan, "older-than", env("TRACEPIPE_RETENTION", ""), "delete data of UTC days older than this, e.g. 7d or 36h (env TRACEPIPE_RETENTION)")
+		// TRACEPIPE_RETENTION: this flag's older variable, still read.
+		fs.StringVar(&c.olderThan, "older-than", env("TRACEPIPE_RETENTION", ""), "delete data of UTC days older than this, e.g. 7d or 36h (older variable: TRACEPIPE_RETENTION)")
 		fs.BoolVar(&c.dryRun, "dry-run", false, "only say what would be deleted")
 		fs.BoolVar(&c.yes, "yes", false, "delete without asking (needed when standard input is not a terminal)")
 	}
+	c.fromEnv = map[string]bool{"format": true, "listen": true, "jaeger-ui-url": true, "older-than": true}
+	storeFlags := flag.NewFlagSet("", flag.ContinueOnError)
+	c.store.RegisterFlags(storeFlags, "")
+	storeFlags.VisitAll(func(f *flag.Flag) { c.fromEnv[f.Name] = true })
+	fs.VisitAll(func(f *flag.Flag) {
+		if c.fromEnv[f.Name] {
+			f.Usage += " (env " + config.EnvName(f.Name) + ")"
+		}
+	})
 	return c
 }
 
@@ -218,14 +240,7 @@ func (c *queryCmd) values() url.Values {
 }
 
 func (c *queryCmd) open(ctx context.Context) (storage.Store, error) {
-	promoted := splitList(c.promoted)
-	if c.esURL != "" {
-		return elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(c.esURL, ","), IndexPrefix: c.indexPrefix, PromotedTags: promoted, SkipTemplates: true})
-	}
-	if _, err := os.Stat(c.storePath); err != nil {
-		return nil, fmt.Errorf("no embedded store at %s (pass --store PATH or --es-url URL): %w", c.storePath, err)
-	}
-	return embedded.Open(ctx, embedded.Options{Path: c.storePath, PromotedTags: promoted})
+	return c.store.Open(ctx, storeflags.Options{ReadOnly: true})
 }
 
 func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
@@ -349,8 +364,8 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 				n = "at least " + n
 			}
 			what := fmt.Sprintf("data of UTC days before %s (%s traces, their spans, rollups and edge rollups", cutoff.Format("2006-01-02"), n)
-			if c.esURL != "" {
-				what += fmt.Sprintf("; whole daily indices under prefix %q", c.indexPrefix)
+			if len(c.store.ESURLs) > 0 {
+				what += fmt.Sprintf("; whole daily indices under prefix %q", c.store.IndexPrefix)
 			}
 			what += ")"
 			if c.dryRun {
@@ -370,7 +385,7 @@ func (c *queryCmd) run(ctx context.Context, stdout io.Writer) (err error) {
 			for _, ix := range rep.Indices {
 				fmt.Fprintf(w, "  index %s\n", ix)
 			}
-			if c.esURL == "" {
+			if len(c.store.ESURLs) == 0 {
 				fmt.Fprintf(w, "  %d traces, %d rollups, %d edge rollups\n", rep.Traces, rep.Rollups, rep.EdgeRollups)
 			}
 			return nil
@@ -395,7 +410,11 @@ func (c *queryCmd) output(w io.Writer, v any, text func(io.Writer) error) error 
 func (c *queryCmd) serve(ctx context.Context, st ui.Reader, stdout io.Writer) error {
 	log := logerr.NewLogger(stdout, nil)
 	// The web UI at /, the JSON API under /api/.
-	web, err := ui.New(st, ui.Options{API: query.NewHandler(st, time.Now, log), Logger: log, JaegerUIURL: c.jaegerUI, PromotedTags: splitList(c.promoted)})
+	api := query.NewHandler(st, time.Now, log)
+	// The resolutions an aggregator writes with the default --window and
+	// --coarse, as the CLI's checkResolution assumes.
+	api.SetResolutions(aggregator.DefaultConfig().Stats.Normalized().Resolutions())
+	web, err := ui.New(st, ui.Options{API: api, Logger: log, JaegerUIURL: c.jaegerUI, PromotedTags: c.store.PromotedTags})
 	if err != nil {
 		return fmt.Errorf("%w: --jaeger-ui-url: %v", errUsage, err)
 	}
@@ -405,12 +424,16 @@ func (c *queryCmd) serve(ctx context.Context, st ui.Reader, stdout io.Writer) er
 	}
 	limits := query.DefaultLimits()
 	limits.IsCheap = ui.IsCheap
-	h, err := query.Limit(web, limits, query.LimitOptions{Logger: log, Refused: web.Refused})
+	// /healthz and /metrics (the query lanes' metrics, Go and process
+	// metrics) sit outside the lanes: probes and scrapes pass a full queue.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h, err := query.Limit(web, limits, query.LimitOptions{Logger: log, Registry: reg, Refused: web.Refused})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	srv := query.NewServer(h, limits)
+	srv := query.NewServer(query.WithOps(h, reg), limits)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("query API and web UI listening", "url", "http://"+ln.Addr().String()+"/api/v1/traces", "ui", "http://"+ln.Addr().String()+"/")
@@ -436,15 +459,4 @@ func parseAge(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("--older-than %q: want a number of days such as 7d, or a duration such as 36h", s)
 	}
 	return d, nil
-}
-
-// splitList reads a comma-separated list, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -14,24 +14,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
+	"github.com/tracepipe/tracepipe/query"
 )
 
 // checkResolution explains an empty rollup or edge answer at a resolution
 // the aggregator does not write by default (a usage error), instead of
 // "no rollups in range".
 func checkResolution(res time.Duration) error {
-	valid := aggregator.DefaultConfig().Stats.Normalized().Resolutions()
-	names := make([]string, len(valid))
-	for i, v := range valid {
-		if v == res {
-			return nil
-		}
-		names[i] = model.ResolutionName(v)
-	}
-	return fmt.Errorf("%w: no rollups at resolution %s; the aggregator writes %s (its --window and the coarse resolutions; a deployment with another --window has that one instead of %s)",
-		errUsage, model.ResolutionName(res), strings.Join(names, ", "), names[0])
+	return query.UnwrittenResolution(res, aggregator.DefaultConfig().Stats.Normalized().Resolutions())
 }
 
 // hint tells, on the command's error output, when an Elasticsearch query
@@ -39,15 +30,15 @@ func checkResolution(res time.Duration) error {
 // naming the prefixes that do exist. It is best effort: any failure to
 // list the indices is silent.
 func (c *queryCmd) hint(ctx context.Context) {
-	if c.esURL == "" {
+	if len(c.store.ESURLs) == 0 {
 		return
 	}
-	prefixes, err := indexPrefixes(ctx, strings.Split(c.esURL, ",")[0])
+	prefixes, err := indexPrefixes(ctx, c.store.ESURLs[0])
 	if err != nil {
 		return
 	}
 	for _, p := range prefixes {
-		if p == c.indexPrefix {
+		if p == c.store.IndexPrefix {
 			return
 		}
 	}
@@ -59,7 +50,7 @@ func (c *queryCmd) hint(ctx context.Context) {
 	if len(quoted) > 0 {
 		found = strings.Join(quoted, ", ")
 	}
-	fmt.Fprintf(c.fs.Output(), "hint: no tracepipe indices under --index-prefix %q at %s; prefixes with tracepipe indices: %s\n", c.indexPrefix, c.esURL, found)
+	fmt.Fprintf(c.fs.Output(), "hint: no tracepipe indices under --index-prefix %q at %s; prefixes with tracepipe indices: %s\n", c.store.IndexPrefix, strings.Join(c.store.ESURLs, ","), found)
 }
 
 // indexPrefixes lists the index prefixes ("" for none) that have tracepipe

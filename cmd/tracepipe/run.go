@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,18 +15,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/dirlock"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/query"
 	"github.com/tracepipe/tracepipe/query/ui"
-	"github.com/tracepipe/tracepipe/storage"
-	"github.com/tracepipe/tracepipe/storage/elasticsearch"
-	"github.com/tracepipe/tracepipe/storage/embedded"
-	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/storage/storeflags"
 )
 
 const runUsage = `usage: tracepipe run [flags]
@@ -42,62 +42,39 @@ web UI and query API (--listen, http://127.0.0.1:16689/; docs/ui.md) and
 first creating the topics that do not exist yet (--partitions partitions).
 Stop it with Ctrl-C (SIGINT) or SIGTERM: it stops fetching, finishes and
 commits what is durable, and closes everything in order.
+
+Every stage's settings are flags here, named after the stage
+(--ingester-*, --indexer-*, --aggregator-*; the collector's receivers keep
+their own names), beside the store's (--es-*, --promoted-tags) and the
+Kafka connection's (--kafka-*), which all stages share. Each flag also
+reads the environment variable shown; a flag given wins. See
+docs/configuration.md.
 `
 
 func runRun(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := local.DefaultConfig()
+	cfg := defaultRunConfig()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage, "\nflags (each also as TRACEPIPE_<NAME>, e.g. TRACEPIPE_DATA_DIR):\n")
+		fmt.Fprint(stderr, runUsage, "\nflags:\n")
 		fs.PrintDefaults()
 	}
-	var (
-		brokers     = fs.String("kafka-brokers", "", "real Kafka brokers, comma-separated (default: start the embedded broker)")
-		esURL       = fs.String("es-url", "", "store in Elasticsearch/OpenSearch at this URL instead of the embedded store")
-		indexPrefix = fs.String("index-prefix", "", "Elasticsearch index prefix")
-		encoding    = fs.String("encoding", string(wire.Auto), "span encoding: auto, jaeger-proto, jaeger-json, otlp-proto, otlp-json")
-		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
-		jaegerUI    = fs.String("jaeger-ui-url", "", "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: the web UI's trace pages link to it")
-	)
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded broker's log and the embedded store")
-	fs.StringVar(&cfg.BrokerListen, "broker-listen", cfg.BrokerListen, "address of the embedded broker")
-	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of the topics run creates: the embedded broker's, or on --kafka-brokers the spans, traces and dead-letter topics that do not exist yet (existing topics are used as they are)")
-	fs.BoolVar(&cfg.SyncWrites, "sync-writes", false, "embedded broker: fsync every produced batch (slower, survives power loss)")
-	fs.StringVar(&cfg.QueryListen, "listen", cfg.QueryListen, "query API address (empty: none)")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "/metrics and /healthz address (empty: none)")
-	fs.StringVar(&cfg.Ingest.SpansTopic, "spans-topic", cfg.Ingest.SpansTopic, "topic of incoming spans")
-	fs.StringVar(&cfg.Ingest.TracesTopic, "traces-topic", cfg.Ingest.TracesTopic, "topic of assembled traces")
-	fs.DurationVar(&cfg.Ingest.IdleTimeout, "idle-timeout", cfg.Ingest.IdleTimeout, "emit a trace when no span arrived for this long")
-	fs.DurationVar(&cfg.Ingest.MaxWait, "max-wait", cfg.Ingest.MaxWait, "emit a trace at the latest this long after its first span")
-	fs.IntVar(&cfg.Ingest.MaxSpansPerTrace, "max-spans-per-trace", cfg.Ingest.MaxSpansPerTrace, "spans kept per trace; more are counted and the trace is marked truncated")
-	fs.StringVar(&cfg.RekeyTo, "rekey-to", "", "for producers that do not key spans by trace ID (the OTel Collector's Kafka exporter): re-publish every span to this topic keyed by trace ID, then assemble from it (e.g. tracepipe-spans-by-trace)")
-	cfg.Collector.RegisterFlags(fs) // --jaeger-compact-udp, --otlp-grpc, ... (empty: that receiver off)
-	if err := fs.Parse(args); err != nil {
+	registerRunFlags(fs, &cfg)
+	logLevel, jaegerUI := &cfg.logLevel, &cfg.jaegerUI
+	if err := config.Parse(fs, args, nil); err != nil {
 		if err == flag.ErrHelp {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := applyEnv(fs); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	enc, err := wire.ParseEncoding(*encoding)
-	if err != nil {
-		return fmt.Errorf("%w: --encoding: %v", errUsage, err)
-	}
-	cfg.Ingest.Encoding = enc
-	if *brokers != "" {
-		cfg.Brokers = strings.Split(*brokers, ",")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(fs); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	log := logerr.NewLogger(stderr, level)
@@ -123,17 +100,12 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 			dl.Close()
 		}
 	}()
-	var store storage.Store
-	if *esURL != "" {
-		store, err = elasticsearch.New(ctx, elasticsearch.Config{URLs: strings.Split(*esURL, ","), IndexPrefix: *indexPrefix, DeadLetter: &dlHook})
-	} else {
-		path := filepath.Join(cfg.DataDir, "tracepipe.db")
-		store, err = embedded.Open(ctx, embedded.Options{Path: path})
-		log.Info("embedded store", "path", path)
-	}
+	cfg.Store.Path = filepath.Join(cfg.DataDir, "tracepipe.db")
+	store, err := cfg.Store.Open(ctx, storeflags.Options{DeadLetter: &dlHook})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	log.Info("store", "store", cfg.Store.Describe())
 	// The store closes after every stage has stopped (Run returns first).
 	defer store.Close()
 
@@ -141,7 +113,9 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	qlog := log.With("component", "query")
 	// The web UI at /, the JSON API under /api/; the limits wrap both.
-	web, err := ui.New(store, ui.Options{API: query.NewHandler(store, time.Now, qlog), Logger: qlog, JaegerUIURL: *jaegerUI})
+	api := query.NewHandler(store, time.Now, qlog)
+	api.SetResolutions(cfg.Aggregator.Stats.Normalized().Resolutions())
+	web, err := ui.New(store, ui.Options{API: api, Logger: qlog, JaegerUIURL: *jaegerUI})
 	if err != nil {
 		return fmt.Errorf("%w: --jaeger-ui-url: %v", errUsage, err)
 	}
@@ -157,19 +131,23 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Query:    queryAPI,
 		Stages: func(brokers []string) ([]local.Stage, error) {
 			var err error
-			dl, err = deadletter.New(deadletter.Config{Brokers: brokers}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
+			client := cfg.ClientConfig
+			client.Brokers = brokers
+			dl, err = deadletter.New(deadletter.Config{Brokers: brokers, Client: &client}, deadletter.Options{Logger: log.With("component", "dead-letter"), Registry: reg})
 			if err != nil {
 				return nil, err
 			}
 			dlHook.Set(dl)
-			icfg := index.DefaultConfig()
+			icfg := cfg.Indexer
+			icfg.ClientConfig = cfg.ClientConfig
 			icfg.Brokers = brokers
 			icfg.Topic = cfg.Ingest.TracesTopic
 			x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
 			if err != nil {
 				return nil, err
 			}
-			acfg := aggregator.DefaultConfig()
+			acfg := cfg.Aggregator
+			acfg.ClientConfig = cfg.ClientConfig
 			acfg.Brokers = brokers
 			acfg.TracesTopic = cfg.Ingest.TracesTopic
 			acfg.PartialsPartitions = cfg.Partitions
@@ -180,28 +158,73 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 			return []local.Stage{x, agg}, nil
 		},
 	}
-	return local.Run(ctx, cfg, deps, func(brokers []string) {
+	return local.Run(ctx, cfg.Config, deps, func(brokers []string) {
 		log.Info("tracepipe is running", "spans", fmt.Sprintf("%s on %s", cfg.Ingest.SpansTopic, strings.Join(brokers, ",")),
 			"query", cfg.QueryListen, "metrics", cfg.MetricsAddr)
 	})
 }
 
-// applyEnv sets every flag not given on the command line from its
-// TRACEPIPE_<NAME> environment variable (dashes become underscores).
-func applyEnv(fs *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		name := "TRACEPIPE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if e := f.Value.Set(v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", name, v, e)
-			}
-		}
-	})
-	return err
+// runConfig is everything `tracepipe run` configures: the single-process
+// deployment (with the ingester and collector), the stages it builds
+// itself, and the store.
+type runConfig struct {
+	local.Config
+	Indexer    index.Config
+	Aggregator aggregator.Config
+	Store      storeflags.Config
+	logLevel   string
+	jaegerUI   string // base URL of a Jaeger UI the web UI links to
+}
+
+func defaultRunConfig() runConfig {
+	return runConfig{Config: local.DefaultConfig(), Indexer: index.DefaultConfig(), Aggregator: aggregator.DefaultConfig(), Store: storeflags.Default(), logLevel: "info"}
+}
+
+// registerRunFlags composes every stage's flags on fs with the stage's
+// prefix (internal/config), leaving out what run wires itself: the Kafka
+// connection (one --kafka-* set for all), the topics one stage writes and
+// the next reads, the embedded store's path (under --data-dir) and the
+// partials topic's partitions (--partitions). The ingester's flags that
+// run had before the prefixes keep their names as aliases.
+func registerRunFlags(fs *flag.FlagSet, cfg *runConfig) {
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the embedded broker's log and the embedded store")
+	fs.StringVar(&cfg.BrokerListen, "broker-listen", cfg.BrokerListen, "address of the embedded broker")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of the topics run creates: the embedded broker's, or on --kafka-brokers the spans, traces and dead-letter topics that do not exist yet (existing topics are used as they are), and the aggregator's partials topic")
+	fs.BoolVar(&cfg.SyncWrites, "sync-writes", false, "embedded broker: fsync every produced batch (slower, survives power loss)")
+	fs.StringVar(&cfg.QueryListen, "listen", cfg.QueryListen, "query API and web UI address (empty: none)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "/metrics and /healthz address (empty: none)")
+	cfg.ClientConfig.RegisterFlags(fs, "")
+	fs.Lookup("kafka-brokers").Usage = "real Kafka brokers, comma-separated host:port (default: start the embedded broker); the other --kafka-* flags need them"
+	config.Stage(fs, "ingester-", cfg.Ingest.RegisterFlags, "metrics-addr", "create-topics", "rekey-to")
+	for _, name := range []string{"spans-topic", "traces-topic", "encoding", "idle-timeout", "max-wait", "max-spans-per-trace"} {
+		config.Alias(fs, name, "ingester-"+name)
+	}
+	// --jaeger-compact-udp, --otlp-grpc, ... (empty: that receiver off); the
+	// collector's Kafka connection and topic are the pipeline's.
+	config.Stage(fs, "", cfg.Collector.RegisterFlags, "spans-topic", "shutdown-grace")
+	config.Stage(fs, "indexer-", cfg.Indexer.RegisterFlags, "topic")
+	config.Stage(fs, "aggregator-", cfg.Aggregator.RegisterFlags, "traces-topic", "partials-partitions")
+	config.Stage(fs, "", cfg.Store.RegisterFlags, "store")
+	fs.StringVar(&cfg.RekeyTo, "rekey-to", cfg.RekeyTo, "for producers that do not key spans by trace ID (the OTel Collector's Kafka exporter): re-publish every span to this topic keyed by trace ID, then assemble from it (e.g. tracepipe-spans-by-trace)")
+	fs.StringVar(&cfg.logLevel, "log-level", cfg.logLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.jaegerUI, "jaeger-ui-url", cfg.jaegerUI, "base URL of a Jaeger UI over the same store, e.g. http://127.0.0.1:16686: the web UI's trace pages link to it")
+	config.Document(fs)
+}
+
+// validate reports every problem of every stage's configuration, joined,
+// naming the flags as fs (registerRunFlags) has them; stages whose brokers
+// run decides later are checked with placeholders.
+func (c *runConfig) validate(fs *flag.FlagSet) error {
+	client := c.ClientConfig
+	if len(client.Brokers) == 0 {
+		client = kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}}
+	}
+	ing, idx, agg := c.Ingest, c.Indexer, c.Aggregator
+	ing.ClientConfig, idx.ClientConfig, agg.ClientConfig = client, client, client
+	idx.Topic, agg.TracesTopic, agg.PartialsPartitions = c.Ingest.TracesTopic, c.Ingest.TracesTopic, c.Partitions
+	store := c.Store
+	store.Path = filepath.Join(c.DataDir, "tracepipe.db")
+	errs := []error{c.Config.Validate(), config.Rename(ing.Validate(), fs, "ingester-"), config.Rename(idx.Validate(), fs, "indexer-"),
+		config.Rename(agg.Validate(), fs, "aggregator-"), store.Validate()}
+	return errors.Join(errs...)
 }

@@ -15,7 +15,7 @@ func TestRunUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"partitions", []string{"run", "--partitions", "0"}, nil, "--partitions"},
-		{"encoding", []string{"run", "--encoding", "xml"}, nil, "--encoding"},
+		{"encoding", []string{"run", "--encoding", "xml"}, nil, "flag -encoding"},
 		{"arguments", []string{"run", "extra"}, nil, "unexpected arguments"},
 		{"log level", []string{"run", "--log-level", "loud"}, nil, "--log-level"},
 		{"env", []string{"run"}, map[string]string{"TRACEPIPE_PARTITIONS": "lots"}, "TRACEPIPE_PARTITIONS"},

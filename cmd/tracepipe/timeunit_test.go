@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/assemble"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
 	"github.com/tracepipe/tracepipe/query"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 type fixedClock struct{ t time.Time }
@@ -77,7 +77,7 @@ func TestNanosecondOTLPOneTimeUnit(t *testing.T) {
 	if len(outs) != 1 {
 		t.Fatalf("%d traces assembled", len(outs))
 	}
-	at, err := tracepb.Decode(tracepb.Encode(nil, outs[0].Trace))
+	at, err := assembledpb.Decode(assembledpb.Encode(nil, outs[0].Trace))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,13 @@
 #   services.sh env                  `export TRACEPIPE_...=...` lines for the running services (use with eval)
 #   services.sh logs [SERVICE...]    the tail of each service's log
 #   services.sh clean                down, then delete all data, logs and fetched jars
+#   services.sh node ACTION UNIT     kill (SIGKILL), stop (TERM), start, pause (SIGSTOP) or resume (SIGCONT) one
+#                                    node: UNIT is broker-1, broker-2, broker-3 (kafka-cluster) or spare-search
 #
-# SERVICE is kafka, search or prometheus (default: all three). Documented in deploy/local/README.md.
+# SERVICE is kafka, search or prometheus (default for up: these three), or kafka-cluster (three combined
+# broker+controller KRaft nodes, replication factor 3, min.insync.replicas 2) or spare-search (a private
+# Elasticsearch that failure tests may pause or stop); down without SERVICE stops all five.
+# Documented in deploy/local/README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,11 +30,21 @@ ES_HEAP=${TRACEPIPE_ES_HEAP:-1g}
 # Empty: the engine that runs now, else elasticsearch (resolved below, once the helpers exist).
 ENGINE=${TRACEPIPE_SEARCH_ENGINE:-}
 PROM_PORT=${TRACEPIPE_PROMETHEUS_PORT:-9090}
+# The 3-node cluster: node N listens on CLUSTER_PORT+N-1 (clients) and CLUSTER_CONTROLLER_PORT+N-1 (controllers).
+CLUSTER_PORT=${TRACEPIPE_KAFKA_CLUSTER_PORT:-19392}
+CLUSTER_CONTROLLER_PORT=${TRACEPIPE_KAFKA_CLUSTER_CONTROLLER_PORT:-19492}
+CLUSTER_HEAP=${TRACEPIPE_KAFKA_CLUSTER_HEAP:-384m}
+CLUSTER_NODES=(1 2 3)
+SPARE_PORT=${TRACEPIPE_SPARE_ES_PORT:-9271}
+SPARE_TRANSPORT_PORT=${TRACEPIPE_SPARE_ES_TRANSPORT_PORT:-9371}
+SPARE_HEAP=${TRACEPIPE_SPARE_ES_HEAP:-512m}
 START_TIMEOUT=${TRACEPIPE_START_TIMEOUT:-180}
 STOP_TIMEOUT=${TRACEPIPE_STOP_TIMEOUT:-30}
 # Extra arguments for every mvn call, e.g. -Dmaven.repo.local=/tmp/m2 to measure a cold start.
 read -r -a MVN_ARGS <<<"${TRACEPIPE_MAVEN_ARGS:-}"
 ALL_SERVICES=(kafka search prometheus)
+# Started only when named; stopped by a bare `down` too.
+EXTRA_SERVICES=(kafka-cluster spare-search)
 
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
@@ -45,6 +60,9 @@ esac
 # The codelibs runners give node N the HTTP port baseHttpPort+N and refuse ports above 9299.
 if ((ES_PORT < 1025 || ES_PORT > 9299)); then
 	die "TRACEPIPE_ES_PORT must be in 1025..9299 (a limit of the codelibs runner), not $ES_PORT"
+fi
+if ((SPARE_PORT < 1025 || SPARE_PORT > 9299)); then
+	die "TRACEPIPE_SPARE_ES_PORT must be in 1025..9299 (a limit of the codelibs runner), not $SPARE_PORT"
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,8 +309,42 @@ EOF
 
 other_engine() { if [ "$1" = elasticsearch ]; then echo opensearch; else echo elasticsearch; fi; }
 
+# search_healthy [PORT]: the engine on PORT (default ES_PORT) reports a yellow or green cluster.
 search_healthy() {
-	curl -fsS --max-time 5 "http://$HOST:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=4s"
+	curl -fsS --max-time 5 "http://$HOST:${1:-$ES_PORT}/_cluster/health?wait_for_status=yellow&timeout=4s"
+}
+
+# engine_start UNIT ENGINE DIR LIB PORT TRANSPORT_PORT HEAP CLUSTER: write the node's config under DIR, launch
+# ENGINE (elasticsearch or opensearch, jars in LIB) as UNIT and wait until it is healthy on PORT.
+engine_start() {
+	local unit=$1 engine=$2 d=$3 lib=$4 port=$5 tport=$6 heap=$7 cluster=$8
+	mkdir -p "$d/node_1/config" "$d/tmp"
+	local yml=elasticsearch.yml main=org.codelibs.elasticsearch.runner.ElasticsearchClusterRunner
+	if [ "$engine" = opensearch ]; then
+		yml=opensearch.yml main=org.codelibs.opensearch.runner.OpenSearchRunner
+	fi
+	# The runner copies its own (empty) config only when none exists, and its command-line settings
+	# (http.port, cluster.name, node.name, paths) override this file.
+	cat >"$d/node_1/config/$yml" <<EOF
+# Written by deploy/local/services.sh.
+network.host: $HOST
+transport.port: $tport
+discovery.type: single-node
+# A nearly full disk must not turn indices read-only or leave shards unassigned in tests.
+cluster.routing.allocation.disk.threshold_enabled: false
+action.auto_create_index: true
+EOF
+	# Log4j 2.11 inside Elasticsearch 7.10.2: disable message lookups (CVE-2021-44228), though it listens on loopback only.
+	launch "$unit" "$d/$engine.log" "$JAVA" -Dtracepipe.service="$unit" \
+		"-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
+		-Djava.io.tmpdir="$d/tmp" -Dlog4j2.formatMsgNoLookups=true -Dlog4j2.disable.jmx=true \
+		-cp "$lib/*" "$main" -basePath "$d" -numOfNode 1 -baseHttpPort $((port - 1)) \
+		-clusterName "$cluster"
+	wait_healthy "$unit" "$d/$engine.log" search_healthy "$port"
+	# The runner moves to the next free port when its port is taken: make sure the node we started is the one
+	# answering on its port.
+	grep -q "HTTP Port: *$port\$" "$d/$engine.log" ||
+		fail_start "$unit" "$d/$engine.log" "the node did not bind http port $port"
 }
 
 search_up() {
@@ -310,35 +362,162 @@ search_up() {
 	port_free_or_die "$ENGINE" "$ES_TRANSPORT_PORT" TRACEPIPE_ES_TRANSPORT_PORT
 	local t0
 	t0=$(now)
-	mkdir -p "$d/node_1/config" "$d/tmp"
 	fetch_jars "$ENGINE"
-	local yml=elasticsearch.yml main=org.codelibs.elasticsearch.runner.ElasticsearchClusterRunner
-	if [ "$ENGINE" = opensearch ]; then
-		yml=opensearch.yml main=org.codelibs.opensearch.runner.OpenSearchRunner
-	fi
-	# The runner copies its own (empty) config only when none exists, and its command-line settings
-	# (http.port, cluster.name, node.name, paths) override this file.
-	cat >"$d/node_1/config/$yml" <<EOF
-# Written by deploy/local/services.sh.
-network.host: $HOST
-transport.port: $ES_TRANSPORT_PORT
-discovery.type: single-node
-# A nearly full disk must not turn indices read-only or leave shards unassigned in tests.
-cluster.routing.allocation.disk.threshold_enabled: false
-action.auto_create_index: true
-EOF
-	# Log4j 2.11 inside Elasticsearch 7.10.2: disable message lookups (CVE-2021-44228), though it listens on loopback only.
-	launch "$ENGINE" "$d/$ENGINE.log" "$JAVA" -Dtracepipe.service="$ENGINE" \
-		"-Xms$ES_HEAP" "-Xmx$ES_HEAP" -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
-		-Djava.io.tmpdir="$d/tmp" -Dlog4j2.formatMsgNoLookups=true -Dlog4j2.disable.jmx=true \
-		-cp "$d/lib/*" "$main" -basePath "$d" -numOfNode 1 -baseHttpPort $((ES_PORT - 1)) \
-		-clusterName tracepipe
-	wait_healthy "$ENGINE" "$d/$ENGINE.log" search_healthy
-	# The runner moves to the next free port when its port is taken: make sure the node we started is the one
-	# answering on ES_PORT.
-	grep -q "HTTP Port: *$ES_PORT\$" "$d/$ENGINE.log" ||
-		fail_start "$ENGINE" "$d/$ENGINE.log" "the node did not bind http port $ES_PORT"
+	engine_start "$ENGINE" "$ENGINE" "$d" "$d/lib" "$ES_PORT" "$ES_TRANSPORT_PORT" "$ES_HEAP" tracepipe
 	log "$ENGINE ready on http://$HOST:$ES_PORT (pid $(running_pid "$ENGINE"), $(since "$t0"))"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# A 3-node Kafka cluster (kafka-cluster) and a spare search engine (spare-search), for failure tests
+
+# Node N of the cluster is the unit kafka-cluster/broker-N (pid file, data and log under $DIR/kafka-cluster/broker-N).
+cluster_unit() { echo "kafka-cluster/broker-$1"; }
+cluster_port() { echo $((CLUSTER_PORT + $1 - 1)); }
+cluster_bootstrap() {
+	local n out=()
+	for n in "${CLUSTER_NODES[@]}"; do out+=("$HOST:$(cluster_port "$n")"); done
+	(IFS=,; echo "${out[*]}")
+}
+
+# cluster_registered: every node is a registered, unfenced broker (BrokerApiVersionsCommand lists one entry per
+# broker it finds in the metadata).
+cluster_registered() {
+	local n
+	n=$(timeout 30 "$JAVA" -Xmx128m -Dlog4j.configuration="file:$HERE/kafka/tools-log4j.properties" \
+		-cp "$DIR/kafka/lib/*" kafka.admin.BrokerApiVersionsCommand --bootstrap-server "$(cluster_bootstrap)" 2>/dev/null |
+		grep -c "^$HOST:[0-9]* (id: ")
+	((n == ${#CLUSTER_NODES[@]}))
+}
+
+# cluster_node_config N: write broker-N's server.properties and format its storage once.
+cluster_node_config() {
+	local n=$1 d voters="" m
+	d="$DIR/$(cluster_unit "$n")"
+	mkdir -p "$d/data" "$d/logs"
+	for m in "${CLUSTER_NODES[@]}"; do voters+="${voters:+,}$m@$HOST:$((CLUSTER_CONTROLLER_PORT + m - 1))"; done
+	cat >"$d/server.properties" <<EOF
+# Written by deploy/local/services.sh: node $n of a 3-node KRaft cluster, each node broker and controller.
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://$HOST:$(cluster_port "$n"),CONTROLLER://$HOST:$((CLUSTER_CONTROLLER_PORT + n - 1))
+advertised.listeners=PLAINTEXT://$HOST:$(cluster_port "$n")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$d/data
+num.partitions=3
+default.replication.factor=3
+min.insync.replicas=2
+unclean.leader.election.enable=false
+auto.create.topics.enable=true
+delete.topic.enable=true
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=3
+group.initial.rebalance.delay.ms=0
+# A killed node is fenced (and dropped from every ISR) after 6 s without a heartbeat (defaults 2 s / 9 s).
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=6000
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+	if [ ! -f "$d/data/meta.properties" ]; then
+		kafka_tool kafka.tools.StorageTool format -t "$(cat "$DIR/kafka-cluster/cluster.id")" \
+			-c "$d/server.properties" --ignore-formatted >"$d/format.log" 2>&1 ||
+			{ cat "$d/format.log" >&2; die "kafka-cluster broker-$n: storage format failed"; }
+	fi
+}
+
+# cluster_node_launch N: start broker-N from its config (written by cluster_node_config) and wait for its port.
+cluster_node_launch() {
+	local n=$1 unit d
+	unit=$(cluster_unit "$n")
+	d="$DIR/$unit"
+	port_free_or_die "$unit" "$(cluster_port "$n")" TRACEPIPE_KAFKA_CLUSTER_PORT
+	port_free_or_die "$unit" $((CLUSTER_CONTROLLER_PORT + n - 1)) TRACEPIPE_KAFKA_CLUSTER_CONTROLLER_PORT
+	launch "$unit" "$d/kafka.log" "$JAVA" -Dtracepipe.service="$unit" \
+		"-Xms128m" "-Xmx$CLUSTER_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+		-Dlog4j.configuration="file:$HERE/kafka/log4j.properties" -Dkafka.logs.dir="$d/logs" \
+		-cp "$DIR/kafka/lib/*" kafka.Kafka "$d/server.properties"
+	wait_healthy "$unit" "$d/kafka.log" port_open "$(cluster_port "$n")"
+}
+
+kafka-cluster_up() {
+	local n t0 pids=() started=()
+	t0=$(now)
+	mkdir -p "$DIR/kafka-cluster"
+	fetch_jars kafka
+	[ -s "$DIR/kafka-cluster/cluster.id" ] ||
+		kafka_tool kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$DIR/kafka-cluster/cluster.id"
+	for n in "${CLUSTER_NODES[@]}"; do
+		if running_pid "$(cluster_unit "$n")" >/dev/null; then continue; fi
+		cluster_node_config "$n"
+		# The three nodes must start together: a controller quorum needs two of them.
+		cluster_node_launch "$n" &
+		pids+=($!)
+		started+=("broker-$n")
+	done
+	for n in "${pids[@]}"; do wait "$n" || die "kafka-cluster: a node failed to start"; done
+	wait_healthy "$(cluster_unit 1)" "$DIR/$(cluster_unit 1)/kafka.log" cluster_registered
+	log "kafka-cluster ready on $(cluster_bootstrap) (started: ${started[*]:-none, all were running}; $(since "$t0"))"
+}
+
+spare-search_up() {
+	local d="$DIR/spare-search" pid t0
+	if pid=$(running_pid spare-search); then
+		log "spare-search already running (pid $pid) on http://$HOST:$SPARE_PORT"
+		return 0
+	fi
+	port_free_or_die spare-search "$SPARE_PORT" TRACEPIPE_SPARE_ES_PORT
+	port_free_or_die spare-search "$SPARE_TRANSPORT_PORT" TRACEPIPE_SPARE_ES_TRANSPORT_PORT
+	t0=$(now)
+	mkdir -p "$DIR/elasticsearch" "$d"
+	fetch_jars elasticsearch
+	engine_start spare-search elasticsearch "$d" "$DIR/elasticsearch/lib" "$SPARE_PORT" "$SPARE_TRANSPORT_PORT" \
+		"$SPARE_HEAP" tracepipe-spare
+	log "spare-search (elasticsearch) ready on http://$HOST:$SPARE_PORT (pid $(running_pid spare-search), $(since "$t0"))"
+}
+
+# cmd_node ACTION UNIT: act on one node of kafka-cluster (broker-1..3) or on spare-search.
+cmd_node() {
+	local action=${1:-} name=${2:-} unit pid
+	case $name in
+	broker-[1-9]) unit=$(cluster_unit "${name#broker-}") ;;
+	spare-search) unit=spare-search ;;
+	*) die "node: UNIT must be broker-1, broker-2, broker-3 or spare-search, not '$name'" ;;
+	esac
+	case $action in
+	start)
+		with_lock
+		if pid=$(running_pid "$unit"); then
+			log "$name already running (pid $pid)"
+			return 0
+		fi
+		if [ "$unit" = spare-search ]; then spare-search_up; else
+			cluster_node_config "${name#broker-}"
+			cluster_node_launch "${name#broker-}"
+			log "$name started (pid $(running_pid "$unit")) on $HOST:$(cluster_port "${name#broker-}")"
+		fi
+		;;
+	kill | stop | pause | resume)
+		pid=$(running_pid "$unit") || die "node $action: $name is not running"
+		case $action in
+		kill)
+			kill -KILL "$pid"
+			while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+			rm -f "$(pidfile "$unit")"
+			;;
+		stop) stop_service "$unit" "$pid" ;;
+		pause) kill -STOP "$pid" ;;
+		resume) kill -CONT "$pid" ;;
+		esac
+		log "$name: $action (pid $pid)"
+		;;
+	*) die "node: ACTION must be kill, stop, start, pause or resume, not '$action'" ;;
+	esac
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -393,9 +572,9 @@ services_from_args() {
 	local s
 	for s in "$@"; do
 		case $s in
-		kafka | search | prometheus) echo "$s" ;;
+		kafka | search | prometheus | kafka-cluster | spare-search) echo "$s" ;;
 		elasticsearch | opensearch | es) echo search ;;
-		*) die "unknown service '$s' (kafka, search or prometheus)" ;;
+		*) die "unknown service '$s' (kafka, search, prometheus, kafka-cluster or spare-search)" ;;
 		esac
 	done
 }
@@ -404,6 +583,7 @@ services_from_args() {
 units() {
 	case $1 in
 	search) echo elasticsearch opensearch ;;
+	kafka-cluster) for n in "${CLUSTER_NODES[@]}"; do cluster_unit "$n"; done ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -420,7 +600,7 @@ cmd_up() {
 	t0=$(now)
 	with_lock
 	local need=()
-	[[ $svcs == *kafka* || $svcs == *search* ]] && need+=(java)
+	[[ $svcs == *kafka* || $svcs == *search* ]] && need+=(java) # kafka-cluster and spare-search too
 	[[ $svcs == *prometheus* ]] && need+=(prometheus)
 	need_tools "${need[@]}"
 	# Fetch jars one service at a time (Maven's local repository is not safe for concurrent downloads), then start
@@ -428,8 +608,9 @@ cmd_up() {
 	local s
 	for s in $svcs; do
 		case $s in
-		kafka) mkdir -p "$DIR/kafka" && fetch_jars kafka ;;
+		kafka | kafka-cluster) mkdir -p "$DIR/kafka" && fetch_jars kafka ;;
 		search) mkdir -p "$DIR/$ENGINE" && fetch_jars "$ENGINE" ;;
+		spare-search) mkdir -p "$DIR/elasticsearch" && fetch_jars elasticsearch ;;
 		esac
 	done
 	local pids=() failed=()
@@ -447,12 +628,16 @@ cmd_up() {
 
 cmd_down() {
 	local svcs s u
+	if (($# == 0)); then set -- "${ALL_SERVICES[@]}" "${EXTRA_SERVICES[@]}"; fi
 	svcs=$(services_from_args "$@")
 	[ -d "$DIR" ] || return 0
 	with_lock
-	# Reverse start order: prometheus, then the search engine, then Kafka.
+	# Reverse order: the spare engine, the cluster, prometheus, then the search engine, then Kafka.
 	for s in $(echo "$svcs" | tac); do
-		for u in $(units "$s"); do stop_service "$u"; done
+		# The cluster's nodes stop together: the last one alone would wait for a controller quorum that is gone
+		# (STOP_TIMEOUT, then KILL).
+		for u in $(units "$s"); do stop_service "$u" & done
+		wait
 	done
 }
 
@@ -472,13 +657,34 @@ cmd_status() {
 			printf '%-14s stopped\n' "$u"
 		fi
 	done
+	local n
+	for n in "${CLUSTER_NODES[@]}"; do
+		if pid=$(running_pid "$(cluster_unit "$n")"); then
+			printf '%-14s running  pid %-8s %s\n' "broker-$n" "$pid" "$HOST:$(cluster_port "$n") (kafka-cluster)"
+		else
+			printf '%-14s stopped  (kafka-cluster)\n' "broker-$n"
+		fi
+	done
+	if pid=$(running_pid spare-search); then
+		printf '%-14s running  pid %-8s %s\n' spare-search "$pid" "http://$HOST:$SPARE_PORT"
+	else
+		printf '%-14s stopped\n' spare-search
+	fi
 	((up == 3))
+}
+
+# cluster_running: every node of kafka-cluster runs.
+cluster_running() {
+	local n
+	for n in "${CLUSTER_NODES[@]}"; do running_pid "$(cluster_unit "$n")" >/dev/null || return 1; done
 }
 
 cmd_running() {
 	running_pid kafka >/dev/null && echo kafka
 	{ running_pid elasticsearch || running_pid opensearch; } >/dev/null && echo search
 	running_pid prometheus >/dev/null && echo prometheus
+	cluster_running && echo kafka-cluster
+	running_pid spare-search >/dev/null && echo spare-search
 	return 0
 }
 
@@ -506,6 +712,19 @@ cmd_env() {
 	if command -v promtool >/dev/null; then
 		echo "export TRACEPIPE_PROMTOOL=$(command -v promtool)"
 	fi
+	# Failure tests kill, restart and pause nodes through this script (services.sh node ...).
+	echo "export TRACEPIPE_SERVICES_SH=$HERE/services.sh"
+	echo "export TRACEPIPE_SERVICES_DIR=$DIR"
+	if cluster_running; then
+		echo "export TRACEPIPE_KAFKA_CLUSTER=$(cluster_bootstrap)"
+	else
+		echo "# kafka-cluster is not running: bash deploy/local/services.sh up kafka-cluster"
+	fi
+	if running_pid spare-search >/dev/null; then
+		echo "export TRACEPIPE_SPARE_ES=http://$HOST:$SPARE_PORT"
+	else
+		echo "# spare-search is not running: bash deploy/local/services.sh up spare-search"
+	fi
 	local jq
 	for jq in "$DIR"/jaeger/jaeger-query-*; do
 		[ -x "$jq" ] && [[ "$jq" != *.tmp ]] && echo "export TRACEPIPE_JAEGER_QUERY=$jq"
@@ -518,7 +737,9 @@ cmd_logs() {
 	for s in $(services_from_args "$@"); do
 		for u in $(units "$s"); do
 			f="$DIR/$u/$u.log"
-			[ -f "$f" ] || continue
+			# Cluster nodes write kafka.log, the spare engine elasticsearch.log.
+			[ -f "$f" ] || f=$(find "$DIR/$u" -maxdepth 1 -name '*.log' 2>/dev/null | head -n 1)
+			[ -n "$f" ] && [ -f "$f" ] || continue
 			echo "==> $f <=="
 			tail -n "${LINES:-50}" "$f"
 		done
@@ -545,8 +766,9 @@ running) cmd_running ;;
 env) cmd_env ;;
 logs) cmd_logs "$@" ;;
 clean) cmd_clean ;;
+node) cmd_node "$@" ;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 	;;
 esac

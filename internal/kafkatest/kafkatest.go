@@ -29,6 +29,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tracepipe/tracepipe/tracegen"
 )
 
 // Cluster is a running kfake cluster, closed when the test that made it ends.
@@ -259,4 +261,18 @@ func ConsumeGroup(ctx context.Context, cfg kafka.ReaderConfig, n int, commit boo
 func coordinatorBusy(err error) bool {
 	return errors.Is(err, kafka.NotCoordinatorForGroup) || errors.Is(err, kafka.GroupCoordinatorNotAvailable) ||
 		errors.Is(err, kafka.GroupLoadInProgress)
+}
+
+// Sender adapts a kafka-go Writer to tracegen.MessageWriter (tracegen.Publish),
+// for tests that publish a workload with a writer of their own.
+func Sender(w *kafka.Writer) tracegen.MessageWriter { return writerSender{w} }
+
+type writerSender struct{ w *kafka.Writer }
+
+func (s writerSender) Send(ctx context.Context, msgs []tracegen.Message) error {
+	kms := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		kms[i] = kafka.Message{Key: m.Key, Value: m.Value}
+	}
+	return s.w.WriteMessages(ctx, kms...)
 }

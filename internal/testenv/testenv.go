@@ -15,6 +15,10 @@
 //	TRACEPIPE_PROMETHEUS            URL of the Prometheus server
 //	TRACEPIPE_PROMETHEUS_TARGETS    directory of its file_sd target files
 //	TRACEPIPE_PROMTOOL              path of promtool (else looked up in PATH)
+//	TRACEPIPE_KAFKA_CLUSTER         the 3-node Kafka cluster (see Cluster)
+//	TRACEPIPE_SPARE_ES              the spare Elasticsearch (see SpareSearch)
+//	TRACEPIPE_SERVICES_SH           deploy/local/services.sh, which kills,
+//	                                starts and pauses their nodes
 //
 // The accessors are safe for concurrent use by parallel tests.
 package testenv

@@ -7,16 +7,15 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
 // RollupStore is what the aggregator needs of a store: writing rollups,
@@ -49,16 +48,14 @@ type Aggregator struct {
 	cfg      Config
 	store    RollupStore
 	edges    EdgeStore
-	children aggregate.ChildSource
+	children rollup.ChildSource
 	log      *slog.Logger
 	m        *Metrics
 	now      func() time.Time
-	dialer   *kafka.Dialer
-	client   *kafka.Client
-	writer   *kafka.Writer
 	wm       *watermarks
+	// mapGroup and reduceGroup run the stages (nil when not run).
+	mapGroup, reduceGroup *tpkafka.Group
 
-	healthy   [2]atomic.Bool
 	fatalOnce sync.Once
 	fatalErr  error
 	cancel    context.CancelFunc
@@ -67,6 +64,7 @@ type Aggregator struct {
 
 // New validates cfg and builds the aggregator. It contacts nothing.
 func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
+	cfg = cfg.Normalized()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -83,9 +81,8 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 		opts.Now = time.Now
 	}
 	a := &Aggregator{cfg: cfg, store: store, log: opts.Logger, now: opts.Now,
-		m:      newMetrics(opts.Registry, cfg.MaxMetricSeries),
-		dialer: &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true},
-		wm:     &watermarks{parts: map[int]wmPart{}}}
+		m:  newMetrics(opts.Registry, cfg.MaxMetricSeries),
+		wm: &watermarks{parts: map[int]wmPart{}}}
 	a.m.keyLimit.Set(float64(cfg.Stats.Normalized().KeyLimit))
 	if es, ok := store.(EdgeStore); ok {
 		a.edges = es
@@ -99,19 +96,11 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 			return nil, fmt.Errorf("aggregator: register metrics: %w", err)
 		}
 	}
-	tr := &kafka.Transport{DialTimeout: 10 * time.Second}
-	a.writer = &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Brokers...),
-		Topic:        cfg.PartialsTopic,
-		Balancer:     &kafka.Hash{}, // by family: one reducer sees all of an operation
-		RequiredAcks: kafka.RequireAll,
-		BatchSize:    1000,
-		BatchBytes:   16 << 20,
-		BatchTimeout: 2 * time.Millisecond,
-		WriteTimeout: 30 * time.Second,
-		Transport:    tr,
+	// Partials are keyed by family and partitioned by the runtime's writer
+	// (kafka.Hash): one reducer sees all of an operation.
+	if err := a.newGroups(opts); err != nil {
+		return nil, err
 	}
-	a.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: 10 * time.Second}
 	a.children = &childSource{a: a}
 	return a, nil
 }
@@ -120,17 +109,21 @@ func New(cfg Config, store RollupStore, opts Options) (*Aggregator, error) {
 // off for the store).
 func (a *Aggregator) Config() Config { return a.cfg }
 
-func (a *Aggregator) setHealthy(stage string, ok bool) {
-	i := 0
-	if stage == "reduce" {
-		i = 1
-	}
-	a.healthy[i].Store(ok)
-}
-
 // Healthy reports whether every stage that runs is a group member.
 func (a *Aggregator) Healthy() bool {
-	return (a.cfg.NoMap || a.healthy[0].Load()) && (a.cfg.NoReduce || a.healthy[1].Load())
+	return (a.mapGroup == nil || a.mapGroup.Healthy()) && (a.reduceGroup == nil || a.reduceGroup.Healthy())
+}
+
+// Checks are the health checks of the stages that run (for
+// pipeline/kafka.Handler in a process running several stages).
+func (a *Aggregator) Checks() []tpkafka.Check {
+	var cs []tpkafka.Check
+	for _, g := range []*tpkafka.Group{a.mapGroup, a.reduceGroup} {
+		if g != nil {
+			cs = append(cs, g.Check())
+		}
+	}
+	return cs
 }
 
 // Handler serves /metrics from gatherer, in the OpenMetrics format when
@@ -161,49 +154,37 @@ func (a *Aggregator) fatal(err error) {
 	})
 }
 
-// Run creates the partials topic if needed, joins both consumer groups and
-// works until ctx is cancelled. Each group joins only once its topic
-// (traces, partials) exists with a leader for every partition
-// (pipeline/kafka.WaitForTopics, logged at WARN while waiting; /healthz is
-// 503 meanwhile): kafka-go's groups would assign nothing of a missing topic
-// and never look again. Shutdown: each partition stops fetching,
-// publishes (map) or writes (reduce) what it has, commits, and leaves; then
-// the writer closes. Run returns nil after a clean stop.
+// Run creates the partials topic if needed, joins both consumer groups
+// (pipeline/kafka.Group, one goroutine per assigned partition driving a
+// mapProc or reduceProc) and works until ctx is cancelled. Each group joins
+// only once its topic (traces, partials) exists with a leader for every
+// partition (logged at WARN while waiting; /healthz is 503 meanwhile).
+// Shutdown: each partition stops fetching, publishes (map) or writes
+// (reduce) what it has, commits, and leaves; then the writer closes. Run
+// returns nil after a clean stop.
 func (a *Aggregator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.mu.Lock()
 	a.cancel = cancel
 	a.mu.Unlock()
-	if err := a.ensureTopic(ctx, a.cfg.PartialsTopic, a.cfg.PartialsPartitions); err != nil {
+	if err := a.ensurePartialsTopic(ctx); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	if !a.cfg.NoMap {
+	for _, g := range []*tpkafka.Group{a.mapGroup, a.reduceGroup} {
+		if g == nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- a.runGroup(ctx, a.cfg.Group, a.cfg.TracesTopic, "map", func(gctx context.Context, gen *kafka.Generation, part int, _ int64) {
-				a.runMap(gctx, gen, part)
-			})
-		}()
-	}
-	if !a.cfg.NoReduce {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- a.runGroup(ctx, a.cfg.ReduceGroup, a.cfg.PartialsTopic, "reduce", func(gctx context.Context, gen *kafka.Generation, part int, _ int64) {
-				a.runReduce(gctx, gen, part)
-			})
+			errs <- g.Run(ctx)
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	a.setHealthy("map", false)
-	a.setHealthy("reduce", false)
-	a.writer.Close()
-	a.writer.Transport.(*kafka.Transport).CloseIdleConnections()
 	all := []error{a.fatalErr}
 	for e := range errs {
 		all = append(all, e)
@@ -232,7 +213,7 @@ func (c *childSource) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (c *childSource) Children(ctx context.Context, res time.Duration, fam aggregate.Family, from, to model.Timestamp) ([]aggregate.Output, error) {
+func (c *childSource) Children(ctx context.Context, res time.Duration, fam rollup.Family, from, to model.Timestamp) ([]rollup.Output, error) {
 	a := c.a
 	if fam.Edge {
 		if a.edges == nil {
@@ -242,9 +223,9 @@ func (c *childSource) Children(ctx context.Context, res time.Duration, fam aggre
 		if err != nil {
 			return nil, err
 		}
-		out := make([]aggregate.Output, 0, len(es))
+		out := make([]rollup.Output, 0, len(es))
 		for i := range es {
-			o, err := aggregate.OutputFromEdge(&es[i])
+			o, err := rollup.OutputFromEdge(&es[i])
 			if err != nil {
 				return nil, err
 			}
@@ -260,7 +241,7 @@ func (c *childSource) Children(ctx context.Context, res time.Duration, fam aggre
 
 // rollups reads a family's rollups in [from, to), halving the range when a
 // query hits the store's result limit.
-func (c *childSource) rollups(ctx context.Context, res time.Duration, fam aggregate.Family, from, to model.Timestamp) ([]aggregate.Output, error) {
+func (c *childSource) rollups(ctx context.Context, res time.Duration, fam rollup.Family, from, to model.Timestamp) ([]rollup.Output, error) {
 	rs, err := c.a.store.RollupSeries(ctx, model.RollupQuery{Service: fam.Service, Operation: fam.Operation, Kind: fam.Kind,
 		Resolution: res, Start: from, End: to, Limit: model.MaxLimit})
 	if err != nil {
@@ -282,12 +263,12 @@ func (c *childSource) rollups(ctx context.Context, res time.Duration, fam aggreg
 		b, err := c.rollups(ctx, res, fam, mid, to)
 		return append(a, b...), err
 	}
-	out := make([]aggregate.Output, 0, len(rs))
+	out := make([]rollup.Output, 0, len(rs))
 	for i := range rs {
 		if rs[i].Kind != fam.Kind {
 			continue
 		}
-		o, err := aggregate.OutputFromRollup(c.a.cfg.Stats.Dimensions, &rs[i])
+		o, err := rollup.OutputFromRollup(c.a.cfg.Stats.Dimensions, &rs[i])
 		if err != nil {
 			return nil, err
 		}

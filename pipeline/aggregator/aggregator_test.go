@@ -17,13 +17,13 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 
-	"github.com/tracepipe/tracepipe/aggregate"
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 func TestMain(m *testing.M) {
@@ -52,7 +52,7 @@ func testConfig(brokers []string, traces string) Config {
 	cfg.CheckpointInterval = 300 * time.Millisecond
 	cfg.IdleTimeout = 500 * time.Millisecond
 	cfg.SessionTimeout = time.Second
-	cfg.Stats = aggregate.Config{
+	cfg.Stats = rollup.Config{
 		Coarse:         []time.Duration{5 * time.Minute, 15 * time.Minute},
 		Retention:      time.Minute,
 		Dimensions:     []string{"shard", "client", "host"},
@@ -63,7 +63,7 @@ func testConfig(brokers []string, traces string) Config {
 }
 
 // produce writes the messages to topic keyed by trace ID, as the ingester does.
-func produce(t testing.TB, brokers []string, topic string, msgs []aggtest.Message) {
+func produce(t testing.TB, brokers []string, topic string, msgs []rolluptest.Message) {
 	t.Helper()
 	tr := kafkatest.NewTransport(t)
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, Transport: tr, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
@@ -71,7 +71,7 @@ func produce(t testing.TB, brokers []string, topic string, msgs []aggtest.Messag
 	var km []kafka.Message
 	for _, m := range msgs {
 		id := m.Trace.Trace.TraceID.Bytes()
-		km = append(km, kafka.Message{Key: id[:], Value: tracepb.Encode(nil, m.Trace)})
+		km = append(km, kafka.Message{Key: id[:], Value: assembledpb.Encode(nil, m.Trace)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -117,13 +117,13 @@ func (r *running) stop(t testing.TB) {
 
 // checkedStore is what waitFor reads: rollups and edge rollups.
 type checkedStore interface {
-	aggtest.Reader
-	aggtest.EdgeReader
+	rolluptest.Reader
+	rolluptest.EdgeReader
 }
 
 // waitFor polls the store until it holds exactly the expected rollups and
 // edge rollups.
-func waitFor(t testing.TB, exp *aggtest.Expected, store checkedStore, within time.Duration) {
+func waitFor(t testing.TB, exp *rolluptest.Expected, store checkedStore, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last error
@@ -159,7 +159,7 @@ func TestStageKfake(t *testing.T) {
 	}
 	defer store.Close()
 	cfg := testConfig(c.Brokers, topic)
-	msgs := aggtest.Generate(1, aggtest.DefaultOptions(400, time.Now()))
+	msgs := rolluptest.Generate(1, rolluptest.DefaultOptions(400, time.Now()))
 	half := len(msgs) / 2
 	produce(t, c.Brokers, topic, msgs[:half])
 	logs := &testenv.SyncBuffer{}
@@ -174,7 +174,7 @@ func TestStageKfake(t *testing.T) {
 	}
 	r := start(t, cfg, store)
 	produce(t, c.Brokers, topic, msgs[half:])
-	exp := aggtest.Expect(cfg.Stats, msgs)
+	exp := rolluptest.Expect(cfg.Stats, msgs)
 	edges := 0
 	for _, w := range exp.Want {
 		if w.Edge {
@@ -222,7 +222,7 @@ func TestMetricsExemplars(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := aggtest.Generate(3, aggtest.DefaultOptions(50, time.Now()))
+	msgs := rolluptest.Generate(3, rolluptest.DefaultOptions(50, time.Now()))
 	for _, m := range msgs {
 		a.m.observe(m.Trace, true)
 	}
@@ -304,8 +304,8 @@ func TestWriteEndsWithTheGeneration(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	out := aggregate.Output{Resolution: time.Minute, Key: aggregate.Key{Family: aggregate.Family{Service: "s", Operation: "o"}}, Version: 42}
-	go func() { done <- a.write(ctx, []aggregate.Output{out}) }()
+	out := rollup.Output{Resolution: time.Minute, Key: rollup.Key{Family: rollup.Family{Service: "s", Operation: "o"}}, Version: 42}
+	go func() { done <- a.write(ctx, []rollup.Output{out}) }()
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("write after the generation ended: %v, want context.Canceled", err)
@@ -316,7 +316,7 @@ func TestWriteEndsWithTheGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.write(context.Background(), []aggregate.Output{out}); err != nil {
+	if err := a.write(context.Background(), []rollup.Output{out}); err != nil {
 		t.Fatal(err)
 	}
 	if v := <-vs.versions; v != 42 {

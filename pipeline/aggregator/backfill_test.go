@@ -12,20 +12,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 )
 
 // BenchmarkBackfillKfake is issue 12's backfill case on both stages, an
-// in-process Kafka (kfake) and the embedded store: 2,000 live traces over
-// the last 30 minutes are aggregated, then 20,000 traces dated 3 hours back
-// (over 5 minutes) are published; it measures the time until the stored
-// rollups equal the ground truth of all 22,000 traces, and reports the
-// backfill's traces/s and the messages re-read by rewinds. The stored
-// rollups are checked exactly, as in TestStageKfake.
-// TRACEPIPE_BACKFILL_TRACES overrides the 20,000.
+// in-process Kafka (kfake) and the embedded store, against live data of the
+// same size: with the aggregator running, n live traces over the last 30
+// minutes are published and aggregated, then n traces dated 3 hours back
+// (over 5 minutes). For each part it measures the time from publishing to
+// stored rollups equal to the ground truth (checked exactly, as in
+// TestStageKfake, polled every 300ms), and reports both rates and the
+// messages re-read by the map stage's rewinds during the backfill.
+// TRACEPIPE_BACKFILL_TRACES sets n (default 20,000);
+// TRACEPIPE_BACKFILL_INTERVALS=default runs both stages with the default
+// flush, coarse and checkpoint intervals (2s, 30s, 10s) instead of the
+// tests' (100ms, 300ms, 300ms).
 //
 //	go test -run '^$' -bench BackfillKfake -benchtime 1x ./pipeline/aggregator/
 func BenchmarkBackfillKfake(b *testing.B) {
@@ -38,15 +42,18 @@ func BenchmarkBackfillKfake(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := testConfig(c.Brokers, topic)
+		if os.Getenv("TRACEPIPE_BACKFILL_INTERVALS") == "default" {
+			d := DefaultConfig()
+			cfg.FlushInterval, cfg.CoarseInterval, cfg.CheckpointInterval = d.FlushInterval, d.CoarseInterval, d.CheckpointInterval
+		}
 		now := time.Now()
-		live := aggtest.Generate(1, aggtest.Options{Traces: 2000, Base: aggtest.DefaultOptions(0, now).Base, Span: 30 * time.Minute, Clients: 30})
-		o := aggtest.DefaultOptions(0, now.Add(-3*time.Hour))
 		n := 20000
 		if v, err := strconv.Atoi(os.Getenv("TRACEPIPE_BACKFILL_TRACES")); err == nil && v > 0 {
 			n = v
 		}
-		back := aggtest.Generate(2, aggtest.Options{Traces: n, Base: o.Base, Span: 5 * time.Minute, Clients: 30})
-		produce(b, c.Brokers, topic, live)
+		live := rolluptest.Generate(1, rolluptest.Options{Traces: n, Base: rolluptest.DefaultOptions(0, now).Base, Span: 30 * time.Minute, Clients: 30})
+		o := rolluptest.DefaultOptions(0, now.Add(-3*time.Hour))
+		back := rolluptest.Generate(2, rolluptest.Options{Traces: n, Base: o.Base, Span: 5 * time.Minute, Clients: 30})
 
 		reg := prometheus.NewRegistry()
 		logs := &testenv.SyncBuffer{}
@@ -62,16 +69,26 @@ func BenchmarkBackfillKfake(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
-		waitFor(b, aggtest.Expect(cfg.Stats, live), store, 120*time.Second)
-		rewound := testutil.ToFloat64(a.m.rewindMsgs.WithLabelValues("map"))
-
+		for !a.Healthy() {
+			time.Sleep(50 * time.Millisecond)
+		}
 		t0 := time.Now()
+		produce(b, c.Brokers, topic, live)
+		waitFor(b, rolluptest.Expect(cfg.Stats, live), store, 10*time.Minute)
+		liveTook := time.Since(t0)
+		rewound := testutil.ToFloat64(a.m.rewindMsgs.WithLabelValues("map"))
+		rewoundReduce := testutil.ToFloat64(a.m.rewindMsgs.WithLabelValues("reduce"))
+
+		t1 := time.Now()
 		produce(b, c.Brokers, topic, back)
-		waitFor(b, aggtest.Expect(cfg.Stats, append(append([]aggtest.Message(nil), live...), back...)), store, 10*time.Minute)
-		took := time.Since(t0)
+		waitFor(b, rolluptest.Expect(cfg.Stats, append(append([]rolluptest.Message(nil), live...), back...)), store, 10*time.Minute)
+		took := time.Since(t1)
+		b.ReportMetric(float64(len(live))/liveTook.Seconds(), "live-traces/s")
 		b.ReportMetric(float64(len(back))/took.Seconds(), "backfill-traces/s")
 		b.ReportMetric(testutil.ToFloat64(a.m.rewindMsgs.WithLabelValues("map"))-rewound, "backfill-replayed")
-		b.Logf("backfill of %d traces 3h back: %s (%.0f traces/s)", len(back), took.Round(time.Millisecond), float64(len(back))/took.Seconds())
+		b.ReportMetric(testutil.ToFloat64(a.m.rewindMsgs.WithLabelValues("reduce"))-rewoundReduce, "backfill-reduce-replayed")
+		b.Logf("%d live traces: %s (%.0f traces/s); %d traces 3h back: %s (%.0f traces/s)", len(live), liveTook.Round(time.Millisecond),
+			float64(len(live))/liveTook.Seconds(), len(back), took.Round(time.Millisecond), float64(len(back))/took.Seconds())
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)

@@ -7,12 +7,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate"
+	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
-// Config configures both stages of the aggregator.
+// Config configures both stages of the aggregator. DefaultConfig gives the
+// defaults, RegisterFlags binds the fields to flags (internal/config's
+// convention), Normalized fills zero statistics settings with their
+// defaults, and Validate reports every problem without changing c.
 type Config struct {
-	Brokers []string
+	// ClientConfig reaches the Kafka cluster: Brokers, TLS, SASL.
+	kafka.ClientConfig
 	// TracesTopic is the ingester's output (assembled traces, keyed by trace ID).
 	TracesTopic string
 	// Group is the consumer group of the map stage on TracesTopic.
@@ -24,7 +30,7 @@ type Config struct {
 	// PartialsPartitions is used when the aggregator creates PartialsTopic.
 	PartialsPartitions int
 	// Stats is the statistics configuration (windows, lateness, dimensions).
-	Stats aggregate.Config
+	Stats rollup.Config
 	// FlushInterval: how often closed windows are published and reducers
 	// write changed rollups. CoarseInterval: how often coarse windows (1h,
 	// 1d) are rewritten. CheckpointInterval: how often offsets are committed.
@@ -55,7 +61,7 @@ func DefaultConfig() Config {
 		PartialsTopic:      "tracepipe-partials",
 		ReduceGroup:        "tracepipe-aggregator-reduce",
 		PartialsPartitions: 8,
-		Stats:              aggregate.Config{}.Normalized(),
+		Stats:              rollup.Config{}.Normalized(),
 		FlushInterval:      2 * time.Second,
 		CoarseInterval:     30 * time.Second,
 		CheckpointInterval: 10 * time.Second,
@@ -66,11 +72,20 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports problems a user must fix, in terms of the flags.
+// Normalized returns c with the zero statistics settings (Stats) replaced
+// by their defaults (rollup.Config.Normalized). New applies it; Validate
+// checks c as Normalized would make it.
+func (c Config) Normalized() Config {
+	c.Stats = c.Stats.Normalized()
+	return c
+}
+
+// Validate reports every problem a user must fix, in terms of the flags,
+// joined; it does not change c.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("--kafka-brokers: no brokers"))
+	if err := c.ClientConfig.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, s := range []struct{ name, v string }{
 		{"--traces-topic", c.TracesTopic}, {"--group", c.Group}, {"--partials-topic", c.PartialsTopic}, {"--reduce-group", c.ReduceGroup},
@@ -103,74 +118,58 @@ func (c *Config) Validate() error {
 	if c.NoMap && c.NoReduce {
 		errs = append(errs, errors.New("--no-map and --no-reduce together leave nothing to run"))
 	}
-	c.Stats = c.Stats.Normalized()
-	if err := c.Stats.Validate(); err != nil {
+	if err := c.Stats.Normalized().Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// RegisterFlags registers the aggregator's flags on fs (brokers as a
-// comma-separated list). Call Finish after parsing.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) *Flags {
-	f := &Flags{c: c}
-	fs.StringVar(&f.brokers, "kafka-brokers", strings.Join(c.Brokers, ","), "Kafka bootstrap brokers, comma-separated")
-	fs.StringVar(&c.TracesTopic, "traces-topic", c.TracesTopic, "topic of assembled traces (the ingester's output)")
-	fs.StringVar(&c.Group, "group", c.Group, "consumer group on the traces topic")
-	fs.StringVar(&c.PartialsTopic, "partials-topic", c.PartialsTopic, "internal topic of partial aggregates")
-	fs.StringVar(&c.ReduceGroup, "reduce-group", c.ReduceGroup, "consumer group on the partials topic")
-	fs.IntVar(&c.PartialsPartitions, "partials-partitions", c.PartialsPartitions, "partitions of the partials topic when the aggregator creates it")
-	fs.DurationVar(&c.Stats.Window, "window", c.Stats.Window, "base window length (must divide an hour)")
-	fs.StringVar(&f.coarse, "coarse", durations(c.Stats.Coarse), "coarser resolutions built by merging, comma-separated")
-	fs.DurationVar(&c.Stats.AllowedLateness, "allowed-lateness", c.Stats.AllowedLateness, "a window closes when the watermark passes its end plus this")
-	fs.DurationVar(&c.Stats.Retention, "retention", c.Stats.Retention, "how long after closing a window keeps its traces in memory; later traces cost a re-read")
-	fs.DurationVar(&c.Stats.VersionSpread, "version-spread", c.Stats.VersionSpread, "most a trace's start may move between its versions")
-	fs.DurationVar(&c.Stats.MaxLateness, "max-lateness", c.Stats.MaxLateness, "traces later than this behind the partition's event time are dropped and counted")
-	fs.StringVar(&f.dims, "dimensions", strings.Join(c.Stats.Dimensions, ","), "span/process tag keys that split rollups, comma-separated (e.g. shard,host,client)")
-	fs.IntVar(&c.Stats.DimensionLimit, "dimension-limit", c.Stats.DimensionLimit, "values per dimension, window and operation with their own rollup; others are __overflow__")
-	fs.IntVar(&c.Stats.Exemplars, "exemplars", c.Stats.Exemplars, "slowest traces kept per rollup")
-	fs.IntVar(&c.Stats.OperationLimit, "operation-limit", c.Stats.OperationLimit, "operations per service and window with their own rollups; spans of others count under __overflow__")
-	fs.IntVar(&c.Stats.KeyLimit, "key-limit", c.Stats.KeyLimit, "keys (operations x kinds x dimension values, edges) a window holds in memory; spans of further keys count under __overflow__")
-	fs.BoolVar(&c.Stats.NoEdges, "no-edges", c.Stats.NoEdges, "do not compute service-edge statistics")
-	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "publish closed windows and write changed rollups this often")
-	fs.DurationVar(&c.CoarseInterval, "coarse-interval", c.CoarseInterval, "rewrite changed coarse rollups this often")
-	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "commit offsets this often")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a partition without messages this long, and with nothing left to read, stops holding the watermark")
-	fs.DurationVar(&c.SourceIdle, "source-idle", c.SourceIdle, "a source partition without partials this long stops holding back reducers' eviction")
-	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
-	fs.IntVar(&c.MaxMetricSeries, "max-metric-series", c.MaxMetricSeries, "label sets of the per-operation Prometheus metrics; more go to __overflow__")
-	fs.BoolVar(&c.NoMap, "no-map", false, "run only the reduce stage")
-	fs.BoolVar(&c.NoReduce, "no-reduce", false, "run only the map stage")
-	return f
-}
-
-// Flags holds the flag values that need parsing after fs.Parse.
-type Flags struct {
-	c                     *Config
-	brokers, dims, coarse string
-}
-
-// Finish applies the list-valued flags to the config.
-func (f *Flags) Finish() error {
-	f.c.Brokers = nil
-	for _, b := range strings.Split(f.brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			f.c.Brokers = append(f.c.Brokers, b)
+// RegisterFlags binds c's fields to flags named prefix+name on fs (the Kafka
+// connection's as kafka.ClientConfig.RegisterFlags), with c's current values
+// as defaults. List flags (--dimensions, --coarse) are parsed when set.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	c.ClientConfig.RegisterFlags(fs, prefix)
+	p := func(name string) string { return prefix + name }
+	fs.StringVar(&c.TracesTopic, p("traces-topic"), c.TracesTopic, "topic of assembled traces (the ingester's output)")
+	fs.StringVar(&c.Group, p("group"), c.Group, "consumer group on the traces topic")
+	fs.StringVar(&c.PartialsTopic, p("partials-topic"), c.PartialsTopic, "internal topic of partial aggregates")
+	fs.StringVar(&c.ReduceGroup, p("reduce-group"), c.ReduceGroup, "consumer group on the partials topic")
+	fs.IntVar(&c.PartialsPartitions, p("partials-partitions"), c.PartialsPartitions, "partitions of the partials topic when the aggregator creates it")
+	fs.DurationVar(&c.Stats.Window, p("window"), c.Stats.Window, "base window length (must divide an hour)")
+	fs.Var(config.Func{Show: func() string { return durations(c.Stats.Coarse) }, Parse: func(v string) error {
+		coarse := []time.Duration{}
+		for _, s := range config.SplitList(v) {
+			d, err := parseResolution(s)
+			if err != nil {
+				return fmt.Errorf("%q: %v", s, err)
+			}
+			coarse = append(coarse, d)
 		}
-	}
-	f.c.Stats.Dimensions = aggregate.ParseDimensions(f.dims)
-	f.c.Stats.Coarse = []time.Duration{}
-	for _, s := range strings.Split(f.coarse, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		d, err := parseResolution(s)
-		if err != nil {
-			return fmt.Errorf("--coarse %q: %v", s, err)
-		}
-		f.c.Stats.Coarse = append(f.c.Stats.Coarse, d)
-	}
-	return nil
+		c.Stats.Coarse = coarse
+		return nil
+	}}, p("coarse"), "coarser resolutions built by merging, comma-separated (empty: none)")
+	fs.DurationVar(&c.Stats.AllowedLateness, p("allowed-lateness"), c.Stats.AllowedLateness, "a window closes when the watermark passes its end plus this")
+	fs.DurationVar(&c.Stats.Retention, p("retention"), c.Stats.Retention, "how long after closing a window keeps its traces in memory; later traces cost a re-read")
+	fs.DurationVar(&c.Stats.VersionSpread, p("version-spread"), c.Stats.VersionSpread, "most a trace's start may move between its versions")
+	fs.DurationVar(&c.Stats.MaxLateness, p("max-lateness"), c.Stats.MaxLateness, "traces later than this behind the partition's event time are dropped and counted")
+	fs.Var(config.Func{Show: func() string { return strings.Join(c.Stats.Dimensions, ",") }, Parse: func(v string) error {
+		c.Stats.Dimensions = rollup.ParseDimensions(v)
+		return nil
+	}}, p("dimensions"), "span/process tag keys that split rollups, comma-separated (e.g. shard,host,client)")
+	fs.IntVar(&c.Stats.DimensionLimit, p("dimension-limit"), c.Stats.DimensionLimit, "values per dimension, window and operation with their own rollup; others are __overflow__")
+	fs.IntVar(&c.Stats.Exemplars, p("exemplars"), c.Stats.Exemplars, "slowest traces kept per rollup")
+	fs.IntVar(&c.Stats.OperationLimit, p("operation-limit"), c.Stats.OperationLimit, "operations per service and window with their own rollups; spans of others count under __overflow__")
+	fs.IntVar(&c.Stats.KeyLimit, p("key-limit"), c.Stats.KeyLimit, "keys (operations x kinds x dimension values, edges) a window holds in memory; spans of further keys count under __overflow__")
+	fs.BoolVar(&c.Stats.NoEdges, p("no-edges"), c.Stats.NoEdges, "do not compute service-edge statistics")
+	fs.DurationVar(&c.FlushInterval, p("flush-interval"), c.FlushInterval, "publish closed windows and write changed rollups this often")
+	fs.DurationVar(&c.CoarseInterval, p("coarse-interval"), c.CoarseInterval, "rewrite changed coarse rollups this often")
+	fs.DurationVar(&c.CheckpointInterval, p("checkpoint-interval"), c.CheckpointInterval, "commit offsets this often")
+	fs.DurationVar(&c.IdleTimeout, p("idle-timeout"), c.IdleTimeout, "a partition without messages this long, and with nothing left to read, stops holding the watermark")
+	fs.DurationVar(&c.SourceIdle, p("source-idle"), c.SourceIdle, "a source partition without partials this long stops holding back reducers' eviction")
+	fs.DurationVar(&c.SessionTimeout, p("session-timeout"), c.SessionTimeout, "consumer group session timeout")
+	fs.IntVar(&c.MaxMetricSeries, p("max-metric-series"), c.MaxMetricSeries, "label sets of the per-operation Prometheus metrics; more go to __overflow__")
+	fs.BoolVar(&c.NoMap, p("no-map"), c.NoMap, "run only the reduce stage")
+	fs.BoolVar(&c.NoReduce, p("no-reduce"), c.NoReduce, "run only the map stage")
 }
 
 func durations(ds []time.Duration) string {

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/internal/ratelog"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 )
 
 // TestDropsAreLogged: traces the map stage drops as too late are counted
@@ -22,10 +22,10 @@ func TestDropsAreLogged(t *testing.T) {
 	now := time.Unix(0, 0)
 	m := newMetrics(prometheus.NewRegistry(), 100)
 	m.drops = ratelog.New(slog.New(slog.NewTextHandler(&buf, nil)), time.Minute, func() time.Time { return now })
-	prev := aggregate.PartitionCounters{Dropped: map[string]int64{}}
+	prev := rollup.PartitionCounters{Dropped: map[string]int64{}}
 	for i, n := range []int64{3, 5, 9} {
 		now = time.Unix(0, 0).Add([]time.Duration{0, 30 * time.Second, 70 * time.Second}[i])
-		cur := aggregate.PartitionCounters{Dropped: map[string]int64{"too-late": n}}
+		cur := rollup.PartitionCounters{Dropped: map[string]int64{"too-late": n}}
 		m.partitionCounters(&prev, &cur)
 		prev = cur
 	}

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
@@ -68,16 +68,16 @@ func TestIntegration(t *testing.T) {
 	}
 	defer store.Close()
 
-	o := aggtest.DefaultOptions(3000, time.Now())
+	o := rolluptest.DefaultOptions(3000, time.Now())
 	o.VeryLate = 0.02 // later than the retention: rewinds
-	msgs := aggtest.Generate(7, o)
+	msgs := rolluptest.Generate(7, o)
 	cfg := testConfig(brokers, topic)
 	// One dimension (30 clients over a limit of 5, so overflow is
 	// exercised) keeps the ground truth to a few thousand rollups, which the
 	// test can read back in seconds even on a loaded machine; the in-process
 	// tests cover the three-dimension case.
 	cfg.Stats.Dimensions = []string{"client"}
-	exp := aggtest.Expect(cfg.Stats, msgs)
+	exp := rolluptest.Expect(cfg.Stats, msgs)
 	t.Logf("ground truth: %d rollups", len(exp.Want))
 
 	args := func(group, partials string) []string {
@@ -128,7 +128,7 @@ func TestIntegration(t *testing.T) {
 	t.Log("after a replay with fresh groups: rollups equal the ground truth")
 }
 
-func waitES(t *testing.T, exp *aggtest.Expected, store *elasticsearch.Store, within time.Duration) {
+func waitES(t *testing.T, exp *rolluptest.Expected, store *elasticsearch.Store, within time.Duration) {
 	t.Helper()
 	start := time.Now()
 	deadline := start.Add(within)

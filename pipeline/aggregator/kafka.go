@@ -2,199 +2,79 @@ package aggregator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/tracepipe/tracepipe/pipeline/fetch"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
-// runGroup is a member of a consumer group on one topic: for every
-// generation it starts work for each assigned partition (Generation.Start
-// cancels their context when the generation ends, and the next generation
-// starts only after they returned). It returns when ctx is cancelled.
-func (a *Aggregator) runGroup(ctx context.Context, group, topic, stage string, work func(gctx context.Context, gen *kafka.Generation, partition int, offset int64)) error {
-	// Join only once the topic exists with leaders: kafka-go's group would
-	// assign nothing of a missing topic and never look again.
-	if err := tpkafka.WaitForTopics(ctx, a.cfg.Brokers, []string{topic}, tpkafka.TopicWait{Logger: a.log, Stage: "aggregator " + stage}); err != nil {
-		return nil // ctx cancelled: WaitForTopics returns only then
-	}
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                group,
-		Brokers:           a.cfg.Brokers,
-		Dialer:            a.dialer,
-		Topics:            []string{topic},
-		SessionTimeout:    a.cfg.SessionTimeout,
-		HeartbeatInterval: a.cfg.SessionTimeout / 5,
-		RebalanceTimeout:  30 * time.Second,
-		JoinGroupBackoff:  time.Second,
-		StartOffset:       kafka.FirstOffset,
-		GroupBalancers:    []kafka.GroupBalancer{kafka.RangeGroupBalancer{}},
-		Timeout:           10 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("%s consumer group: %w", stage, err)
-	}
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-ctx.Done()
-		// Closing the group ends the generation: workers see their context
-		// done, finish, and Close returns after they have.
-		cg.Close()
-	}()
-	defer func() { <-stopped }()
-	for {
-		gen, err := cg.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-				return nil
-			}
-			a.log.Warn("join group", "stage", stage, "group", group, "err", err)
-			continue
-		}
-		assigned := gen.Assignments[topic]
-		a.m.partitions.WithLabelValues(stage).Set(float64(len(assigned)))
-		a.setHealthy(stage, true)
-		a.log.Info("generation", "stage", stage, "id", gen.ID, "partitions", len(assigned))
-		for _, pa := range assigned {
-			gen.Start(func(gctx context.Context) { work(gctx, gen, pa.ID, pa.Offset) })
-		}
-	}
+// Stage names of the aggregator's consumer groups in the runtime's
+// metrics (tracepipe_kafka_*{stage}) and logs.
+const (
+	MapStage    = "aggregator-map"
+	ReduceStage = "aggregator-reduce"
+)
+
+// tickInterval is how often the stages' Tick runs: often enough for the
+// flush and checkpoint intervals.
+func (c *Config) tickInterval() time.Duration {
+	return max(min(250*time.Millisecond, c.FlushInterval/2, c.CheckpointInterval/2), 10*time.Millisecond)
 }
 
-func (a *Aggregator) reader(topic string, partition int) *kafka.Reader {
-	return fetch.NewReader(a.cfg.Brokers, a.dialer, topic, partition)
+// newGroups builds the map and reduce stages' consumer groups on the
+// pipeline/kafka runtime (the stages that run).
+func (a *Aggregator) newGroups(opts Options) error {
+	base := tpkafka.GroupConfig{
+		Client:         a.cfg.ClientConfig,
+		SessionTimeout: a.cfg.SessionTimeout,
+		TickInterval:   a.cfg.tickInterval(),
+		// Safe changes only when a checkpoint was taken; asking every
+		// tick commits it at once.
+		CommitInterval: a.cfg.tickInterval(),
+		// The final write of a reducer is bounded by this, well below the
+		// rebalance timeout (30 s), so that the member rejoins in time even
+		// while the store is down.
+		CloseTimeout:     10 * time.Second,
+		RebalanceTimeout: 30 * time.Second,
+	}
+	gopts := tpkafka.GroupOptions{Logger: a.log, Registry: opts.Registry}
+	if !a.cfg.NoMap {
+		wc := tpkafka.DefaultWriterConfig()
+		wc.BatchBytes = 16 << 20
+		wc.Linger = 2 * time.Millisecond
+		cfg := base
+		cfg.Group, cfg.Topic, cfg.Stage, cfg.Writer = a.cfg.Group, a.cfg.TracesTopic, MapStage, &wc
+		var g *tpkafka.Group
+		cfg.NewProcessor = func(as tpkafka.Assignment) (tpkafka.Processor, error) { return a.newMapProc(g.Admin(), as), nil }
+		var err error
+		if g, err = tpkafka.NewGroup(cfg, gopts); err != nil {
+			return fmt.Errorf("aggregator map stage: %w", err)
+		}
+		a.mapGroup = g
+	}
+	if !a.cfg.NoReduce {
+		cfg := base
+		cfg.Group, cfg.Topic, cfg.Stage = a.cfg.ReduceGroup, a.cfg.PartialsTopic, ReduceStage
+		var g *tpkafka.Group
+		cfg.NewProcessor = func(as tpkafka.Assignment) (tpkafka.Processor, error) { return a.newReduceProc(g.Admin(), as), nil }
+		var err error
+		if g, err = tpkafka.NewGroup(cfg, gopts); err != nil {
+			return fmt.Errorf("aggregator reduce stage: %w", err)
+		}
+		a.reduceGroup = g
+	}
+	return nil
 }
 
-// startFetcher reads partition of topic, the input of stage ("map" or
-// "reduce"), from offset (see fetch.Fetcher: a full channel stops fetching).
-func (a *Aggregator) startFetcher(stage, topic string, partition int, offset int64) *fetch.Fetcher {
-	return fetch.Start(fetch.Config{Brokers: a.cfg.Brokers, Dialer: a.dialer, Topic: topic, Partition: partition,
-		OnSkip: func(from, to int64) {
-			a.log.Error(stage+": messages deleted by retention before they were read", "partition", partition, "from", from, "to", to)
-			a.m.dropped.WithLabelValues(stage, "retention").Add(float64(to - from))
-		}}, offset, 512)
-}
-
-// readRange calls fn for every message of the partition with an offset in
-// [from, to), from the log's start when from is below it (it then reports
-// how many offsets were missing).
-func (a *Aggregator) readRange(ctx context.Context, topic string, partition int, from, to int64, fn func(kafka.Message) error) (missing int64, err error) {
-	first, _, err := a.offsets(ctx, topic, partition)
-	if err != nil {
-		return 0, err
-	}
-	if from < first {
-		missing = first - from
-		from = first
-	}
-	if from >= to {
-		return missing, nil
-	}
-	r := a.reader(topic, partition)
-	defer r.Close()
-	if err := r.SetOffset(from); err != nil {
-		return missing, fmt.Errorf("set offset %d: %w", from, err)
-	}
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			return missing, fmt.Errorf("re-read %s/%d at %d: %w", topic, partition, from, err)
-		}
-		if m.Offset >= to {
-			return missing, nil
-		}
-		if err := fn(m); err != nil {
-			return missing, err
-		}
-		if m.Offset+1 >= to {
-			return missing, nil
-		}
-	}
-}
-
-// offsets returns the partition's first offset and end (the next offset).
-func (a *Aggregator) offsets(ctx context.Context, topic string, partition int) (first, end int64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := a.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-		topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)},
-	}})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, err)
-	}
-	for _, p := range resp.Topics[topic] {
-		if p.Partition == partition {
-			if p.Error != nil {
-				return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, p.Error)
-			}
-			return p.FirstOffset, p.LastOffset, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("list offsets of %s/%d: no answer", topic, partition)
-}
-
-// committed returns the group's committed offset of a partition and its
-// metadata; ok is false when nothing is committed.
-func (a *Aggregator) committed(ctx context.Context, group, topic string, partition int) (offset int64, meta string, ok bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := a.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {partition}}})
-	if err != nil {
-		return 0, "", false, fmt.Errorf("fetch committed offset of %s/%d: %w", topic, partition, err)
-	}
-	if resp.Error != nil {
-		return 0, "", false, fmt.Errorf("fetch committed offset of %s/%d: %w", topic, partition, resp.Error)
-	}
-	for _, p := range resp.Topics[topic] {
-		if p.Partition == partition {
-			if p.Error != nil {
-				return 0, "", false, fmt.Errorf("fetch committed offset of %s/%d: %w", topic, partition, p.Error)
-			}
-			return p.CommittedOffset, p.Metadata, p.CommittedOffset >= 0, nil
-		}
-	}
-	return 0, "", false, nil
-}
-
-// commit commits offset with metadata for a partition, as a member of gen.
-func (a *Aggregator) commit(gen *kafka.Generation, group, topic string, partition int, offset int64, meta string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := a.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
-		GroupID:      group,
-		GenerationID: int(gen.ID),
-		MemberID:     gen.MemberID,
-		Topics:       map[string][]kafka.OffsetCommit{topic: {{Partition: partition, Offset: offset, Metadata: meta}}},
-	})
+// ensurePartialsTopic creates the partials topic unless it exists.
+func (a *Aggregator) ensurePartialsTopic(ctx context.Context) error {
+	ad, err := tpkafka.NewAdmin(a.cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			return p.Error
-		}
-	}
-	return nil
-}
-
-// ensureTopic creates topic with n partitions unless it exists.
-func (a *Aggregator) ensureTopic(ctx context.Context, topic string, n int) error {
+	defer ad.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := a.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: n, ReplicationFactor: -1,
-		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: "604800000"}},
-	}}})
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	if e := resp.Errors[topic]; e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, e)
-	}
-	return nil
+	return ad.CreateTopics(ctx, tpkafka.TopicSpec{Name: a.cfg.PartialsTopic, Partitions: a.cfg.PartialsPartitions, ReplicationFactor: -1,
+		Configs: map[string]string{"retention.ms": "604800000"}})
 }

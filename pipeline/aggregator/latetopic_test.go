@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 )
 
@@ -45,9 +45,9 @@ func TestTracesTopicCreatedAfterStart(t *testing.T) {
 	time.Sleep(time.Second)
 
 	kafkatest.CreateTopic(t, brokers, topic, 1)
-	msgs := aggtest.Generate(2, aggtest.DefaultOptions(100, time.Now()))
+	msgs := rolluptest.Generate(2, rolluptest.DefaultOptions(100, time.Now()))
 	produce(t, brokers, topic, msgs)
-	waitFor(t, aggtest.Expect(cfg.Stats, msgs), store, 60*time.Second)
+	waitFor(t, rolluptest.Expect(cfg.Stats, msgs), store, 60*time.Second)
 	if !strings.Contains(logs.String(), "level=WARN") {
 		t.Error("the wait was not logged at WARN")
 	}

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/fetch"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 // watermarks is the instance's view of event time across the source
@@ -63,151 +62,136 @@ func (w *watermarks) get(now time.Time, idle, lateness time.Duration) model.Time
 	return wm
 }
 
-// mapWorker owns one source partition for one generation.
-type mapWorker struct {
-	a       *Aggregator
-	gen     *kafka.Generation
-	part    int
-	p       *aggregate.Partition
-	commit  aggregate.Commit // last committed (where a restart resumes)
-	f       *fetch.Fetcher
-	prev    aggregate.PartitionCounters
+// maxOutstanding bounds the partials a map partition has produced and
+// Kafka has not acknowledged yet; beyond it the partition takes no more
+// traces (backpressure) until acknowledgements come back.
+const maxOutstanding = 20000
+
+// mapProc is the map stage's tpkafka.Processor of one source partition for
+// one assignment: it restores the partition's state from the group's
+// commit, feeds every assembled trace to a rollup.Partition, publishes
+// partials on flush ticks (acknowledged asynchronously through Acked) and
+// takes a checkpoint right after a flush, as one step (the partition's
+// checkpoint evicts windows and needs every collected partial published),
+// which Safe offers for commit once every partial of that flush and the
+// ones before is acknowledged.
+type mapProc struct {
+	a     *Aggregator
+	admin *tpkafka.Admin
+	out   *tpkafka.Output
+	log   *slog.Logger
+	part  int
+	p     *rollup.Partition
+	prev  rollup.PartitionCounters
+	// lastMsg: when the last message was taken; behind: the partition has
+	// messages not yet read (from the last message's high-water mark, or
+	// the log end at Open); such a partition is never idle.
 	lastMsg time.Time
-	// behind: the partition has messages not yet read (from the last
-	// message's high-water mark, or the log end at restore); such a
-	// partition is never idle.
-	behind bool
-	open   int // gauges last reported
-	res    int
-	traces int
+	behind  bool
+	// lastFlush, lastCk: when partials were last collected and a
+	// checkpoint last taken.
+	lastFlush, lastCk time.Time
+	// flushes numbers the flushes; unacked counts each flush's partials
+	// not acknowledged yet (the flush number is their Ack token).
+	flushes uint64
+	unacked map[uint64]int
+	// pending: a checkpoint taken after flush pendingAt, offered by Safe
+	// once no partial of that flush or an earlier one is unacknowledged.
+	pending   *rollup.Commit
+	pendingAt uint64
+	pendingHW int64 // the high-water mark at the checkpoint
+	safe      tpkafka.Commit
+	safeOK    bool
+	// broken: a method failed; the state may be half-way through a rewind
+	// and is neither published nor checkpointed again.
+	broken            bool
+	open, res, traces int // gauges last reported
 }
 
-// runMap consumes one source partition until gctx ends: it restores the
-// partition's state from its committed checkpoint, feeds every assembled
-// trace to an aggregate.Partition, publishes partials on flush ticks and
-// commits checkpoints after the partials are acknowledged.
-func (a *Aggregator) runMap(gctx context.Context, gen *kafka.Generation, part int) {
-	w := &mapWorker{a: a, gen: gen, part: part, lastMsg: a.now()}
-	defer func() {
-		w.f.Stop()
-		a.wm.remove(part)
-		a.m.lag.DeleteLabelValues("map", partitionLabel(part))
-		a.m.windowKeys.DeleteLabelValues(partitionLabel(part))
-		w.gauges(0, 0, 0)
-	}()
-	if !a.startWorker(gctx, "map", part, w) {
-		return
-	}
-	flush := time.NewTicker(a.cfg.FlushInterval)
-	defer flush.Stop()
-	ck := time.NewTicker(a.cfg.CheckpointInterval)
-	defer ck.Stop()
-	failures := 0
-	for {
-		var err error
-		select {
-		case <-gctx.Done():
-			w.finish()
-			return
-		case m := <-w.f.Msgs:
-			err = w.process(gctx, m)
-		case <-flush.C:
-			if err = w.flush(gctx, false); err == nil {
-				failures = 0
-			}
-		case <-ck.C:
-			if err = w.flush(gctx, false); err == nil {
-				err = w.checkpoint()
-			}
-		case err = <-w.f.Errs:
-			err = fmt.Errorf("fetch: %w", err)
-		}
-		if err != nil {
-			failures++
-			if !a.recoverWorker(gctx, "map", part, w, err, failures) {
-				return
-			}
-		}
-	}
+func (a *Aggregator) newMapProc(admin *tpkafka.Admin, as tpkafka.Assignment) *mapProc {
+	now := a.now()
+	return &mapProc{a: a, admin: admin, out: as.Out, log: as.Logger, part: as.Partition, lastMsg: now, lastFlush: now, lastCk: now,
+		unacked: map[uint64]int{}}
 }
 
-// restore (re)builds the partition's state from the last commit: the
-// group's committed offset and checkpoint the first time, the one this
-// worker committed afterwards.
-func (w *mapWorker) restore(ctx context.Context, fromGroup bool) error {
+// Open restores the partition from the group's commit: the re-read start
+// and the checkpoint in its metadata (see commitmeta.go).
+func (w *mapProc) Open(ctx context.Context, gc tpkafka.Commit) (int64, error) {
 	a := w.a
-	w.f.Stop()
-	w.f = nil
-	if fromGroup {
-		off, meta, ok, err := a.committed(ctx, a.cfg.Group, a.cfg.TracesTopic, w.part)
-		if err != nil {
-			return err
-		}
-		if ok && meta == "" {
-			// Committed by something else (a tool resetting offsets): the
-			// only safe start is the log's beginning.
-			a.log.Warn("map: committed offset without a checkpoint; replaying the partition from its start", "partition", w.part, "offset", off)
-			ok = false
-		}
-		if !ok {
-			first, _, err := a.offsets(ctx, a.cfg.TracesTopic, w.part)
-			if err != nil {
-				return err
-			}
-			off, meta = first, ""
-		}
-		w.commit = aggregate.Commit{Offset: off, Metadata: []byte(meta)}
+	first, end, err := w.admin.Offsets(ctx, a.cfg.TracesTopic, w.part)
+	if err != nil {
+		return 0, err
 	}
-	p, err := aggregate.NewPartition(a.cfg.Stats, int32(w.part), w.commit.Offset, w.commit.Metadata)
-	if errors.Is(err, aggregate.ErrConfigChanged) {
-		return fmt.Errorf("partition %d: %w (use a new --group, and new --partials-topic and --reduce-group)", w.part, err)
+	c := rollup.Commit{Offset: first}
+	switch dc, err := decodeCommit(gc); {
+	case !gc.Committed():
+	case gc.Metadata == "":
+		// Committed by something else (a tool resetting offsets): the only
+		// safe start is the log's beginning.
+		w.log.Warn("map: committed offset without a checkpoint; replaying the partition from its start", "offset", gc.Offset)
+	case err != nil:
+		w.log.Warn("map: committed offset without a usable checkpoint; replaying the partition from its start", "offset", gc.Offset, "err", err)
+	default:
+		c = dc
+	}
+	p, err := rollup.NewPartition(a.cfg.Stats, int32(w.part), c.Offset, c.Metadata)
+	if errors.Is(err, rollup.ErrConfigChanged) {
+		err = fmt.Errorf("partition %d: %w (use a new --group, and new --partials-topic and --reduce-group)", w.part, err)
+		w.log.Error("map: the checkpoint does not fit this configuration", "err", err)
+		a.fatal(err)
+		return 0, err
 	}
 	if err != nil {
-		// Metadata not ours (offsets reset by a tool, say): the only safe
-		// start is the log's beginning.
-		first, _, ferr := a.offsets(ctx, a.cfg.TracesTopic, w.part)
-		if ferr != nil {
-			return ferr
+		// Metadata not ours: the only safe start is the log's beginning.
+		w.log.Warn("map: committed offset without a usable checkpoint; replaying the partition from its start", "err", err)
+		if p, err = rollup.NewPartition(a.cfg.Stats, int32(w.part), first, nil); err != nil {
+			return 0, err
 		}
-		a.log.Warn("map: committed offset without a usable checkpoint; replaying the partition from its start", "partition", w.part, "err", err)
-		w.commit = aggregate.Commit{Offset: first}
-		if p, err = aggregate.NewPartition(a.cfg.Stats, int32(w.part), first, nil); err != nil {
-			return err
-		}
-	}
-	// Until the first message says otherwise, the partition is behind if
-	// its log holds anything past the position.
-	_, end, err := a.offsets(ctx, a.cfg.TracesTopic, w.part)
-	if err != nil {
-		return err
 	}
 	w.p = p
 	w.prev = p.Counters()
+	// Until the first message says otherwise, the partition is behind if
+	// its log holds anything past the position.
 	w.behind, w.lastMsg = p.Position() < end, a.now()
-	w.f = a.startFetcher("map", a.cfg.TracesTopic, w.part, p.Position())
-	a.log.Info("map: partition", "partition", w.part, "offset", p.Position(), "high_water", p.HighWater())
-	return nil
+	a.m.partitions.WithLabelValues("map").Inc()
+	w.log.Info("map: partition", "offset", p.Position(), "high_water", p.HighWater(), "end", end)
+	return p.Position(), nil
 }
 
-func decodeMessage(m kafka.Message) (aggregate.Message, error) {
-	at, err := tracepb.Decode(m.Value)
+func decodeMessage(r *tpkafka.Record) (rollup.Message, error) {
+	at, err := assembledpb.Decode(r.Value)
 	if err != nil {
-		return aggregate.Message{}, err
+		return rollup.Message{}, err
 	}
-	return aggregate.Message{Offset: m.Offset, Time: model.TimestampOf(m.Time), Trace: at}, nil
+	return rollup.Message{Offset: r.Offset, Time: model.TimestampOf(r.Time), Trace: at}, nil
 }
 
-func (w *mapWorker) process(ctx context.Context, km kafka.Message) error {
+// Handle takes assembled traces, until too many partials wait for their
+// acknowledgement.
+func (w *mapProc) Handle(ctx context.Context, recs []tpkafka.Record) (int, error) {
+	for i := range recs {
+		if w.out.Outstanding() >= maxOutstanding {
+			return i, nil
+		}
+		if err := w.process(ctx, &recs[i]); err != nil {
+			w.broken = true
+			return i, err
+		}
+	}
+	return len(recs), nil
+}
+
+func (w *mapProc) process(ctx context.Context, r *tpkafka.Record) error {
 	a := w.a
 	w.lastMsg = a.now()
-	lag := max(0, km.HighWaterMark-km.Offset-1)
+	lag := max(0, r.HighWaterMark-r.Offset-1)
 	w.behind = lag > 0
 	a.m.lag.WithLabelValues("map", partitionLabel(w.part)).Set(float64(lag))
-	m, err := decodeMessage(km)
+	m, err := decodeMessage(r)
 	if err != nil {
 		a.m.dropped.WithLabelValues("map", "decode").Inc()
-		a.m.drops.Error("map/decode", "map: undecodable assembled trace skipped", "partition", w.part, "offset", km.Offset, "err", err)
-		return w.p.Skip(km.Offset)
+		a.m.drops.Error("map/decode", "map: undecodable assembled trace skipped", "partition", w.part, "offset", r.Offset, "err", err)
+		return w.p.Skip(r.Offset)
 	}
 	for {
 		rw, err := w.p.Add(m)
@@ -221,23 +205,23 @@ func (w *mapWorker) process(ctx context.Context, km kafka.Message) error {
 			return err
 		}
 	}
-	if w.p.LastOutcome() == aggregate.OutcomeLatest {
+	if w.p.LastOutcome() == rollup.OutcomeLatest {
 		a.m.observe(m.Trace, true)
 	}
 	return nil
 }
 
 // rewind re-reads the partition to rebuild windows no longer in memory.
-func (w *mapWorker) rewind(ctx context.Context, rw *aggregate.Rewind) error {
+func (w *mapProc) rewind(ctx context.Context, rw *rollup.Rewind) error {
 	a := w.a
-	a.log.Info("map: rewind", "partition", w.part, "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
+	w.log.Info("map: rewind", "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
 	// A rewind may take a while: the partition holds the watermark
 	// meanwhile.
 	a.wm.update(w.part, w.p.MaxEventTime(), a.now(), true)
 	defer func() { w.lastMsg = a.now() }()
 	w.p.BeginRewind(rw)
-	missing, err := a.readRange(ctx, a.cfg.TracesTopic, w.part, rw.From, rw.To, func(km kafka.Message) error {
-		m, err := decodeMessage(km)
+	missing, err := w.admin.ReadRange(ctx, a.cfg.TracesTopic, w.part, rw.From, rw.To, func(r tpkafka.Record) error {
+		m, err := decodeMessage(&r)
 		if err != nil {
 			return nil // counted when first read
 		}
@@ -247,16 +231,72 @@ func (w *mapWorker) rewind(ctx context.Context, rw *aggregate.Rewind) error {
 		return fmt.Errorf("rewind: %w", err) // the state is discarded
 	}
 	if missing > 0 {
-		a.log.Error("map: rewind needed offsets the topic no longer retains; the rebuilt windows may miss traces", "partition", w.part, "missing", missing)
+		w.log.Error("map: rewind needed offsets the topic no longer retains; the rebuilt windows may miss traces", "missing", missing)
 		a.m.dropped.WithLabelValues("map", "retention").Add(float64(missing))
 	}
 	w.p.EndRewind()
 	return nil
 }
 
+// Acked: a partial was acknowledged (acks=all), or could not be published;
+// then the partition restarts from its commit.
+func (w *mapProc) Acked(ack tpkafka.Ack) error {
+	if ack.Err != nil {
+		w.a.m.writeErrors.WithLabelValues("map").Inc()
+		w.broken = true
+		return fmt.Errorf("publish partials: %w", ack.Err)
+	}
+	if seq, ok := ack.Token.(uint64); ok {
+		if w.unacked[seq]--; w.unacked[seq] <= 0 {
+			delete(w.unacked, seq)
+		}
+	}
+	w.a.m.published.Inc()
+	return nil
+}
+
+// Tick publishes what the watermark closed every FlushInterval and, every
+// CheckpointInterval (unless the previous checkpoint still waits for
+// acknowledgements), publishes and takes a checkpoint.
+func (w *mapProc) Tick(ctx context.Context, now time.Time) error {
+	a := w.a
+	ck := now.Sub(w.lastCk) >= a.cfg.CheckpointInterval && w.pending == nil
+	if ck || now.Sub(w.lastFlush) >= a.cfg.FlushInterval {
+		w.lastFlush = now
+		if err := w.flush(ctx, false, ck); err != nil {
+			w.broken = true
+			return err
+		}
+	}
+	if ck {
+		w.lastCk = now
+		if err := w.checkpoint(); err != nil {
+			w.broken = true
+			return err
+		}
+	}
+	return nil
+}
+
+// checkpoint evicts what event time allows and keeps the checkpoint until
+// the partials collected so far are acknowledged (see Safe). It runs right
+// after a flush, with nothing processed in between.
+func (w *mapProc) checkpoint() error {
+	c, err := w.p.Checkpoint()
+	if errors.Is(err, rollup.ErrUnpublished) {
+		return nil // next time
+	}
+	if err != nil {
+		return err
+	}
+	w.pending, w.pendingAt, w.pendingHW = &c, w.flushes, w.p.HighWater()
+	return nil
+}
+
 // flush publishes what the watermark closed (everything when the
-// partition is idle or all is set) and updates the gauges.
-func (w *mapWorker) flush(ctx context.Context, all bool) error {
+// partition is idle or all is set; also the windows revived behind the
+// horizon when ck, a checkpoint follows) and updates the gauges.
+func (w *mapProc) flush(ctx context.Context, all, ck bool) error {
 	a := w.a
 	now := a.now()
 	a.wm.update(w.part, w.p.MaxEventTime(), w.lastMsg, w.behind)
@@ -265,8 +305,8 @@ func (w *mapWorker) flush(ctx context.Context, all bool) error {
 		a.m.watermark.Set(float64(wm) / 1e9)
 	}
 	idle := now.Sub(w.lastMsg) > a.cfg.IdleTimeout && !w.behind
-	parts := w.p.Collect(aggregate.FlushPolicy{Watermark: wm, All: all || idle})
-	if err := a.publish(ctx, parts); err != nil {
+	parts := w.p.Collect(rollup.FlushPolicy{Watermark: wm, All: all || idle, Checkpoint: ck})
+	if err := w.publish(ctx, parts); err != nil {
 		a.m.writeErrors.WithLabelValues("map").Inc()
 		return fmt.Errorf("publish partials: %w", err)
 	}
@@ -279,7 +319,25 @@ func (w *mapWorker) flush(ctx context.Context, all bool) error {
 	return nil
 }
 
-func (w *mapWorker) gauges(res, open, traces int) {
+// publish hands partials to the writer, keyed by family; their
+// acknowledgements come back through Acked.
+func (w *mapProc) publish(ctx context.Context, parts []rollup.Partial) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	a := w.a
+	w.flushes++
+	msgs := make([]tpkafka.OutMessage, len(parts))
+	for i := range parts {
+		msgs[i] = tpkafka.OutMessage{Topic: a.cfg.PartialsTopic, Key: parts[i].PartitionKey(), Value: parts[i].AppendBinary(nil, a.cfg.Stats.Dimensions),
+			Token: w.flushes}
+	}
+	// Each message is acknowledged through Acked, also after an error.
+	w.unacked[w.flushes] += len(msgs)
+	return w.out.Produce(ctx, msgs...)
+}
+
+func (w *mapProc) gauges(res, open, traces int) {
 	a := w.a
 	a.m.windowsRes.WithLabelValues("map").Add(float64(res - w.res))
 	a.m.windowsOpen.Add(float64(open - w.open))
@@ -287,64 +345,62 @@ func (w *mapWorker) gauges(res, open, traces int) {
 	w.res, w.open, w.traces = res, open, traces
 }
 
-// checkpoint evicts and commits. Every collected partial was acknowledged
-// by flush before; traces themselves are written by the indexer stage.
-func (w *mapWorker) checkpoint() error {
-	a := w.a
-	c, err := w.p.Checkpoint()
-	if errors.Is(err, aggregate.ErrUnpublished) {
-		return nil // next time
+// Safe returns the last checkpoint whose partials (of its flush and every
+// earlier one) are all acknowledged: the processed position, with the
+// re-read start and the checkpoint in the metadata. Traces themselves are
+// written by the indexer stage.
+func (w *mapProc) Safe() (tpkafka.Commit, bool) {
+	if w.pending != nil && !w.broken && w.acked(w.pendingAt) {
+		c := *w.pending
+		w.pending = nil
+		w.safe, w.safeOK = encodeCommit(c, w.pendingHW), true
+		// The runtime commits it now; partials from now on carry its
+		// horizon. Should the commit fail and a successor restart from
+		// an older one, the reducers rewind over the partials topic for
+		// windows they evicted meanwhile: slower, still exact.
+		w.p.Committed(c)
 	}
-	if err != nil {
-		return err
-	}
-	if err := a.commit(w.gen, a.cfg.Group, a.cfg.TracesTopic, w.part, c.Offset, string(c.Metadata)); err != nil {
-		a.m.commits.WithLabelValues("map", "error").Inc()
-		a.log.Warn("map: commit failed; a successor re-reads from the previous commit", "partition", w.part, "err", err)
-		return nil
-	}
-	a.m.commits.WithLabelValues("map", "ok").Inc()
-	w.p.Committed(c)
-	w.commit = c
-	return nil
+	return w.safe, w.safeOK
 }
 
-// finish runs when the generation ends: publish every change, commit, so
-// that the next owner re-reads as little as possible.
-func (w *mapWorker) finish() {
-	if w.p == nil {
-		return // discarded after an error
+// acked reports whether every partial of flushes up to seq is acknowledged.
+func (w *mapProc) acked(seq uint64) bool {
+	for s := range w.unacked {
+		if s <= seq {
+			return false
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.flush(ctx, true); err != nil {
-		w.a.log.Warn("map: final publish failed; the next owner re-reads from the last commit", "partition", w.part, "err", err)
-		return
+	return true
+}
+
+// Close runs when the partition stops: publish every change and ask for a
+// final checkpoint, taken by Safe once the runtime has delivered the
+// acknowledgements, so that the next owner re-reads as little as possible.
+func (w *mapProc) Close(ctx context.Context) error {
+	if w.p == nil || w.broken {
+		return nil
+	}
+	if err := w.flush(ctx, true, true); err != nil {
+		w.broken = true
+		return fmt.Errorf("map: final publish failed; the next owner re-reads from the last commit: %w", err)
 	}
 	if err := w.checkpoint(); err != nil {
-		w.a.log.Warn("map: final checkpoint failed", "partition", w.part, "err", err)
-	}
-}
-
-// publish writes partials to the partials topic, keyed by family, and
-// returns once the brokers acknowledged all of them (acks=all).
-func (a *Aggregator) publish(ctx context.Context, parts []aggregate.Partial) error {
-	if len(parts) == 0 {
-		return nil
-	}
-	msgs := make([]kafka.Message, len(parts))
-	for i := range parts {
-		msgs[i] = kafka.Message{Key: parts[i].PartitionKey(), Value: parts[i].AppendBinary(nil, a.cfg.Stats.Dimensions)}
-	}
-	for len(msgs) > 0 {
-		n := min(len(msgs), 5000)
-		if err := a.writer.WriteMessages(ctx, msgs[:n]...); err != nil {
-			return err
-		}
-		a.m.published.Add(float64(n))
-		msgs = msgs[n:]
+		w.broken = true
+		return fmt.Errorf("map: final checkpoint: %w", err)
 	}
 	return nil
 }
 
-func (w *mapWorker) discard() { w.p = nil }
+// Release drops the partition's share of the instance's gauges and
+// watermark.
+func (w *mapProc) Release() {
+	a := w.a
+	a.wm.remove(w.part)
+	a.m.lag.DeleteLabelValues("map", partitionLabel(w.part))
+	a.m.windowKeys.DeleteLabelValues(partitionLabel(w.part))
+	if w.p != nil {
+		a.m.partitions.WithLabelValues("map").Dec()
+	}
+	w.gauges(0, 0, 0)
+	w.p = nil
+}

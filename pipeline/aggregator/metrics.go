@@ -7,13 +7,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 )
 
 // overflow is the label value of series beyond MaxMetricSeries.
-const overflow = aggregate.Overflow
+const overflow = rollup.Overflow
 
 // Metrics are the aggregator's Prometheus metrics, registered on the
 // Registerer given to New. Names:
@@ -52,8 +52,12 @@ const overflow = aggregate.Overflow
 //	tracepipe_aggregator_retractions_total
 //	tracepipe_aggregator_storage_reads_total
 //	tracepipe_aggregator_write_errors_total{stage}           failed publishes (map), failed storage reads and writes (reduce, each attempt)
-//	tracepipe_aggregator_commits_total{stage,result}
-//	tracepipe_aggregator_restarts_total{stage}               partition state discarded and restored from the last commit
+//
+// Commits, restarts after an error, group membership and the consumer lag
+// as kafka-consumer-groups sees it are the runtime's, labelled stage
+// "aggregator-map" and "aggregator-reduce" (see pipeline/kafka):
+// tracepipe_kafka_commits_total, tracepipe_kafka_partition_restarts_total,
+// tracepipe_kafka_group_member, tracepipe_kafka_consumer_lag, ...
 type Metrics struct {
 	duration, critical *prometheus.HistogramVec
 	calls, errors      *prometheus.CounterVec
@@ -81,13 +85,26 @@ type Metrics struct {
 	retractions    prometheus.Counter
 	reads          prometheus.Counter
 	writeErrors    *prometheus.CounterVec
-	commits        *prometheus.CounterVec
-	restarts       *prometheus.CounterVec
 
 	limit  int
 	mu     sync.Mutex
-	series map[[3]string]bool
+	series map[[3]string]*opSeries
 	edges  map[[2]string]bool
+	now    func() time.Time // exemplar throttling's clock
+}
+
+// exemplarEvery is how often a span-metric series takes a new exemplar. A
+// scrape (every second at the most) sees only the last one, and making an
+// exemplar (labels checked, a timestamp, a protobuf message) cost more than
+// the rest of observing a span: the end-to-end benchmark spent a third of
+// the map stage in it while every span made one.
+const exemplarEvery = time.Second
+
+// opSeries is one (service, operation, kind) series of the span metrics.
+type opSeries struct {
+	duration, critical prometheus.Observer
+	calls, errors      prometheus.Counter
+	exemplarAt         time.Time // when an observation last carried an exemplar
 }
 
 func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
@@ -126,10 +143,9 @@ func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
 		retractions:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "retractions_total", Help: "Rollups rewritten empty because their key disappeared."}),
 		reads:          prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "storage_reads_total", Help: "Stored rollups read back (coarse windows, restarts)."}),
 		writeErrors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "write_errors_total", Help: "Failed publishes (map), or failed storage reads and writes (reduce; each failed attempt, retried in place)."}, []string{"stage"}),
-		commits:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "commits_total", Help: "Offset commits."}, []string{"stage", "result"}),
-		restarts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "restarts_total", Help: "Partition states discarded and restored from the last commit after an error."}, []string{"stage"}),
 		limit:          limit,
-		series:         map[[3]string]bool{},
+		series:         map[[3]string]*opSeries{},
+		now:            time.Now,
 		edges:          map[[2]string]bool{},
 	}
 	for _, st := range []string{"map", "reduce"} {
@@ -147,24 +163,36 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.duration, m.critical, m.calls, m.errors, m.edgeCalls, m.edgeErr,
 		m.lag, m.partitions, m.windowsOpen, m.windowsRes, m.residentTraces, m.watermark, m.traces, m.late,
 		m.dropped, m.overflowed, m.keyOverflow, m.windowKeys, m.keyLimit, m.seriesOverflow, m.rewinds, m.rewindMsgs, m.published, m.written,
-		m.retractions, m.reads, m.writeErrors, m.commits, m.restarts}
+		m.retractions, m.reads, m.writeErrors}
 }
 
 // opLabels applies the series limit: the first MaxMetricSeries label sets
-// keep their labels, later ones become __overflow__ (kind is kept).
-func (m *Metrics) opLabels(svc, op, kind string) (string, string, string) {
+// keep their labels, later ones become __overflow__ (kind is kept). It
+// returns the series and whether this observation should carry an exemplar
+// (the series' first, then one per exemplarEvery).
+func (m *Metrics) opLabels(svc, op, kind string) (*opSeries, bool) {
 	k := [3]string{svc, op, kind}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.series[k] {
-		return svc, op, kind
+	se := m.series[k]
+	if se == nil {
+		if len(m.series) >= m.limit {
+			m.seriesOverflow.Inc()
+			k = [3]string{overflow, overflow, kind}
+			se = m.series[k]
+		}
+		if se == nil {
+			se = &opSeries{duration: m.duration.WithLabelValues(k[0], k[1], k[2]), critical: m.critical.WithLabelValues(k[0], k[1], k[2]),
+				calls: m.calls.WithLabelValues(k[0], k[1], k[2]), errors: m.errors.WithLabelValues(k[0], k[1], k[2])}
+			m.series[k] = se // overflow keys may take the map one past the limit per kind
+		}
 	}
-	if len(m.series) < m.limit {
-		m.series[k] = true
-		return svc, op, kind
+	now := m.now()
+	if !se.exemplarAt.IsZero() && now.Sub(se.exemplarAt) < exemplarEvery {
+		return se, false
 	}
-	m.seriesOverflow.Inc()
-	return overflow, overflow, kind
+	se.exemplarAt = now
+	return se, true
 }
 
 func (m *Metrics) edgeLabels(caller, callee string) (string, string) {
@@ -181,7 +209,7 @@ func (m *Metrics) edgeLabels(caller, callee string) (string, string) {
 
 // observe records the spans of a trace seen for the first time.
 func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
-	ex := prometheus.Labels{"trace_id": at.Trace.TraceID.String()}
+	var ex prometheus.Labels // made once per trace, when a series takes an exemplar
 	var byID map[model.SpanID]*model.Span
 	if edges {
 		byID = make(map[model.SpanID]*model.Span, len(at.Trace.Spans))
@@ -194,14 +222,24 @@ func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
 		if kind == "" {
 			kind = "unspecified"
 		}
-		svc, op, kind := m.opLabels(sp.Process.ServiceName, sp.Operation, kind)
-		m.duration.WithLabelValues(svc, op, kind).(prometheus.ExemplarObserver).ObserveWithExemplar(sp.Duration.Seconds(), ex)
-		if i < len(at.Analysis.Spans) {
-			m.critical.WithLabelValues(svc, op, kind).(prometheus.ExemplarObserver).ObserveWithExemplar(at.Analysis.Spans[i].CriticalPath.Seconds(), ex)
+		se, withExemplar := m.opLabels(sp.Process.ServiceName, sp.Operation, kind)
+		if withExemplar {
+			if ex == nil {
+				ex = prometheus.Labels{"trace_id": at.Trace.TraceID.String()}
+			}
+			se.duration.(prometheus.ExemplarObserver).ObserveWithExemplar(sp.Duration.Seconds(), ex)
+			if i < len(at.Analysis.Spans) {
+				se.critical.(prometheus.ExemplarObserver).ObserveWithExemplar(at.Analysis.Spans[i].CriticalPath.Seconds(), ex)
+			}
+		} else {
+			se.duration.Observe(sp.Duration.Seconds())
+			if i < len(at.Analysis.Spans) {
+				se.critical.Observe(at.Analysis.Spans[i].CriticalPath.Seconds())
+			}
 		}
-		m.calls.WithLabelValues(svc, op, kind).Inc()
+		se.calls.Inc()
 		if sp.IsError() {
-			m.errors.WithLabelValues(svc, op, kind).Inc()
+			se.errors.Inc()
 		}
 		if !edges {
 			continue
@@ -220,7 +258,7 @@ func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
 
 // partitionCounters turns a Partition's cumulative counters into metric
 // increments.
-func (m *Metrics) partitionCounters(prev, cur *aggregate.PartitionCounters) {
+func (m *Metrics) partitionCounters(prev, cur *rollup.PartitionCounters) {
 	add := func(c prometheus.Counter, a, b int64) {
 		if b > a {
 			c.Add(float64(b - a))
@@ -258,7 +296,7 @@ func (m *Metrics) logDrops(stage, reason string, n int64) {
 	m.drops.Warn(stage+"/"+reason, "traces not aggregated", "stage", stage, "count", n, "why", dropWhy[reason])
 }
 
-func (m *Metrics) reduceCounters(prev, cur *aggregate.ReduceCounters) {
+func (m *Metrics) reduceCounters(prev, cur *rollup.ReduceCounters) {
 	add := func(c prometheus.Counter, a, b int64) {
 		if b > a {
 			c.Add(float64(b - a))

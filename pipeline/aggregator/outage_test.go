@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
@@ -175,8 +175,8 @@ func (p *outageProxy) Close() {
 }
 
 var (
-	reduceGeneration = regexp.MustCompile(`msg=generation [^\n]*stage=reduce`)
-	reduceRestart    = regexp.MustCompile(`msg="reduce: partition restarts from its last commit"`)
+	reduceGeneration = regexp.MustCompile(`msg=generation [^\n]*stage=aggregator-reduce`)
+	reduceRestart    = regexp.MustCompile(`msg="partition stopped; restarting it from its commit" [^\n]*stage=aggregator-reduce`)
 )
 
 // TestIntegrationSearchEngineOutage: the search engine behind a proxy
@@ -206,10 +206,10 @@ func TestIntegrationSearchEngineOutage(t *testing.T) {
 	}
 	defer store.Close()
 
-	msgs := aggtest.Generate(23, aggtest.DefaultOptions(400, time.Now()))
+	msgs := rolluptest.Generate(23, rolluptest.DefaultOptions(400, time.Now()))
 	cfg := testConfig(brokers, topic)
 	cfg.Stats.Dimensions = []string{"client"}
-	exp := aggtest.Expect(cfg.Stats, msgs)
+	exp := rolluptest.Expect(cfg.Stats, msgs)
 
 	a, b := startAggregatorPair(t, bin, brokers, topic, proxy.URL(), prefix)
 	half := len(msgs) / 2

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate/aggtest"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
@@ -42,10 +42,10 @@ func TestIntegrationPausedAggregator(t *testing.T) {
 	}
 	defer store.Close()
 
-	msgs := aggtest.Generate(17, aggtest.DefaultOptions(500, time.Now()))
+	msgs := rolluptest.Generate(17, rolluptest.DefaultOptions(500, time.Now()))
 	cfg := testConfig(brokers, topic)
 	cfg.Stats.Dimensions = []string{"client"}
-	exp := aggtest.Expect(cfg.Stats, msgs)
+	exp := rolluptest.Expect(cfg.Stats, msgs)
 	t.Logf("ground truth: %d rollups", len(exp.Want))
 
 	a, b := startAggregatorPair(t, bin, brokers, topic, esURL, prefix)
@@ -124,7 +124,7 @@ func startAggregatorPair(t *testing.T, bin string, brokers []string, topic, esUR
 // joined the reduce group with partitions.
 func holdsReducePartitions(out string) bool {
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "msg=generation") && strings.Contains(l, "stage=reduce") && !strings.Contains(l, "partitions=0") {
+		if strings.Contains(l, "msg=generation") && strings.Contains(l, "stage=aggregator-reduce") && !strings.Contains(l, "partitions=0") {
 			return true
 		}
 	}
@@ -141,7 +141,7 @@ func waitOutput(t *testing.T, within time.Duration, ok func() bool) {
 }
 
 // checkES compares every stored rollup and edge rollup with the truth once.
-func checkES(exp *aggtest.Expected, store *elasticsearch.Store) error {
+func checkES(exp *rolluptest.Expected, store *elasticsearch.Store) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := store.Refresh(ctx); err != nil {

@@ -4,131 +4,77 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/fetch"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/storage"
 )
 
-// reduceWorker owns one partials-topic partition for one generation.
-type reduceWorker struct {
-	a      *Aggregator
-	gen    *kafka.Generation
-	part   int
-	r      *aggregate.Reducer
-	commit aggregate.Commit
-	f      *fetch.Fetcher
-	prev   aggregate.ReduceCounters
-	res    int
-	// held: partials taken from the fetcher, processed before any other
-	// (see process).
-	held []heldPartial
-	// confirmed: when the group coordinator last accepted a commit of this
-	// generation (see member).
-	confirmed time.Time
-}
-
-// errGenerationLost: the group coordinator no longer knows this
-// generation's member; the partition belongs to another one.
-var errGenerationLost = errors.New("the consumer group generation was lost")
-
-// runReduce consumes one partials partition until gctx ends: it merges
-// partials into rollups, writes changed rollups on flush ticks and commits
-// checkpoints after the writes are durable.
+// reduceProc is the reduce stage's tpkafka.Processor of one partials-topic
+// partition for one assignment: it merges partials into rollups, writes
+// changed rollups on flush ticks and offers a checkpoint (Safe) after the
+// writes are durable.
 //
-// A slow or absent store is backpressure: reads and writes are retried
-// until they succeed or the generation ends, while the group session is
-// kept (kafka-go heartbeats from its own goroutine), so the partition
-// stays here and no state is discarded.
-func (a *Aggregator) runReduce(gctx context.Context, gen *kafka.Generation, part int) {
-	w := &reduceWorker{a: a, gen: gen, part: part, confirmed: a.now()}
-	defer func() {
-		w.f.Stop()
-		a.m.lag.DeleteLabelValues("reduce", partitionLabel(part))
-		a.m.windowsRes.WithLabelValues("reduce").Sub(float64(w.res))
-	}()
-	if !a.startWorker(gctx, "reduce", part, w) {
-		return
-	}
-	flush := time.NewTicker(a.cfg.FlushInterval)
-	defer flush.Stop()
-	coarse := time.NewTicker(a.cfg.CoarseInterval)
-	defer coarse.Stop()
-	ck := time.NewTicker(a.cfg.CheckpointInterval)
-	defer ck.Stop()
-	failures := 0
-	for {
-		var err error
-		select {
-		case <-gctx.Done():
-			w.finish()
-			return
-		case m := <-w.f.Msgs:
-			err = w.process(gctx, m)
-		case <-flush.C:
-			if err = w.flush(gctx, false); err == nil {
-				failures = 0
-			}
-		case <-coarse.C:
-			err = w.flush(gctx, true)
-		case <-ck.C:
-			if err = w.flush(gctx, true); err == nil {
-				err = w.checkpoint()
-			}
-		case err = <-w.f.Errs:
-			err = fmt.Errorf("fetch: %w", err)
-		}
-		if errors.Is(err, errGenerationLost) {
-			// Write nothing more: wait for kafka-go to end the generation.
-			a.log.Warn("reduce: generation lost; the partition's next owner re-reads from the last commit", "partition", part)
-			w.discard()
-			<-gctx.Done()
-			return
-		}
-		if err != nil {
-			failures++
-			if !a.recoverWorker(gctx, "reduce", part, w, err, failures) {
-				return
-			}
-		}
-	}
+// A slow or absent store is backpressure: reads and writes are retried in
+// Tick until they succeed or the assignment ends, while the group session
+// is kept (kafka-go heartbeats from its own goroutine), so the partition
+// stays here and no state is discarded; the runtime fetches no further
+// than its buffer meanwhile.
+type reduceProc struct {
+	a     *Aggregator
+	admin *tpkafka.Admin
+	log   *slog.Logger
+	part  int
+	r     *rollup.Reducer
+	prev  rollup.ReduceCounters
+	res   int
+	// lastFlush, lastCoarse, lastCk: when rollups, coarse rollups and the
+	// checkpoint were last written and taken.
+	lastFlush, lastCoarse, lastCk time.Time
+	safe                          tpkafka.Commit
+	safeOK                        bool
+	// broken: a method failed; the state may be half-way through a rewind
+	// or a write and is neither written nor checkpointed again.
+	broken bool
 }
 
-func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
+func (a *Aggregator) newReduceProc(admin *tpkafka.Admin, as tpkafka.Assignment) *reduceProc {
+	now := a.now()
+	return &reduceProc{a: a, admin: admin, log: as.Logger, part: as.Partition, lastFlush: now, lastCoarse: now, lastCk: now}
+}
+
+// Open restores the reducer from the group's commit: the re-read start and
+// the checkpoint in its metadata (see commitmeta.go).
+func (w *reduceProc) Open(ctx context.Context, gc tpkafka.Commit) (int64, error) {
 	a := w.a
-	w.f.Stop()
-	w.f = nil
-	first, end, err := a.offsets(ctx, a.cfg.PartialsTopic, w.part)
+	first, end, err := w.admin.Offsets(ctx, a.cfg.PartialsTopic, w.part)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if fromGroup {
-		off, meta, ok, err := a.committed(ctx, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part)
-		if err != nil {
-			return err
-		}
-		if ok && meta == "" {
-			a.log.Warn("reduce: committed offset without a checkpoint; re-reading the partition from its start", "partition", w.part, "offset", off)
-			ok = false
-		}
-		if !ok {
-			off, meta = first, ""
-		}
-		w.commit = aggregate.Commit{Offset: off, Metadata: []byte(meta)}
+	c := rollup.Commit{Offset: first}
+	switch dc, err := decodeCommit(gc); {
+	case !gc.Committed():
+	case gc.Metadata == "":
+		w.log.Warn("reduce: committed offset without a checkpoint; re-reading the partition from its start", "offset", gc.Offset)
+	case err != nil:
+		w.log.Warn("reduce: committed offset without a usable checkpoint; re-reading the partition from its start", "offset", gc.Offset, "err", err)
+	default:
+		c = dc
 	}
-	r, err := aggregate.NewReducer(a.cfg.Stats, w.commit.Offset, w.commit.Metadata)
-	if errors.Is(err, aggregate.ErrConfigChanged) {
-		return fmt.Errorf("partials partition %d: %w (use new --partials-topic and --reduce-group)", w.part, err)
+	r, err := rollup.NewReducer(a.cfg.Stats, c.Offset, c.Metadata)
+	if errors.Is(err, rollup.ErrConfigChanged) {
+		err = fmt.Errorf("partials partition %d: %w (use new --partials-topic and --reduce-group)", w.part, err)
+		w.log.Error("reduce: the checkpoint does not fit this configuration", "err", err)
+		a.fatal(err)
+		return 0, err
 	}
 	if err != nil {
-		a.log.Warn("reduce: committed offset without a usable checkpoint; re-reading the partials partition from its start", "partition", w.part, "err", err)
-		w.commit = aggregate.Commit{Offset: first}
-		if r, err = aggregate.NewReducer(a.cfg.Stats, first, nil); err != nil {
-			return err
+		w.log.Warn("reduce: committed offset without a usable checkpoint; re-reading the partials partition from its start", "err", err)
+		if r, err = rollup.NewReducer(a.cfg.Stats, first, nil); err != nil {
+			return 0, err
 		}
 	}
 	r.SourceIdle = a.cfg.SourceIdle
@@ -136,89 +82,69 @@ func (w *reduceWorker) restore(ctx context.Context, fromGroup bool) error {
 	r.SetBarrier(end)
 	w.r = r
 	w.prev = r.Counters()
-	w.f = a.startFetcher("reduce", a.cfg.PartialsTopic, w.part, r.Position())
-	a.log.Info("reduce: partition", "partition", w.part, "offset", r.Position(), "high_water", r.HighWater(), "end", end)
-	return nil
+	a.m.partitions.WithLabelValues("reduce").Inc()
+	w.log.Info("reduce: partition", "offset", r.Position(), "high_water", r.HighWater(), "end", end)
+	return r.Position(), nil
 }
 
-func decodePartialMessage(m kafka.Message) (aggregate.PartialMessage, []string, error) {
-	pt, names, err := aggregate.DecodePartial(m.Value)
-	return aggregate.PartialMessage{Offset: m.Offset, Time: model.TimestampOf(m.Time), Partial: pt}, names, err
+func decodePartialMessage(r *tpkafka.Record) (rollup.PartialMessage, []string, error) {
+	pt, names, err := rollup.DecodePartial(r.Value)
+	return rollup.PartialMessage{Offset: r.Offset, Time: model.TimestampOf(r.Time), Partial: pt}, names, err
 }
 
 // heldPartial is a fetched partial waiting to be processed.
 type heldPartial struct {
-	km    kafka.Message
-	m     aggregate.PartialMessage
-	names []string
-	err   error // decoding
+	offset, hwm int64
+	m           rollup.PartialMessage
+	names       []string
+	err         error // decoding
 }
 
-// maxHeld bounds the partials taken from the fetcher ahead of processing to
-// widen a rewind (each is at most a few KB).
-const maxHeld = 4096
-
-func (w *reduceWorker) process(ctx context.Context, km kafka.Message) error {
-	w.held = append(w.held, w.decode(km))
-	for len(w.held) > 0 {
-		h := w.held[0]
-		w.held = w.held[1:]
-		if err := w.step(ctx, h); err != nil {
-			return err
+// Handle takes partials. A partial for a window already evicted starts a
+// rewind over the partials topic; the partials of the same chunk are looked
+// at first, so that one pass rebuilds every window they need (a map
+// partition that rewound republishes many windows at once).
+func (w *reduceProc) Handle(ctx context.Context, recs []tpkafka.Record) (int, error) {
+	held := make([]heldPartial, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		m, names, err := decodePartialMessage(r)
+		held[i] = heldPartial{offset: r.Offset, hwm: r.HighWaterMark, m: m, names: names, err: err}
+	}
+	for i := range held {
+		if err := w.step(ctx, &held[i], held[i+1:]); err != nil {
+			w.broken = true
+			return i, err
 		}
 	}
-	w.held = nil
-	return nil
+	return len(recs), nil
 }
 
-func (w *reduceWorker) decode(km kafka.Message) heldPartial {
-	m, names, err := decodePartialMessage(km)
-	return heldPartial{km: km, m: m, names: names, err: err}
-}
-
-// holdFetched takes the partials the fetcher already holds, without
-// waiting, into w.held (up to maxHeld).
-func (w *reduceWorker) holdFetched() {
-	for len(w.held) < maxHeld {
-		select {
-		case km := <-w.f.Msgs:
-			w.held = append(w.held, w.decode(km))
-		default:
-			return
-		}
-	}
-}
-
-func (w *reduceWorker) step(ctx context.Context, h heldPartial) error {
+func (w *reduceProc) step(ctx context.Context, h *heldPartial, next []heldPartial) error {
 	a := w.a
-	km, m, names := h.km, h.m, h.names
-	a.m.lag.WithLabelValues("reduce", partitionLabel(w.part)).Set(float64(max(0, km.HighWaterMark-km.Offset-1)))
+	a.m.lag.WithLabelValues("reduce", partitionLabel(w.part)).Set(float64(max(0, h.hwm-h.offset-1)))
 	if h.err != nil {
 		a.m.dropped.WithLabelValues("reduce", "decode").Inc()
-		a.log.Error("reduce: undecodable partial skipped", "partition", w.part, "offset", km.Offset, "err", h.err)
-		return w.r.Skip(km.Offset)
+		w.log.Error("reduce: undecodable partial skipped", "offset", h.offset, "err", h.err)
+		return w.r.Skip(h.offset)
 	}
 	for {
-		rw, err := w.r.Add(m, names)
+		rw, err := w.r.Add(h.m, h.names)
 		if err != nil {
 			return err
 		}
 		if rw == nil {
 			return nil
 		}
-		// Late partials come in bursts (a map partition that rewound
-		// republishes many windows): rebuild, in the same pass, the
-		// windows that the partials already fetched will need.
-		w.holdFetched()
-		for _, h := range w.held {
-			if h.err == nil {
-				w.r.Extend(rw, h.m, h.names)
+		for _, n := range next {
+			if n.err == nil {
+				w.r.Extend(rw, n.m, n.names)
 			}
 		}
-		a.log.Info("reduce: rewind", "partition", w.part, "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
+		w.log.Info("reduce: rewind", "from", rw.From, "to", rw.To, "windows", len(rw.Windows()))
 		w.r.BeginRewind(rw)
-		missing, err := a.readRange(ctx, a.cfg.PartialsTopic, w.part, rw.From, rw.To, func(km kafka.Message) error {
-			m, names, err := decodePartialMessage(km)
+		missing, err := w.admin.ReadRange(ctx, a.cfg.PartialsTopic, w.part, rw.From, rw.To, func(r tpkafka.Record) error {
+			m, names, err := decodePartialMessage(&r)
 			if err != nil {
 				return nil
 			}
@@ -228,20 +154,45 @@ func (w *reduceWorker) step(ctx context.Context, h heldPartial) error {
 			return fmt.Errorf("rewind: %w", err)
 		}
 		if missing > 0 {
-			a.log.Error("reduce: rewind needed offsets the partials topic no longer retains", "partition", w.part, "missing", missing)
+			w.log.Error("reduce: rewind needed offsets the partials topic no longer retains", "missing", missing)
 			a.m.dropped.WithLabelValues("reduce", "retention").Add(float64(missing))
 		}
 		w.r.EndRewind()
 	}
 }
 
+// Acked is never called: the reduce stage produces nothing.
+func (w *reduceProc) Acked(tpkafka.Ack) error { return nil }
+
+// Tick writes changed rollups every FlushInterval (coarse ones every
+// CoarseInterval) and, every CheckpointInterval, writes everything and
+// takes a checkpoint.
+func (w *reduceProc) Tick(ctx context.Context, now time.Time) error {
+	a := w.a
+	var err error
+	switch {
+	case now.Sub(w.lastCk) >= a.cfg.CheckpointInterval:
+		w.lastCk, w.lastCoarse, w.lastFlush = now, now, now
+		if err = w.flush(ctx, true); err == nil {
+			err = w.checkpoint()
+		}
+	case now.Sub(w.lastCoarse) >= a.cfg.CoarseInterval:
+		w.lastCoarse, w.lastFlush = now, now
+		err = w.flush(ctx, true)
+	case now.Sub(w.lastFlush) >= a.cfg.FlushInterval:
+		w.lastFlush = now
+		err = w.flush(ctx, false)
+	}
+	if err != nil {
+		w.broken = true
+	}
+	return err
+}
+
 // flush writes changed rollups (coarse ones too with coarse) and waits
 // until the store made them durable, retrying reads and writes that fail
-// until ctx ends (see retryStore). It writes nothing once the generation
-// is known to be lost: when the last commit accepted by the coordinator is
-// older than half the session timeout (a long pause, or no commit for a
-// while), it first asks the coordinator (see member).
-func (w *reduceWorker) flush(ctx context.Context, coarse bool) error {
+// until ctx ends (see retryStore).
+func (w *reduceProc) flush(ctx context.Context, coarse bool) error {
 	a := w.a
 	outs, err := w.r.Flush(ctx, &retryingChildren{w: w, ctx: ctx}, coarse)
 	if err != nil {
@@ -252,9 +203,6 @@ func (w *reduceWorker) flush(ctx context.Context, coarse bool) error {
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
-	}
-	if a.now().Sub(w.confirmed) > a.cfg.SessionTimeout/2 && !w.member() {
-		return errGenerationLost
 	}
 	if err := w.retryStore(ctx, "write", func() error { return a.write(ctx, outs) }); err != nil {
 		return err
@@ -268,47 +216,53 @@ func (w *reduceWorker) flush(ctx context.Context, coarse bool) error {
 	return nil
 }
 
-func (w *reduceWorker) checkpoint() error {
-	a := w.a
-	c, err := w.r.Checkpoint(model.TimestampOf(a.now()))
-	if errors.Is(err, aggregate.ErrUnpublished) {
+// checkpoint evicts and sets what Safe returns: the processed position,
+// with the re-read start and the checkpoint in the metadata.
+func (w *reduceProc) checkpoint() error {
+	c, err := w.r.Checkpoint(model.TimestampOf(w.a.now()))
+	if errors.Is(err, rollup.ErrUnpublished) {
 		return nil // catching up: nothing may be written yet
 	}
 	if err != nil {
 		return err
 	}
-	if err := a.commit(w.gen, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part, c.Offset, string(c.Metadata)); err != nil {
-		a.m.commits.WithLabelValues("reduce", "error").Inc()
-		a.log.Warn("reduce: commit failed", "partition", w.part, "err", err)
-		return nil
-	}
-	a.m.commits.WithLabelValues("reduce", "ok").Inc()
-	w.commit = c
-	w.confirmed = a.now()
+	w.safe, w.safeOK = encodeCommit(c, w.r.HighWater()), true
 	return nil
 }
 
-// member asks the group coordinator whether this generation's member still
-// exists, by committing the last checkpoint again (the same offset and
-// metadata: it changes nothing). Only the coordinator's "unknown member"
-// and "illegal generation" answers count as lost; when the question cannot
-// be asked (no checkpoint yet) or answered (a network error), the member is
-// assumed alive: the rollups' versions fence its writes in any case.
-func (w *reduceWorker) member() bool {
+// Safe returns the last checkpoint: every rollup derived from the
+// partials below its offset is durable.
+func (w *reduceProc) Safe() (tpkafka.Commit, bool) { return w.safe, w.safeOK }
+
+// Close ends the partition's work (a shutdown or a rebalance): it writes
+// what changed and takes a checkpoint, so that the next owner need not
+// redo it. ctx is bounded by the group's CloseTimeout (10 s), well below
+// its rebalance timeout, so that the member rejoins in time even while
+// the store is down. If the member was not in the generation any more (a
+// process paused past the session timeout), the final write carries
+// versions below the next owner's barrier and loses to its writes, and the
+// final commit is refused by the coordinator.
+func (w *reduceProc) Close(ctx context.Context) error {
+	if w.r == nil || w.broken {
+		return nil
+	}
+	if err := w.flush(ctx, true); err != nil {
+		w.broken = true
+		return fmt.Errorf("reduce: final write failed; the next owner re-reads from the last commit: %w", err)
+	}
+	return w.checkpoint()
+}
+
+// Release drops the partition's share of the gauges.
+func (w *reduceProc) Release() {
 	a := w.a
-	if len(w.commit.Metadata) == 0 {
-		return true
+	a.m.lag.DeleteLabelValues("reduce", partitionLabel(w.part))
+	a.m.windowsRes.WithLabelValues("reduce").Sub(float64(w.res))
+	w.res = 0
+	if w.r != nil {
+		a.m.partitions.WithLabelValues("reduce").Dec()
 	}
-	err := a.commit(w.gen, a.cfg.ReduceGroup, a.cfg.PartialsTopic, w.part, w.commit.Offset, string(w.commit.Metadata))
-	switch {
-	case err == nil:
-		w.confirmed = a.now()
-		return true
-	case errors.Is(err, kafka.UnknownMemberId), errors.Is(err, kafka.IllegalGeneration), errors.Is(err, kafka.FencedInstanceID):
-		return false
-	}
-	a.log.Warn("reduce: cannot confirm group membership; writing anyway (versions fence stale writes)", "partition", w.part, "err", err)
-	return true
+	w.r = nil
 }
 
 // retryStore runs op until it succeeds, ctx ends, or the store rejects it
@@ -316,7 +270,7 @@ func (w *reduceWorker) member() bool {
 // worker here, keeping its partition and its state: the fetcher's buffer
 // fills and fetching stops. Failures are counted (write_errors_total) and
 // logged, at most every 10 s.
-func (w *reduceWorker) retryStore(ctx context.Context, what string, op func() error) error {
+func (w *reduceProc) retryStore(ctx context.Context, what string, op func() error) error {
 	a := w.a
 	var logged time.Time
 	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
@@ -327,7 +281,7 @@ func (w *reduceWorker) retryStore(ctx context.Context, what string, op func() er
 		a.m.writeErrors.WithLabelValues("reduce").Inc()
 		if now := a.now(); now.Sub(logged) >= 10*time.Second {
 			logged = now
-			a.log.Warn("reduce: store "+what+" failed; retrying", "partition", w.part, "err", err)
+			w.log.Warn("reduce: store "+what+" failed; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -340,49 +294,24 @@ func (w *reduceWorker) retryStore(ctx context.Context, what string, op func() er
 // retryingChildren is the ChildSource a reducer reads through: each read
 // is retried as retryStore does.
 type retryingChildren struct {
-	w   *reduceWorker
+	w   *reduceProc
 	ctx context.Context
 }
 
 func (c *retryingChildren) Sync(ctx context.Context) error {
-	sy, ok := c.w.a.children.(aggregate.Syncer)
+	sy, ok := c.w.a.children.(rollup.Syncer)
 	if !ok {
 		return nil
 	}
 	return c.w.retryStore(ctx, "refresh", func() error { return sy.Sync(ctx) })
 }
 
-func (c *retryingChildren) Children(ctx context.Context, res time.Duration, fam aggregate.Family, from, to model.Timestamp) (out []aggregate.Output, err error) {
+func (c *retryingChildren) Children(ctx context.Context, res time.Duration, fam rollup.Family, from, to model.Timestamp) (out []rollup.Output, err error) {
 	err = c.w.retryStore(ctx, "read", func() error {
 		out, err = c.w.a.children.Children(ctx, res, fam, from, to)
 		return err
 	})
 	return out, err
-}
-
-// finish ends the partition's work when its generation ended: a shutdown
-// or a rebalance. If the member still exists (a rebalance in progress, a
-// clean shutdown) it writes what changed and commits, so the next owner
-// need not redo it; after the generation was lost it writes nothing.
-func (w *reduceWorker) finish() {
-	if w.r == nil {
-		return
-	}
-	if !w.member() {
-		w.a.log.Info("reduce: generation lost; nothing written at the end, the next owner re-reads from the last commit", "partition", w.part)
-		return
-	}
-	// Bounded well below the group's rebalance timeout (30 s), so that the
-	// member rejoins in time even while the store is down.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.flush(ctx, true); err != nil {
-		w.a.log.Warn("reduce: final write failed; the next owner re-reads from the last commit", "partition", w.part, "err", err)
-		return
-	}
-	if err := w.checkpoint(); err != nil {
-		w.a.log.Warn("reduce: final checkpoint failed", "partition", w.part, "err", err)
-	}
 }
 
 // write stores outputs: operation rollups through WriteRollups, edge
@@ -391,9 +320,9 @@ func (w *reduceWorker) finish() {
 // A write abandoned when ctx ends (a rebalance, a shutdown) may still land
 // later (Elasticsearch's writer keeps retrying it): it then carries versions
 // below the next owner's barrier, and the next owner rewrites or retracts
-// every key it may hold at a higher version (aggregate.Reducer.SetBarrier),
+// every key it may hold at a higher version (rollup.Reducer.SetBarrier),
 // so the late write loses.
-func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
+func (a *Aggregator) write(ctx context.Context, outs []rollup.Output) error {
 	if len(outs) == 0 {
 		return nil
 	}
@@ -428,5 +357,3 @@ func (a *Aggregator) write(ctx context.Context, outs []aggregate.Output) error {
 	}
 	return nil
 }
-
-func (w *reduceWorker) discard() { w.r, w.held = nil, nil }

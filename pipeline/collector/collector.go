@@ -78,7 +78,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
 
 	"github.com/tracepipe/tracepipe/model"
@@ -91,7 +90,7 @@ type Options struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer // nil: a private registry
 	// Transport, when set, is the producer's Kafka transport.
-	Transport kafkago.RoundTripper
+	Transport kafka.RoundTripper
 }
 
 // Addrs are the bound addresses of the receivers ("" when off).
@@ -122,7 +121,7 @@ type Collector struct {
 	msgPool   sync.Pool     // *[]kafka.Message
 	turns     chan struct{} // MaxConcurrentRequests tokens
 	reg       prometheus.Registerer
-	transport kafkago.RoundTripper
+	transport kafka.RoundTripper
 }
 
 type udpSocket struct {
@@ -283,7 +282,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		return err
 	}
 	p, err := kafka.NewProducer(c.prodCfg, kafka.Options{Name: "collector", Registry: c.reg,
-		Logger: c.log, Transport: c.transport})
+		Logger: c.log, Transport: c.transport, Client: &c.cfg.ClientConfig})
 	if err != nil {
 		c.closeListeners()
 		return err

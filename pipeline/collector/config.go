@@ -29,8 +29,8 @@ type Config struct {
 	// the file does not name, when there is no file.
 	DefaultSamplingProbability float64
 
-	// Brokers and SpansTopic: where spans go.
-	Brokers    []string
+	// ClientConfig (Brokers, TLS, SASL) and SpansTopic: where spans go.
+	kafka.ClientConfig
 	SpansTopic string
 
 	// QueueBytes bounds the bytes of spans accepted and not yet
@@ -69,7 +69,7 @@ func DefaultConfig() Config {
 		OTLPHTTP:                   "127.0.0.1:4318",
 		SamplingHTTP:               "127.0.0.1:5778",
 		DefaultSamplingProbability: 1,
-		Brokers:                    []string{"127.0.0.1:9092"},
+		ClientConfig:               kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
 		SpansTopic:                 "jaeger-spans",
 		QueueBytes:                 64 << 20,
 		MaxRequestBytes:            8 << 20,
@@ -82,20 +82,27 @@ func DefaultConfig() Config {
 	}
 }
 
-// RegisterFlags binds the receiver and limit flags (not the Kafka ones,
-// which each binary names itself) to fs.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.JaegerCompactUDP, "jaeger-compact-udp", c.JaegerCompactUDP, "Jaeger agent UDP address for compact thrift (jaeger-client-go's default; empty: off)")
-	fs.StringVar(&c.JaegerBinaryUDP, "jaeger-binary-udp", c.JaegerBinaryUDP, "Jaeger agent UDP address for binary thrift (empty: off)")
-	fs.StringVar(&c.JaegerHTTP, "jaeger-http", c.JaegerHTTP, "Jaeger collector HTTP address, POST /api/traces with binary thrift (empty: off)")
-	fs.StringVar(&c.OTLPGRPC, "otlp-grpc", c.OTLPGRPC, "OTLP/gRPC address (empty: off)")
-	fs.StringVar(&c.OTLPHTTP, "otlp-http", c.OTLPHTTP, "OTLP/HTTP address, POST /v1/traces, protobuf or JSON (empty: off)")
-	fs.StringVar(&c.SamplingHTTP, "sampling-http", c.SamplingHTTP, "Jaeger remote sampling address, GET /sampling?service= (empty: off)")
-	fs.StringVar(&c.SamplingStrategies, "sampling-strategies", c.SamplingStrategies, "Jaeger sampling strategies file (JSON; empty: every service samples with --sampling-default-probability)")
-	fs.Float64Var(&c.DefaultSamplingProbability, "sampling-default-probability", c.DefaultSamplingProbability, "probabilistic sampling rate served when no strategies file is given")
-	fs.Int64Var(&c.QueueBytes, "collector-queue-bytes", c.QueueBytes, "bytes of spans accepted and not yet acknowledged by Kafka; beyond it requests are refused (HTTP 429, gRPC RESOURCE_EXHAUSTED, UDP dropped)")
-	fs.IntVar(&c.MaxRequestBytes, "collector-max-request-bytes", c.MaxRequestBytes, "largest request body or gRPC message accepted")
-	fs.IntVar(&c.MaxConcurrentRequests, "collector-max-concurrent-requests", c.MaxConcurrentRequests, "HTTP and gRPC requests read and decoded at once; others wait their turn unread")
+// RegisterFlags binds c's fields to flags named prefix+name on fs, with c's
+// current values as defaults: the receivers and limits, the Kafka
+// connection (kafka.ClientConfig.RegisterFlags), --spans-topic and
+// --shutdown-grace. `tracepipe run` leaves out the last three kinds, which
+// it sets itself.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	p := func(name string) string { return prefix + name }
+	fs.StringVar(&c.JaegerCompactUDP, p("jaeger-compact-udp"), c.JaegerCompactUDP, "Jaeger agent UDP address for compact thrift (jaeger-client-go's default; empty: off)")
+	fs.StringVar(&c.JaegerBinaryUDP, p("jaeger-binary-udp"), c.JaegerBinaryUDP, "Jaeger agent UDP address for binary thrift (empty: off)")
+	fs.StringVar(&c.JaegerHTTP, p("jaeger-http"), c.JaegerHTTP, "Jaeger collector HTTP address, POST /api/traces with binary thrift (empty: off)")
+	fs.StringVar(&c.OTLPGRPC, p("otlp-grpc"), c.OTLPGRPC, "OTLP/gRPC address (empty: off)")
+	fs.StringVar(&c.OTLPHTTP, p("otlp-http"), c.OTLPHTTP, "OTLP/HTTP address, POST /v1/traces, protobuf or JSON (empty: off)")
+	fs.StringVar(&c.SamplingHTTP, p("sampling-http"), c.SamplingHTTP, "Jaeger remote sampling address, GET /sampling?service= (empty: off)")
+	fs.StringVar(&c.SamplingStrategies, p("sampling-strategies"), c.SamplingStrategies, "Jaeger sampling strategies file (JSON; empty: every service samples with --sampling-default-probability)")
+	fs.Float64Var(&c.DefaultSamplingProbability, p("sampling-default-probability"), c.DefaultSamplingProbability, "probabilistic sampling rate served when no strategies file is given")
+	fs.Int64Var(&c.QueueBytes, p("collector-queue-bytes"), c.QueueBytes, "bytes of spans accepted and not yet acknowledged by Kafka; beyond it requests are refused (HTTP 429, gRPC RESOURCE_EXHAUSTED, UDP dropped)")
+	fs.IntVar(&c.MaxRequestBytes, p("collector-max-request-bytes"), c.MaxRequestBytes, "largest request body or gRPC message accepted")
+	fs.IntVar(&c.MaxConcurrentRequests, p("collector-max-concurrent-requests"), c.MaxConcurrentRequests, "HTTP and gRPC requests read and decoded at once; others wait their turn unread")
+	c.ClientConfig.RegisterFlags(fs, prefix)
+	fs.StringVar(&c.SpansTopic, p("spans-topic"), c.SpansTopic, "topic the spans are published to (the ingester's --spans-topic)")
+	fs.DurationVar(&c.ShutdownGrace, p("shutdown-grace"), c.ShutdownGrace, "on shutdown, how long accepted spans may take to reach Kafka")
 }
 
 // Enabled reports whether any receiver is configured.
@@ -121,8 +128,8 @@ func (c *Config) Validate() error {
 			bad("%s %q: %v", a.flag, a.addr, err)
 		}
 	}
-	if len(c.Brokers) == 0 {
-		bad("--kafka-brokers must name at least one broker")
+	if err := c.ClientConfig.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.SpansTopic == "" {
 		bad("--spans-topic must not be empty")

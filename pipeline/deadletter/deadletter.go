@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
@@ -38,6 +38,9 @@ const DefaultTopic = "tracepipe-store-dlq"
 // Config configures a Writer.
 type Config struct {
 	Brokers []string
+	// Client, when set, gives the connection its TLS and SASL (Brokers
+	// still names the brokers).
+	Client *tpkafka.ClientConfig
 	// Topic receives the records (default DefaultTopic); it is created
 	// when missing if the brokers allow it.
 	Topic string
@@ -57,8 +60,7 @@ type Options struct {
 // done.
 type Writer struct {
 	cfg   Config
-	w     *kafka.Writer
-	tr    *kafka.Transport
+	p     *tpkafka.Producer
 	log   *ratelog.Logger
 	count *prometheus.CounterVec
 }
@@ -89,23 +91,26 @@ func New(cfg Config, opts Options) (*Writer, error) {
 	if err := opts.Registry.Register(count); err != nil {
 		return nil, fmt.Errorf("dead letter: register metrics: %w", err)
 	}
-	tr := &kafka.Transport{}
-	return &Writer{
-		cfg: cfg,
-		tr:  tr,
-		w: &kafka.Writer{
-			Transport:              tr,
-			Addr:                   kafka.TCP(cfg.Brokers...),
-			Topic:                  cfg.Topic,
-			Balancer:               &kafka.Hash{},
-			RequiredAcks:           kafka.RequireAll,
-			BatchTimeout:           10 * time.Millisecond,
-			BatchBytes:             int64(cfg.MaxMessageBytes),
-			AllowAutoTopicCreation: true,
-		},
-		log:   ratelog.New(opts.Logger, ratelog.DefaultEvery, nil),
-		count: count,
-	}, nil
+	pc := tpkafka.DefaultProducerConfig()
+	pc.Brokers, pc.Topic = cfg.Brokers, cfg.Topic
+	pc.Linger = 10 * time.Millisecond
+	pc.MaxMessageBytes = cfg.MaxMessageBytes
+	pc.BatchBytes = int64(cfg.MaxMessageBytes)
+	pc.MaxBufferedBytes = max(pc.MaxBufferedBytes, 4*int64(cfg.MaxMessageBytes))
+	p, err := tpkafka.NewProducer(pc, tpkafka.Options{Name: "store-dlq", Registry: opts.Registry, Logger: opts.Logger, Client: cfg.Client})
+	if err != nil {
+		return nil, fmt.Errorf("dead letter: %w", err)
+	}
+	return &Writer{cfg: cfg, p: p, log: ratelog.New(opts.Logger, ratelog.DefaultEvery, nil), count: count}, nil
+}
+
+// send produces msgs and returns once all are acknowledged (nil), one was
+// given up on, or ctx is done.
+func (d *Writer) send(ctx context.Context, msgs ...tpkafka.Message) error {
+	if err := d.p.Send(ctx, msgs); err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	return nil
 }
 
 // Topic is the dead-letter topic.
@@ -113,14 +118,14 @@ func (d *Writer) Topic() string { return d.cfg.Topic }
 
 // Reject writes the message m, whose trace the store rejected for good
 // with cause, and returns once it is acknowledged.
-func (d *Writer) Reject(ctx context.Context, m kafka.Message, cause error) error {
+func (d *Writer) Reject(ctx context.Context, m tpkafka.Record, cause error) error {
 	msg := d.message(m.Key, m.Value, cause.Error(),
-		kafka.Header{Key: "tracepipe.source.topic", Value: []byte(m.Topic)},
-		kafka.Header{Key: "tracepipe.source.partition", Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: "tracepipe.source.offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		tpkafka.Header{Key: "tracepipe.source.topic", Value: []byte(m.Topic)},
+		tpkafka.Header{Key: "tracepipe.source.partition", Value: []byte(strconv.Itoa(m.Partition))},
+		tpkafka.Header{Key: "tracepipe.source.offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)
-	if err := d.w.WriteMessages(ctx, msg); err != nil {
-		return fmt.Errorf("dead letter to %s: %w", d.cfg.Topic, err)
+	if err := d.send(ctx, msg); err != nil {
+		return err
 	}
 	d.count.WithLabelValues("trace").Inc()
 	d.log.Error("rejected", "trace rejected by the store for good; written to the dead-letter topic",
@@ -131,16 +136,16 @@ func (d *Writer) Reject(ctx context.Context, m kafka.Message, cause error) error
 // DeadLetter writes documents Elasticsearch rejected for good (the
 // elasticsearch.DeadLetter hook) and returns once all are acknowledged.
 func (d *Writer) DeadLetter(ctx context.Context, failures []elasticsearch.Failure) error {
-	msgs := make([]kafka.Message, len(failures))
+	msgs := make([]tpkafka.Message, len(failures))
 	for i, f := range failures {
 		msgs[i] = d.message([]byte(f.ID), f.Doc, fmt.Sprintf("status %d: %s", f.Status, f.Reason),
-			kafka.Header{Key: "tracepipe.index", Value: []byte(f.Index)},
-			kafka.Header{Key: "tracepipe.id", Value: []byte(f.ID)},
-			kafka.Header{Key: "tracepipe.kind", Value: []byte(f.Kind)},
+			tpkafka.Header{Key: "tracepipe.index", Value: []byte(f.Index)},
+			tpkafka.Header{Key: "tracepipe.id", Value: []byte(f.ID)},
+			tpkafka.Header{Key: "tracepipe.kind", Value: []byte(f.Kind)},
 		)
 	}
-	if err := d.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("dead letter to %s: %w", d.cfg.Topic, err)
+	if err := d.send(ctx, msgs...); err != nil {
+		return err
 	}
 	for _, f := range failures {
 		d.count.WithLabelValues(f.Kind).Inc()
@@ -150,23 +155,24 @@ func (d *Writer) DeadLetter(ctx context.Context, failures []elasticsearch.Failur
 	return nil
 }
 
-func (d *Writer) message(key, value []byte, reason string, headers ...kafka.Header) kafka.Message {
+func (d *Writer) message(key, value []byte, reason string, headers ...tpkafka.Header) tpkafka.Message {
 	if len(reason) > 4096 {
 		reason = reason[:4096]
 	}
-	hs := append([]kafka.Header{{Key: "tracepipe.error", Value: []byte(reason)}}, headers...)
+	hs := append([]tpkafka.Header{{Key: "tracepipe.error", Value: []byte(reason)}}, headers...)
 	if limit := d.cfg.MaxMessageBytes - 8192 - len(key); len(value) > limit {
-		hs = append(hs, kafka.Header{Key: "tracepipe.truncated", Value: []byte(strconv.Itoa(len(value)))})
+		hs = append(hs, tpkafka.Header{Key: "tracepipe.truncated", Value: []byte(strconv.Itoa(len(value)))})
 		value = value[:max(limit, 0)]
 	}
-	return kafka.Message{Key: key, Value: value, Headers: hs}
+	return tpkafka.Message{Key: key, Value: value, Headers: hs}
 }
 
-// Close flushes and closes the Kafka writer and its connections.
+// Close waits (up to 10 s) for what is being sent, then closes the
+// producer and its connections.
 func (d *Writer) Close() error {
-	err := d.w.Close()
-	d.tr.CloseIdleConnections()
-	return err
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.p.Close(ctx)
 }
 
 // Hook is an elasticsearch.DeadLetter whose Writer is set after the store

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 )
 
@@ -56,7 +57,7 @@ func TestRejectAndDeadLetter(t *testing.T) {
 	}
 	defer d.Close()
 	big := bytes.Repeat([]byte("x"), 100_000)
-	if err := d.Reject(context.Background(), kafka.Message{Topic: "traces", Partition: 2, Offset: 41, Key: []byte("k"), Value: big}, errors.New("too many SQL variables")); err != nil {
+	if err := d.Reject(context.Background(), tpkafka.Record{Topic: "traces", Partition: 2, Offset: 41, Key: []byte("k"), Value: big}, errors.New("too many SQL variables")); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.DeadLetter(context.Background(), []elasticsearch.Failure{{Index: "jaeger-span-2026-03-10", ID: "a-1", Kind: "span", Doc: []byte(`{"x":1}`), Status: 400, Reason: "illegal_argument_exception: nested"}}); err != nil {

@@ -16,11 +16,11 @@ import (
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/elasticsearch"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 // wide is the message of a trace with 4,000 distinct operations and 11,000
@@ -35,7 +35,7 @@ func wide(id model.TraceID, tagsPerSpan int) kafka.Message {
 			sp.Tags = append(sp.Tags, model.String(fmt.Sprintf("k%d", j), "v"))
 		}
 	}
-	return kafka.Message{Key: []byte(id.String()), Value: tracepb.Encode(nil, &at)}
+	return kafka.Message{Key: []byte(id.String()), Value: assembledpb.Encode(nil, &at)}
 }
 
 // TestWideTraceDoesNotStopIndexing: a trace over every per-statement and
@@ -146,7 +146,7 @@ func TestPermanentFailureGoesToDeadLetter(t *testing.T) {
 		header(got, "tracepipe.source.topic") != "traces" || header(got, "tracepipe.error") == "" {
 		t.Errorf("dead letter key %q headers %v", got.Key, got.Headers)
 	}
-	if a, err := tracepb.Decode(got.Value); err != nil || a.Trace.TraceID != bad {
+	if a, err := assembledpb.Decode(got.Value); err != nil || a.Trace.TraceID != bad {
 		t.Errorf("dead letter value is not the trace's message: %v", err)
 	}
 	for _, id := range ids {

@@ -24,14 +24,23 @@
 // (dropped_total{reason="decode"}), logged with its coordinates
 // (rate-limited), and committed past likewise.
 //
-// Run joins the consumer group only once the topic exists with a leader for
-// every partition (pipeline/kafka.WaitForTopics; logged at WARN while it
-// waits): kafka-go's group would assign nothing of a missing topic and
-// never look again.
+// The stage runs on pipeline/kafka's consumer-group runtime (stage
+// "indexer"): one goroutine per assigned partition collects a batch of up
+// to BatchSize messages and writes it when full or BatchWait after it
+// started; the offset after the last durable batch is committed every
+// second and when the partition is revoked or the stage stops (the batch
+// being collected then is abandoned, uncommitted). Run joins the group only
+// once the topic exists with a leader for every partition
+// (pipeline/kafka.WaitForTopics; logged at WARN while it waits). Healthy
+// (and Check, for pipeline/kafka.Handler's /healthz) is true while the
+// stage is a live group member.
 //
 // Metrics (tracepipe_indexer_*): traces_written_total, batches_total,
 // dropped_total{reason}, write_errors_total, write_duration_seconds,
-// batch_size.
+// batch_size; lag, commits and membership are the runtime's
+// tracepipe_kafka_*{stage="indexer"} (consumer_lag, processed_lag,
+// committed_offset, last_commit_timestamp_seconds, commits_total,
+// partitions_assigned, rebalances_total, group_member).
 package index
 
 import (
@@ -42,12 +51,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/storage"
 )
 
@@ -58,9 +65,10 @@ type TraceWriter interface {
 
 // Config configures the stage.
 type Config struct {
-	Brokers []string
-	Topic   string // the ingester's output, default tracepipe-traces
-	Group   string // default tracepipe-indexer
+	// ClientConfig reaches the Kafka cluster: Brokers, TLS, SASL.
+	tpkafka.ClientConfig
+	Topic string // the ingester's output, default tracepipe-traces
+	Group string // default tracepipe-indexer
 	// BatchSize bounds the traces held and written at once.
 	BatchSize int
 	// BatchWait is how long a partly filled batch waits for more messages.
@@ -83,26 +91,40 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first problem.
+// Validate reports every problem, joined, in terms of the flags
+// (RegisterFlags); it does not change c.
 func (c *Config) Validate() error {
-	switch {
-	case len(c.Brokers) == 0:
-		return errors.New("index: no Kafka brokers")
-	case c.Topic == "" || c.Group == "":
-		return errors.New("index: topic and group must be set")
-	case c.BatchSize < 1 || c.BatchSize > 100_000:
-		return fmt.Errorf("index: batch size must be between 1 and 100000, not %d", c.BatchSize)
-	case c.BatchWait <= 0 || c.MaxBackoff <= 0:
-		return errors.New("index: batch wait and max backoff must be positive")
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if err := c.ClientConfig.Validate(); err != nil {
+		errs = append(errs, err)
 	}
-	return nil
+	if c.Topic == "" {
+		bad("index: --topic must not be empty")
+	}
+	if c.Group == "" {
+		bad("index: --group must not be empty")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 100_000 {
+		bad("index: --batch-size must be between 1 and 100000, not %d", c.BatchSize)
+	}
+	if c.BatchWait <= 0 {
+		bad("index: --batch-wait must be positive, not %v", c.BatchWait)
+	}
+	if c.MaxBackoff <= 0 {
+		bad("index: --max-backoff must be positive, not %v", c.MaxBackoff)
+	}
+	if c.SessionTimeout <= 0 {
+		bad("index: --session-timeout must be positive, not %v", c.SessionTimeout)
+	}
+	return errors.Join(errs...)
 }
 
 // DeadLetter keeps a message whose trace the store rejected for good
 // (pipeline/deadletter.Writer). Reject returns nil once the message is
 // durably kept; an error is retried.
 type DeadLetter interface {
-	Reject(ctx context.Context, m kafka.Message, cause error) error
+	Reject(ctx context.Context, m tpkafka.Record, cause error) error
 }
 
 // Options are the stage's collaborators; zero values mean a discarding
@@ -116,12 +138,13 @@ type Options struct {
 
 // Indexer is the stage. Build it with New and run it with Run.
 type Indexer struct {
-	cfg  Config
-	w    TraceWriter
-	dl   DeadLetter
-	log  *slog.Logger
-	drop *ratelog.Logger
-	m    metrics
+	cfg   Config
+	w     TraceWriter
+	dl    DeadLetter
+	log   *slog.Logger
+	drop  *ratelog.Logger
+	m     metrics
+	group *tpkafka.Group
 }
 
 type metrics struct {
@@ -160,102 +183,38 @@ func New(cfg Config, w TraceWriter, opts Options) (*Indexer, error) {
 	}
 	m.dropped.WithLabelValues("decode")
 	m.dropped.WithLabelValues("rejected")
-	return &Indexer{cfg: cfg, w: w, dl: opts.DeadLetter, log: opts.Logger, drop: ratelog.New(opts.Logger, ratelog.DefaultEvery, nil), m: m}, nil
+	x := &Indexer{cfg: cfg, w: w, dl: opts.DeadLetter, log: opts.Logger, drop: ratelog.New(opts.Logger, ratelog.DefaultEvery, nil), m: m}
+	g, err := tpkafka.NewGroup(tpkafka.GroupConfig{
+		Client: cfg.ClientConfig, Group: cfg.Group, Topic: cfg.Topic, Stage: "indexer",
+		NewProcessor:   x.newPartition,
+		SessionTimeout: cfg.SessionTimeout,
+		// Batches end BatchWait after they started, give or take a tick.
+		TickInterval: min(max(cfg.BatchWait/4, 5*time.Millisecond), 250*time.Millisecond),
+	}, tpkafka.GroupOptions{Logger: opts.Logger, Registry: opts.Registry})
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	x.group = g
+	return x, nil
 }
 
-// Run consumes until ctx is cancelled, then stops fetching, abandons the
-// batch being collected (uncommitted: the next owner re-reads it), closes
-// the reader (leaving the group) and returns nil. It returns an error only
-// if the consumer cannot be built.
-func (x *Indexer) Run(ctx context.Context) error {
-	// Join only once the topic exists with leaders: kafka-go's group would
-	// assign nothing of a missing topic and never look again.
-	if err := tpkafka.WaitForTopics(ctx, x.cfg.Brokers, []string{x.cfg.Topic}, tpkafka.TopicWait{Logger: x.log, Stage: "indexer"}); err != nil {
-		return nil // ctx cancelled: WaitForTopics returns only then
-	}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        x.cfg.Brokers,
-		GroupID:        x.cfg.Group,
-		Topic:          x.cfg.Topic,
-		StartOffset:    kafka.FirstOffset,
-		CommitInterval: 0, // synchronous commits, only of durable batches
-		SessionTimeout: x.cfg.SessionTimeout,
-		MaxWait:        x.cfg.BatchWait,
-		QueueCapacity:  x.cfg.BatchSize,
-	})
-	defer r.Close()
-	msgs := make([]kafka.Message, 0, x.cfg.BatchSize)
-	traces := make([]model.AssembledTrace, 0, x.cfg.BatchSize)
-	from := make([]int, 0, x.cfg.BatchSize)
-	for {
-		msgs, traces, from = msgs[:0], traces[:0], from[:0]
-		if err := x.collect(ctx, r, &msgs, &traces, &from); err != nil {
-			return nil // ctx cancelled
-		}
-		if len(traces) > 0 && !x.write(ctx, msgs, traces, from) {
-			return nil // stopped while retrying; nothing committed
-		}
-		if err := r.CommitMessages(ctx, msgs...); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// The batch is durable; a failed commit only means a re-read.
-			x.log.Warn("commit failed; the batch will be re-read and re-written idempotently", "err", err)
-			continue
-		}
-		x.m.batches.Inc()
-	}
-}
+// Run consumes until ctx is cancelled (pipeline/kafka.Group: one goroutine
+// per assigned partition), then stops fetching, abandons the batches being
+// collected (uncommitted: the next owner re-reads them), commits what is
+// durable, leaves the group and returns nil. It returns an error only if
+// the consumer cannot be built.
+func (x *Indexer) Run(ctx context.Context) error { return x.group.Run(ctx) }
 
-// collect fetches one batch: it waits for the first message, then for more
-// until BatchSize or BatchWait. It returns an error only when ctx is done.
-// from[i] is the index in msgs of traces[i]'s message.
-func (x *Indexer) collect(ctx context.Context, r *kafka.Reader, msgs *[]kafka.Message, traces *[]model.AssembledTrace, from *[]int) error {
-	// wait ends the batch: cancelled BatchWait after the first message.
-	wait, endBatch := context.WithCancel(ctx)
-	defer endBatch()
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for len(*msgs) < x.cfg.BatchSize {
-		m, err := r.FetchMessage(wait)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if wait.Err() != nil {
-				return nil // the batch wait is over
-			}
-			x.log.Warn("fetch", "err", err)
-			select {
-			case <-wait.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		if timer == nil {
-			timer = time.AfterFunc(x.cfg.BatchWait, endBatch)
-		}
-		*msgs = append(*msgs, m)
-		a, err := tracepb.Decode(m.Value)
-		if err != nil {
-			x.m.dropped.WithLabelValues("decode").Inc()
-			x.drop.Error("decode", "undecodable assembled trace skipped", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
-			continue
-		}
-		*traces = append(*traces, *a)
-		*from = append(*from, len(*msgs)-1)
-	}
-	return nil
-}
+// Healthy reports whether the indexer is a live member of its group.
+func (x *Indexer) Healthy() bool { return x.group.Healthy() }
+
+// Check is the indexer's health check for pipeline/kafka.Handler.
+func (x *Indexer) Check() tpkafka.Check { return x.group.Check() }
 
 // write stores the batch: true once every trace is durable or rejected for
 // good and dead-lettered, false if ctx is done first. A transient failure
 // is retried; a permanent one makes it store the traces one at a time.
-func (x *Indexer) write(ctx context.Context, msgs []kafka.Message, traces []model.AssembledTrace, from []int) bool {
+func (x *Indexer) write(ctx context.Context, msgs []tpkafka.Record, traces []model.AssembledTrace, from []int) bool {
 	ok, err := x.retry(ctx, traces)
 	if !ok {
 		return false
@@ -306,7 +265,7 @@ func (x *Indexer) retry(ctx context.Context, traces []model.AssembledTrace) (boo
 // reject hands the message of a trace the store rejected for good to the
 // dead letter (retrying until it is kept), counts and logs it. False if ctx
 // is done first.
-func (x *Indexer) reject(ctx context.Context, m kafka.Message, t *model.AssembledTrace, cause error) bool {
+func (x *Indexer) reject(ctx context.Context, m tpkafka.Record, t *model.AssembledTrace, cause error) bool {
 	backoff := 100 * time.Millisecond
 	for x.dl != nil {
 		err := x.dl.Reject(ctx, m, cause)

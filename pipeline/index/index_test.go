@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,20 +15,20 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tracepipe/tracepipe/dag"
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
 	"github.com/tracepipe/tracepipe/storage/embedded"
+	"github.com/tracepipe/tracepipe/tracegen"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // assembled builds n explained trace versions from the generator, as the
 // ingester would publish them.
-func assembled(t *testing.T, n int) ([]kafka.Message, []model.TraceID) {
+func assembled(t testing.TB, n int) ([]kafka.Message, []model.TraceID) {
 	t.Helper()
-	w := gen.Generate(gen.Config{Seed: 3, Traces: n})
+	w := tracegen.Generate(tracegen.Config{Seed: 3, Traces: n})
 	byTrace := map[model.TraceID]*model.Trace{}
 	var ids []model.TraceID
 	for _, s := range w.Order() {
@@ -44,7 +45,7 @@ func assembled(t *testing.T, n int) ([]kafka.Message, []model.TraceID) {
 		tr := byTrace[id]
 		a := model.AssembledTrace{Trace: *tr, Version: uint32(len(tr.Spans)), Completion: model.CompletionIdle}
 		a.Analysis = dag.Analyze(&a.Trace, dag.Options{})
-		msgs = append(msgs, kafka.Message{Key: []byte(id.String()), Value: tracepb.Encode(nil, &a)})
+		msgs = append(msgs, kafka.Message{Key: []byte(id.String()), Value: assembledpb.Encode(nil, &a)})
 	}
 	return msgs, ids
 }
@@ -104,12 +105,26 @@ func TestIndexesIntoEmbeddedStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if x.Healthy() {
+		t.Error("healthy before joining")
+	}
 	stop := runStage(t, x)
 	waitFor(t, 30*time.Second, "every message committed", func() bool {
 		got := c.Committed(t, "indexer-test", "traces", 2)
 		return got[0]+got[1] == int64(len(msgs))
 	})
+	// Lag and health: the shared runtime's metrics, stage "indexer".
+	if !x.Healthy() {
+		t.Error("not healthy while a member")
+	}
+	waitFor(t, 10*time.Second, "consumer lag 0 on both partitions", func() bool {
+		return gauge(t, reg, "tracepipe_kafka_consumer_lag", `stage="indexer"`) == 0 &&
+			gauge(t, reg, "tracepipe_kafka_group_member", `stage="indexer"`) == 1
+	})
 	stop()
+	if x.Healthy() {
+		t.Error("healthy after Run returned")
+	}
 
 	for _, id := range ids {
 		st, err := store.GetTrace(context.Background(), id)
@@ -126,6 +141,37 @@ func TestIndexesIntoEmbeddedStore(t *testing.T) {
 	if got := testutil.ToFloat64(x.m.written); got != float64(len(ids)) {
 		t.Errorf("written = %v, want %d", got, len(ids))
 	}
+}
+
+// gauge sums the series of the metric name in reg whose labels include
+// every label=value of want (fails when there is none).
+func gauge(t *testing.T, reg *prometheus.Registry, name, want string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, n := 0.0, 0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+`="`+l.GetValue()+`"`)
+			}
+			if !strings.Contains(strings.Join(labels, ","), want) {
+				continue
+			}
+			n++
+			sum += m.GetGauge().GetValue()
+		}
+	}
+	if n == 0 {
+		return -1
+	}
+	return sum
 }
 
 // flaky fails its first n writes, then records what it is given.

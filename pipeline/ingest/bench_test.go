@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -44,10 +44,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// The workload is generated and published per iteration and let go
 		// before the clock starts, so that the garbage collector sees only
 		// the ingester's heap, as in an ingester process.
-		w := gen.Generate(gen.Config{Seed: 99, Traces: 10000, Interleave: 50})
+		w := tracegen.Generate(tracegen.Config{Seed: 99, Traces: 10000, Interleave: 50})
 		workloadSpans := w.Truth().Spans
-		enc, _ := gen.EncoderFor(wire.JaegerProto)
-		msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+		enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+		msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		tr := &kafka.Transport{}
 		kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: in, Balancer: &kafka.Hash{}, Transport: tr,
 			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 2000}
-		if err := gen.Publish(context.Background(), kw, msgs, 0, 2000); err != nil {
+		if err := tracegen.Publish(context.Background(), kafkatest.Sender(kw), msgs, 0, 2000); err != nil {
 			b.Fatal(err)
 		}
 		kw.Close()

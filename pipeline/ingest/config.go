@@ -6,18 +6,20 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
-	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
 // Config configures an Ingester. DefaultConfig gives the defaults;
 // RegisterFlags binds every field to a flag with a TRACEPIPE_* environment
-// equivalent; Validate says what is wrong in terms of those flags.
+// equivalent (internal/config); Validate says what is wrong in terms of
+// those flags, without changing c.
 type Config struct {
-	Brokers     []string
+	// ClientConfig reaches the Kafka cluster: Brokers, TLS, SASL.
+	kafka.ClientConfig
 	SpansTopic  string
 	TracesTopic string
 	DLQTopic    string
@@ -52,7 +54,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Brokers:           []string{"127.0.0.1:9092"},
+		ClientConfig:      kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
 		SpansTopic:        "jaeger-spans",
 		TracesTopic:       "tracepipe-traces",
 		DLQTopic:          "tracepipe-ingester-dlq",
@@ -73,24 +75,6 @@ func DefaultConfig() Config {
 	}
 }
 
-type stringList struct{ p *[]string }
-
-func (s stringList) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return strings.Join(*s.p, ",")
-}
-func (s stringList) Set(v string) error {
-	*s.p = nil
-	for _, x := range strings.Split(v, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			*s.p = append(*s.p, x)
-		}
-	}
-	return nil
-}
-
 type encodingValue struct{ p *wire.Encoding }
 
 func (e encodingValue) String() string {
@@ -108,72 +92,41 @@ func (e encodingValue) Set(v string) error {
 	return nil
 }
 
-// RegisterFlags binds c's fields to flags on fs, with c's current values as
-// defaults.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var(stringList{&c.Brokers}, "kafka-brokers", "comma-separated Kafka bootstrap brokers")
-	fs.StringVar(&c.SpansTopic, "spans-topic", c.SpansTopic, "topic to read spans from")
-	fs.StringVar(&c.TracesTopic, "traces-topic", c.TracesTopic, "topic to publish assembled traces to")
-	fs.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic for undecodable messages")
-	fs.StringVar(&c.Group, "group", c.Group, "Kafka consumer group")
-	fs.Var(encodingValue{&c.Encoding}, "encoding", "span encoding: jaeger-proto, jaeger-json, otlp-proto, otlp-json or auto (detect per message)")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "HTTP address for /metrics and /healthz (empty: none)")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "emit a trace when no span of it arrived for this long")
-	fs.DurationVar(&c.MaxWait, "max-wait", c.MaxWait, "emit a trace at the latest this long after its first span")
-	fs.DurationVar(&c.LateHorizon, "late-horizon", c.LateHorizon, "keep emitted traces this long for late spans (new versions); negative: no late versions")
-	fs.IntVar(&c.MaxSpansPerTrace, "max-spans-per-trace", c.MaxSpansPerTrace, "drop further spans of a trace (trace marked truncated)")
-	fs.Int64Var(&c.MaxTracesInFlight, "max-traces-in-flight", c.MaxTracesInFlight, "buffered+retained traces per instance before fetching pauses")
-	fs.Int64Var(&c.MaxBytesInFlight, "max-bytes-in-flight", c.MaxBytesInFlight, "buffered+retained span bytes per instance before fetching pauses")
-	fs.IntVar(&c.MaxTombstones, "max-tombstones", c.MaxTombstones, "evicted trace IDs remembered per partition to drop too-late spans")
-	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest output message; larger traces are dropped and counted")
-	fs.BoolVar(&c.FlushOnShutdown, "flush-on-shutdown", c.FlushOnShutdown, "on shutdown or partition loss, emit half-built traces (completion shutdown)")
-	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long to wait for in-flight outputs to be acknowledged when stopping a partition")
-	fs.DurationVar(&c.CommitInterval, "commit-interval", c.CommitInterval, "how often to commit safe offsets")
-	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
-	fs.IntVar(&c.CreateTopics, "create-topics", c.CreateTopics, "create missing topics (spans, traces or re-key, dead-letter) with this many partitions, replication 1 (0: don't)")
-	fs.StringVar(&c.RekeyTo, "rekey-to", c.RekeyTo, "re-key mode: re-publish spans to this topic keyed by trace ID instead of assembling")
+// RegisterFlags binds c's fields to flags named prefix+name on fs (the Kafka
+// connection's as kafka.ClientConfig.RegisterFlags), with c's current values
+// as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	c.ClientConfig.RegisterFlags(fs, prefix)
+	p := func(name string) string { return prefix + name }
+	fs.StringVar(&c.SpansTopic, p("spans-topic"), c.SpansTopic, "topic to read spans from")
+	fs.StringVar(&c.TracesTopic, p("traces-topic"), c.TracesTopic, "topic to publish assembled traces to")
+	fs.StringVar(&c.DLQTopic, p("dlq-topic"), c.DLQTopic, "dead-letter topic for undecodable messages")
+	fs.StringVar(&c.Group, p("group"), c.Group, "Kafka consumer group")
+	fs.Var(encodingValue{&c.Encoding}, p("encoding"), "span encoding: jaeger-proto, jaeger-json, otlp-proto, otlp-json or auto (detect per message)")
+	fs.StringVar(&c.MetricsAddr, p("metrics-addr"), c.MetricsAddr, "HTTP address for /metrics and /healthz (empty: none)")
+	fs.DurationVar(&c.IdleTimeout, p("idle-timeout"), c.IdleTimeout, "emit a trace when no span of it arrived for this long")
+	fs.DurationVar(&c.MaxWait, p("max-wait"), c.MaxWait, "emit a trace at the latest this long after its first span")
+	fs.DurationVar(&c.LateHorizon, p("late-horizon"), c.LateHorizon, "keep emitted traces this long for late spans (new versions); negative: no late versions")
+	fs.IntVar(&c.MaxSpansPerTrace, p("max-spans-per-trace"), c.MaxSpansPerTrace, "drop further spans of a trace (trace marked truncated)")
+	fs.Int64Var(&c.MaxTracesInFlight, p("max-traces-in-flight"), c.MaxTracesInFlight, "buffered+retained traces per instance before fetching pauses")
+	fs.Int64Var(&c.MaxBytesInFlight, p("max-bytes-in-flight"), c.MaxBytesInFlight, "buffered+retained span bytes per instance before fetching pauses")
+	fs.IntVar(&c.MaxTombstones, p("max-tombstones"), c.MaxTombstones, "evicted trace IDs remembered per partition to drop too-late spans")
+	fs.IntVar(&c.MaxMessageBytes, p("max-message-bytes"), c.MaxMessageBytes, "largest output message; larger traces are dropped and counted")
+	fs.BoolVar(&c.FlushOnShutdown, p("flush-on-shutdown"), c.FlushOnShutdown, "on shutdown or partition loss, emit half-built traces (completion shutdown)")
+	fs.DurationVar(&c.ShutdownGrace, p("shutdown-grace"), c.ShutdownGrace, "how long to wait for in-flight outputs to be acknowledged when stopping a partition")
+	fs.DurationVar(&c.CommitInterval, p("commit-interval"), c.CommitInterval, "how often to commit safe offsets")
+	fs.DurationVar(&c.SessionTimeout, p("session-timeout"), c.SessionTimeout, "consumer group session timeout")
+	fs.IntVar(&c.CreateTopics, p("create-topics"), c.CreateTopics, "create missing topics (spans, traces or re-key, dead-letter) with this many partitions and the brokers' default replication factor (0: don't)")
+	fs.StringVar(&c.RekeyTo, p("rekey-to"), c.RekeyTo, "re-key mode: re-publish spans to this topic keyed by trace ID instead of assembling")
 }
 
-// ApplyEnv sets every flag of fs not given on the command line from its
-// TRACEPIPE_* environment variable (--idle-timeout <- TRACEPIPE_IDLE_TIMEOUT).
-// Call it after fs.Parse.
-func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	if lookup == nil {
-		lookup = os.LookupEnv
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		name := EnvName(f.Name)
-		if v, ok := lookup(name); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-// EnvName is the environment variable for a flag name.
-func EnvName(flagName string) string {
-	return "TRACEPIPE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// Validate checks c and says which flag to fix.
+// Validate checks c and says which flag to fix; it reports every problem
+// and does not change c.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(c.Brokers) == 0 {
-		bad("--kafka-brokers is empty: give at least one host:port")
-	}
-	for _, b := range c.Brokers {
-		if !strings.Contains(b, ":") {
-			bad("--kafka-brokers: %q has no port (want host:port)", b)
-		}
+	if err := c.ClientConfig.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.SpansTopic == "" {
 		bad("--spans-topic is empty")

@@ -1,22 +1,21 @@
-// Package ingest is the ingester stage: a member of a kafka-go consumer group
+// Package ingest is the ingester stage: a member of a consumer group
 // on the spans topic that assembles complete traces per partition
-// (pipeline/assemble), explains them (dag.Analyze) and publishes one message
-// per trace version (pipeline/tracepb) to the traces topic, keyed by trace ID.
+// (pipeline/ingest/assemble), explains them (dag.Analyze) and publishes one message
+// per trace version (wire/assembledpb) to the traces topic, keyed by trace ID.
 //
 // # Concurrency
 //
-// The group is driven with kafka.ConsumerGroup and its Generations rather than
-// a kafka.Reader with a GroupID: a Generation names the partitions this member
-// owns, starts one worker goroutine per partition (Generation.Start) and
-// tells every worker, by cancelling its context, when the assignment ends, so
-// each partition has an explicit lifecycle and an explicit, per-partition
-// commit (Generation.CommitOffsets). Each worker owns its partition's
-// Assembler and needs no locks; a fetch goroutine per partition
-// (pipeline/fetch: the partition leader read over one kafka-go Conn) feeds
-// it chunks of up to 512 messages, so the hand-over costs one channel
-// operation per chunk rather than per span. One async kafka.Writer
-// (RequiredAcks=all) is shared; its Completion callback hands every
-// acknowledgement back to the worker that produced the message.
+// The stage runs on pipeline/kafka's consumer-group runtime (Group, stage
+// "ingester"): one goroutine per assigned partition drives that
+// partition's worker (a kafka.Processor), so each worker owns its
+// partition's Assembler and needs no locks. A fetch goroutine per
+// partition (the partition leader read over one connection) feeds it
+// chunks of up to 512 messages, so the hand-over costs one channel
+// operation per chunk rather than per span. One asynchronous writer
+// (acks=all) is shared; the runtime hands every acknowledgement back to
+// the worker that produced the message, on its goroutine (Acked). Each
+// partition commits explicitly, every --commit-interval and when it
+// stops, with its metadata.
 //
 // Run joins the group only once the spans topic exists with a leader for
 // every partition (pipeline/kafka.WaitForTopics, after --create-topics if
@@ -26,25 +25,33 @@
 //
 // # Offsets: what is committed
 //
-// A partition's committed offset C is the lowest offset of any span still
-// buffered or retained for late spans, of any undecodable message whose
-// dead letter is not acknowledged yet, or else the next offset to read.
-// Emitted traces stay retained (and hold the commit) at least until the
-// broker acknowledged their output, and then for --late-horizon. So every
-// span below the committed offset is part of an output message the broker
-// acknowledged with acks=all, or in the dead-letter topic.
+// A partition's committed offset C is the lowest offset of any span of a
+// trace still buffered (not emitted, or with spans newer than its last
+// emission) or whose emission is not acknowledged yet, of any undecodable
+// message whose dead letter is not acknowledged yet, or else the next
+// offset to read. So every span below the committed offset is part of an
+// output message the broker acknowledged with acks=all, or in the
+// dead-letter topic. Emitted, acknowledged traces retained for
+// --late-horizon do not hold C: they are covered by the commit's lookback
+// (below). C therefore reaches the log end about an idle timeout after
+// traffic stops (plus the acknowledgement and one --commit-interval), and
+// stays there after a clean shutdown: the consumer lag standard tools show
+// (kafka-consumer-groups, lag exporters) returns to 0 on an idle, healthy
+// pipeline.
 //
 // # Crash, rebalance and shutdown
 //
-// After a crash (SIGKILL) the partition's next owner reads from the committed
-// offset and rebuilds every trace that was buffered or retained: all their
-// spans lie at or after it. Versions are the number of unique spans and every
-// emission carries the trace's spans up to some offset, so a rebuilt version
-// is identical to the one emitted before (same trace ID, version, spans,
-// analysis; completion and timestamps may differ). Re-emissions are
-// duplicates downstream treats as the same thing. The price is re-reading
-// about (max wait + late horizon) of the partition's traffic on every
-// ownership change.
+// After a crash (SIGKILL) the partition's next owner reads from the commit's
+// lookback (below), at or before the lowest offset of every trace that was
+// buffered or retained, and rebuilds each of them from all its spans. Traces
+// entirely below the committed offset are rebuilt as already emitted
+// (retained for late spans, not emitted again); the others are emitted
+// again. Versions are the number of unique spans and every emission carries
+// the trace's spans up to some offset, so a rebuilt version is identical to
+// the one emitted before (same trace ID, version, spans, analysis;
+// completion and timestamps may differ). Re-emissions are duplicates
+// downstream treats as the same thing. The price is re-reading about (max
+// wait + late horizon) of the partition's traffic on every ownership change.
 //
 // On revocation (rebalance) and on shutdown (context cancelled, SIGTERM)
 // every worker: stops fetching; with --flush-on-shutdown emits its buffered,
@@ -55,22 +62,26 @@
 // group and the next owner re-reads the rest. Flushing gives downstream
 // partial traces sooner, at the cost of extra versions: the next owner
 // re-reads those spans and emits the complete trace as a higher version.
-// A produce error (after the writer's retries) ends the generation: the
-// member rejoins and its partitions restart from their committed offsets.
+// A produce error (after the writer's retries) stops the partition without
+// a commit; the runtime restarts it from its committed offset after a
+// backoff (tracepipe_kafka_partition_restarts_total).
 //
-// Straddling traces: a trace evicted from retention (past --late-horizon, or
-// early when the in-flight budget is full) may have its first span below the
-// committed offset and a later message at or after it. Each commit therefore
-// carries, as its Kafka commit metadata ("tracepipe/v1 lookback=N"), the first
-// offset of the earliest such trace (assemble.Lookback). The next owner reads
-// from there: traces entirely below the committed offset are rebuilt but not
-// emitted, straddling ones are rebuilt whole, so every re-emitted version is
-// identical to the earlier one with its number. This is exact while the
-// trace's tombstone is remembered (--max-tombstones per partition, oldest
-// forgotten first); past that a straddling trace could be rebuilt from its
-// later spans only. Spans arriving after their trace was evicted are dropped
-// and counted (dropped_spans_total{reason="too_late"}); a replay that sees
-// them inside its range may include them in a new, higher version.
+// The lookback: each commit carries, as its Kafka commit metadata
+// ("tracepipe/v1 lookback=N"), the first offset of the earliest trace still
+// held (buffered or retained for late spans) or evicted (past
+// --late-horizon, or early when the in-flight budget is full) with a
+// message at or after the committed offset (assemble.LowestOffset,
+// assemble.Lookback). The next owner reads from there, with the offsets
+// below the commit as a shadow range: traces entirely below it are rebuilt
+// but not emitted, straddling ones are rebuilt whole, so every re-emitted
+// version is identical to the earlier one with its number, and a late span
+// of a retained trace still makes a complete next version. This is exact
+// while an evicted trace's tombstone is remembered (--max-tombstones per
+// partition, oldest forgotten first); past that a straddling trace could be
+// rebuilt from its later spans only. Spans arriving after their trace was
+// evicted are dropped and counted (dropped_spans_total{reason="too_late"});
+// a replay that sees them inside its range may include them in a new,
+// higher version.
 //
 // # Reading spans
 //
@@ -118,8 +129,11 @@
 // dropped_traces_total{reason}, produce_errors_total, rekeyed_messages_total,
 // inflight_traces, inflight_spans, inflight_bytes, fetch_paused_partitions,
 // assembly_delay_seconds (histogram), committed_offset{partition},
-// commit_lag{partition}, consumer_lag{partition}, assigned_partitions,
-// generations_total. Partition labels above 255 share "__overflow__".
+// commit_lag{partition}, consumer_lag{partition}. Partition labels above 255
+// share "__overflow__". Membership, assignment and commits are the
+// runtime's tracepipe_kafka_*{stage="ingester"} (partitions_assigned and
+// rebalances_total replace the former tracepipe_ingester_assigned_partitions
+// and generations_total, which were the same numbers).
 // Every drop (an empty message, a dead letter, a span past the late horizon,
 // a trace too large to publish) is also logged with its reason, at most one
 // line per reason every 10 s (internal/ratelog).

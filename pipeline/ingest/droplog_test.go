@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -19,13 +19,13 @@ import (
 // their reason (before: only counted, and the empty message not even that).
 func TestDropsAreLogged(t *testing.T) {
 	brokers := newCluster(t, 1, "spans", "traces", "dlq")
-	w := gen.Generate(gen.Config{Seed: 9, Traces: 1})
-	enc, _ := gen.EncoderFor(wire.JaegerProto)
-	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	w := tracegen.Generate(tracegen.Config{Seed: 9, Traces: 1})
+	enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+	msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	produce(t, brokers, "spans", append([]gen.Message{{Key: []byte("e")}, {Key: []byte("g"), Value: []byte("\xff\xff not a span")}}, msgs...))
+	produce(t, brokers, "spans", append([]tracegen.Message{{Key: []byte("e")}, {Key: []byte("g"), Value: []byte("\xff\xff not a span")}}, msgs...))
 
 	var logs testenv.SyncBuffer
 	cfg := testConfig(brokers)

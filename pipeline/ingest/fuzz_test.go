@@ -4,10 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/gen"
-	"github.com/tracepipe/tracepipe/pipeline/assemble"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 type fixedClock struct{ t time.Time }
@@ -24,13 +24,13 @@ func (c *fixedClock) Now() time.Time { return c.t }
 // The seeds (every encoding of a generated trace, empty and malformed
 // messages) run in the normal test suite.
 func FuzzIngestPath(f *testing.F) {
-	w := gen.Generate(gen.Config{Seed: 21, Traces: 2})
+	w := tracegen.Generate(tracegen.Config{Seed: 21, Traces: 2})
 	for _, enc := range []wire.Encoding{wire.JaegerProto, wire.JaegerJSON, wire.OTLPProto, wire.OTLPJSON} {
-		e, err := gen.EncoderFor(enc)
+		e, err := tracegen.EncoderFor(enc)
 		if err != nil {
 			f.Fatal(err)
 		}
-		msgs, err := gen.Messages(w.Order(), enc, e, 4, enc == wire.OTLPProto)
+		msgs, err := tracegen.Messages(w.Order(), enc, e, 4, enc == wire.OTLPProto)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -70,7 +70,7 @@ func FuzzIngestPath(f *testing.F) {
 			if len(at.Analysis.Spans) != len(at.Trace.Spans) {
 				t.Fatalf("analysis has %d spans, the trace %d", len(at.Analysis.Spans), len(at.Trace.Spans))
 			}
-			back, err := tracepb.Decode(tracepb.Encode(nil, at))
+			back, err := assembledpb.Decode(assembledpb.Encode(nil, at))
 			if err != nil {
 				t.Fatalf("output does not decode: %v", err)
 			}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"flag"
+	"fmt"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -15,9 +16,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
-	"github.com/tracepipe/tracepipe/gen"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 func TestMain(m *testing.M) {
@@ -40,14 +43,14 @@ func newCluster(t *testing.T, partitions int32, topics ...string) []string {
 	return c.ListenAddrs()
 }
 
-func produce(t *testing.T, brokers []string, topic string, msgs []gen.Message) {
+func produce(t *testing.T, brokers []string, topic string, msgs []tracegen.Message) {
 	t.Helper()
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, Transport: tr,
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
 	defer w.Close()
-	if err := gen.Publish(context.Background(), w, msgs, 0, 500); err != nil {
+	if err := tracegen.Publish(context.Background(), kafkatest.Sender(w), msgs, 0, 500); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -134,13 +137,13 @@ func committed(t *testing.T, brokers []string, group, topic string, partitions i
 func TestIngesterOnKfake(t *testing.T) {
 	const partitions = 4
 	brokers := newCluster(t, partitions, "spans", "traces", "dlq")
-	w := gen.Generate(gen.Config{Seed: 5, Traces: 60})
-	enc, _ := gen.EncoderFor(wire.JaegerProto)
-	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	w := tracegen.Generate(tracegen.Config{Seed: 5, Traces: 60})
+	enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+	msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs = append(msgs, gen.Message{Key: []byte("garbage"), Value: []byte("\xff\xff not a span")})
+	msgs = append(msgs, tracegen.Message{Key: []byte("garbage"), Value: []byte("\xff\xff not a span")})
 	produce(t, brokers, "spans", msgs)
 	truth := w.Truth()
 
@@ -156,7 +159,7 @@ func TestIngesterOnKfake(t *testing.T) {
 	complete := map[string]bool{}
 	got := consume(t, brokers, "traces", partitions, 60*time.Second, func(ms []kafka.Message) bool {
 		m := ms[len(ms)-1]
-		tr, err := tracepb.Decode(m.Value)
+		tr, err := assembledpb.Decode(m.Value)
 		if err != nil {
 			t.Errorf("decode output: %v", err)
 			return false
@@ -241,27 +244,33 @@ func TestConfig(t *testing.T) {
 		{"defaults", nil, nil, ""},
 		{"env fills unset flags", nil, map[string]string{"TRACEPIPE_IDLE_TIMEOUT": "0s"}, "--idle-timeout must be positive"},
 		{"flag beats env", []string{"--idle-timeout=1s"}, map[string]string{"TRACEPIPE_IDLE_TIMEOUT": "0s"}, ""},
-		{"broker without port", []string{"--kafka-brokers=localhost"}, nil, "has no port"},
+		{"broker without port", []string{"--kafka-brokers=localhost"}, nil, "not host:port"},
 		{"max wait below idle", []string{"--idle-timeout=10s", "--max-wait=5s"}, nil, "--max-wait"},
 		{"rekey to input", []string{"--rekey-to=jaeger-spans"}, nil, "--rekey-to"},
+		{"every problem at once", []string{"--kafka-brokers=", "--spans-topic=", "--max-spans-per-trace=0", "--kafka-sasl-mechanism=NOPE"}, nil,
+			"at least one broker|--spans-topic is empty|--max-spans-per-trace must be positive|NOPE"},
+		{"sasl from env", nil, map[string]string{"TRACEPIPE_KAFKA_SASL_MECHANISM": "PLAIN"}, "needs a username"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			fs := flag.NewFlagSet("x", flag.ContinueOnError)
-			cfg.RegisterFlags(fs)
-			if err := fs.Parse(c.args); err != nil {
+			cfg.RegisterFlags(fs, "")
+			if err := config.Parse(fs, c.args, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }); err != nil {
 				t.Fatal(err)
 			}
-			if err := ApplyEnv(fs, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }); err != nil {
-				t.Fatal(err)
-			}
+			before := fmt.Sprintf("%#v", cfg)
 			err := cfg.Validate()
+			if after := fmt.Sprintf("%#v", cfg); after != before {
+				t.Errorf("Validate changed the config:\n%s\n%s", before, after)
+			}
 			if c.want == "" && err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
-			if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
-				t.Fatalf("error %v, want it to mention %q", err, c.want)
+			for _, w := range strings.Split(c.want, "|") {
+				if c.want != "" && (err == nil || !strings.Contains(err.Error(), w)) {
+					t.Fatalf("error %v, want it to mention %q", err, w)
+				}
 			}
 		})
 	}
@@ -288,10 +297,10 @@ func value(m prometheus.Metric) float64 {
 func TestBackpressure(t *testing.T) {
 	const partitions = 2
 	brokers := newCluster(t, partitions, "spans", "traces", "dlq")
-	w := gen.Generate(gen.Config{Seed: 17, Traces: 150})
+	w := tracegen.Generate(tracegen.Config{Seed: 17, Traces: 150})
 	truth := w.Truth()
-	enc, _ := gen.EncoderFor(wire.JaegerProto)
-	msgs, _ := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+	msgs, _ := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	produce(t, brokers, "spans", msgs)
 	cfg := testConfig(brokers)
 	cfg.MaxTracesInFlight = 10
@@ -318,7 +327,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	best := map[string]int{}
 	for _, m := range consume(t, brokers, "traces", partitions, 3*time.Second, func([]kafka.Message) bool { return false }) {
-		tr, err := tracepb.Decode(m.Value)
+		tr, err := assembledpb.Decode(m.Value)
 		if err != nil {
 			t.Fatal(err)
 		}

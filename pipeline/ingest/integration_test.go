@@ -14,12 +14,12 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 func startIngester(t *testing.T, bin, name string, args []string) *testenv.Process {
@@ -31,7 +31,7 @@ func startIngester(t *testing.T, bin, name string, args []string) *testenv.Proce
 func identity(tr *model.AssembledTrace) []byte {
 	c := *tr
 	c.Completion, c.FirstSeen, c.EmittedAt, c.DroppedSpans = 0, time.Time{}, time.Time{}, 0
-	return tracepb.Encode(nil, &c)
+	return assembledpb.Encode(nil, &c)
 }
 
 // TestIngestersCrashAndScale runs two ingester processes on real Kafka over
@@ -48,10 +48,10 @@ func TestIngestersCrashAndScale(t *testing.T) {
 	kafkatest.CreateTopic(t, brokers, dlq, 1)
 	bin := filepath.Join(testenv.Build(t, "github.com/tracepipe/tracepipe/cmd/ingester"), "ingester")
 
-	w := gen.Generate(gen.Config{Seed: 77, Traces: 3000, Interleave: 40})
+	w := tracegen.Generate(tracegen.Config{Seed: 77, Traces: 3000, Interleave: 40})
 	truth := w.Truth()
-	enc, _ := gen.EncoderFor(wire.JaegerProto)
-	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+	msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestIngestersCrashAndScale(t *testing.T) {
 		kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: spans, Balancer: &kafka.Hash{}, Transport: tr,
 			RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 500}
 		defer kw.Close()
-		pubDone <- gen.Publish(ctx, kw, msgs, float64(len(msgs))/12, 250)
+		pubDone <- tracegen.Publish(ctx, kafkatest.Sender(kw), msgs, float64(len(msgs))/12, 250)
 	}()
 
 	time.Sleep(3 * time.Second)
@@ -125,7 +125,7 @@ func TestIngestersCrashAndScale(t *testing.T) {
 				if err != nil {
 					return
 				}
-				tr, err := tracepb.Decode(m.Value)
+				tr, err := assembledpb.Decode(m.Value)
 				mu.Lock()
 				outputs++
 				if err != nil {

@@ -9,9 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -52,9 +52,9 @@ func TestSpansTopicCreatedAfterStart(t *testing.T) {
 	}
 
 	kafkatest.CreateTopic(t, brokers, cfg.SpansTopic, 1)
-	w := gen.Generate(gen.Config{Seed: 7, Traces: 20})
-	enc, _ := gen.EncoderFor(wire.JaegerProto)
-	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	w := tracegen.Generate(tracegen.Config{Seed: 7, Traces: 20})
+	enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+	msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}

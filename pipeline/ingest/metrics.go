@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
 )
 
 // maxPartitionLabels caps the partition label's values; higher partitions
@@ -37,8 +37,6 @@ type Metrics struct {
 	Committed       *prometheus.GaugeVec // partition
 	CommitLag       *prometheus.GaugeVec // partition
 	ConsumerLag     *prometheus.GaugeVec // partition
-	Partitions      prometheus.Gauge
-	Rebalances      prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg.
@@ -76,13 +74,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Committed:       gv("committed_offset", "Last committed offset per partition."),
 		CommitLag:       gv("commit_lag", "High watermark minus committed offset per partition (what a restart would re-read)."),
 		ConsumerLag:     gv("consumer_lag", "High watermark minus the next offset to read, per partition."),
-		Partitions:      g("assigned_partitions", "Partitions this instance owns."),
-		Rebalances:      c("generations_total", "Consumer group generations joined."),
 	}
 	reg.MustRegister(m.SpansIn, m.Messages, m.DecodeErrors, m.DeadLetters, m.SkippedMessages, m.EmptyMessages, m.TracesOut, m.TruncatedTraces,
 		m.LateSpans, m.DuplicateSpans, m.DroppedSpans, m.DroppedTraces, m.ProduceErrors, m.Rekeyed,
 		m.InFlightTraces, m.InFlightSpans, m.InFlightBytes, m.Paused, m.AssemblyDelay,
-		m.Committed, m.CommitLag, m.ConsumerLag, m.Partitions, m.Rebalances)
+		m.Committed, m.CommitLag, m.ConsumerLag)
 	for i := model.CompletionIdle; i <= model.CompletionLate; i++ {
 		m.TracesOut.WithLabelValues(i.String())
 	}

@@ -2,148 +2,92 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/assemble"
-	"github.com/tracepipe/tracepipe/pipeline/fetch"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
-// fetchConfig says where the spans topic's partition is (see
-// fetch.Fetcher: not taking messages stops fetching, which is the
-// ingester's backpressure).
-func (in *Ingester) fetchConfig(partition int) fetch.Config {
-	return fetch.Config{Brokers: in.cfg.Brokers, Dialer: in.dialer, Topic: in.cfg.SpansTopic, Partition: partition,
-		OnSkip: func(from, to int64) {
-			in.metrics.SkippedMessages.Add(float64(to - from))
-			in.log.Warn("spans deleted by retention before they were read", "partition", partition, "from", from, "to", to)
-		}}
-}
-
-// worker is the owner of one partition's assembly state for one generation.
+// worker is the owner of one partition's assembly state for one
+// assignment: the kafka.Processor the runtime drives on the partition's
+// goroutine.
 type worker struct {
 	in        *Ingester
-	gen       *kafka.Generation
+	a         kafka.Assignment
 	partition int
 	asm       *assemble.Assembler
-	acks      chan ack
-	done      chan struct{}
 
-	next         int64 // next offset to read; -1 until the first message
+	next         int64 // next offset to read; -1 until known
 	committed    int64
-	outstanding  int           // produced messages not yet acknowledged
 	pendingDLQ   map[int64]int // source offsets with unacknowledged dead letters
 	lastCounters assemble.Counters
 	outs         []assemble.Output
-	batch        []kafka.Message // the fetch being handled
-	fetched      []kafka.Message // the rest of it
 	spans        []*model.Span
 	dec          wire.JaegerProtoDecoder
 	scratch      []byte
 	paused       bool
+	failed       bool // an output failed: nothing more is committed
 
 	committedG, commitLagG, consumerLagG prometheus.Gauge
 	hwm                                  int64
 }
 
-// runPartition assembles one partition for the lifetime of a generation (see
-// the package doc for the shutdown sequence).
-func (in *Ingester) runPartition(runCtx, gctx context.Context, gen *kafka.Generation, pa kafka.PartitionAssignment) error {
-	label := partitionLabel(pa.ID)
-	w := &worker{
-		in: in, gen: gen, partition: pa.ID,
+func (in *Ingester) newAssembler(a kafka.Assignment) (kafka.Processor, error) {
+	label := partitionLabel(a.Partition)
+	return &worker{
+		in: in, a: a, partition: a.Partition,
 		asm:          assemble.New(in.cfg.assembleConfig(), in.clock, in.budget),
-		acks:         make(chan ack, 1024),
-		done:         make(chan struct{}),
 		next:         -1,
-		committed:    pa.Offset,
+		committed:    -1,
 		pendingDLQ:   map[int64]int{},
 		committedG:   in.metrics.Committed.WithLabelValues(label),
 		commitLagG:   in.metrics.CommitLag.WithLabelValues(label),
 		consumerLagG: in.metrics.ConsumerLag.WithLabelValues(label),
-	}
-	start := pa.Offset
-	if pa.Offset >= 0 {
-		w.committedG.Set(float64(pa.Offset))
-		// Traces that straddle the committed offset must be rebuilt from
-		// their first span: replay from the committed lookback, with the
-		// offsets below the commit as a shadow range (see assemble).
-		if l, ok := in.fetchLookback(gctx, pa.ID); ok && l < pa.Offset {
-			start = l
-			w.asm.SetShadow(pa.Offset)
-			in.log.Info("replaying from lookback", "partition", pa.ID, "lookback", l, "committed", pa.Offset)
-		}
-		w.next = start
-	}
-	// Chunks of a fetch: one hand-over per chunk rather than per span.
-	f := fetch.StartBatches(in.fetchConfig(pa.ID), start, 4)
-	err := w.loop(gctx, f)
-	f.Stop()
-	w.shutdown(runCtx)
-	close(w.done)
-	return err
+	}, nil
 }
 
-func (w *worker) tickEvery() time.Duration {
-	d := w.in.cfg.IdleTimeout / 5
-	return min(max(d, 10*time.Millisecond), 250*time.Millisecond)
+// Open starts from the committed offset, or, when the commit's metadata
+// names an earlier lookback, replays from there with the offsets below the
+// commit as a shadow range (see assemble): traces that straddle the
+// committed offset are rebuilt from their first span.
+func (w *worker) Open(ctx context.Context, c kafka.Commit) (int64, error) {
+	if !c.Committed() {
+		return kafka.FirstOffset, nil
+	}
+	w.committed = c.Offset
+	w.committedG.Set(float64(c.Offset))
+	start := c.Offset
+	if l, ok := parseLookback(c.Metadata); ok && l < c.Offset {
+		start = l
+		w.asm.SetShadow(c.Offset)
+		w.in.log.Info("replaying from lookback", "partition", w.partition, "lookback", l, "committed", c.Offset)
+	}
+	w.next = start
+	return start, nil
 }
 
-func (w *worker) loop(ctx context.Context, f *fetch.Fetcher) error {
-	tick := time.NewTicker(w.tickEvery())
-	defer tick.Stop()
-	lastCommit := time.Now()
-	for {
-		// Work through the fetch in hand while the budget has room; what
-		// is left waits until acknowledgements or expiry free some.
-		w.setPaused(w.asm.MakeRoom())
-		for len(w.fetched) > 0 && !w.paused {
-			m := w.fetched[0]
-			w.fetched = w.fetched[1:]
-			if len(w.fetched) == 0 {
-				f.Recycle(w.batch)
-				w.batch, w.fetched = nil, nil
-			}
-			if err := w.handle(ctx, m); err != nil {
-				return err
-			}
-			w.setPaused(w.asm.MakeRoom())
+// Handle works through recs while the budget has room; what is left waits
+// until acknowledgements or expiry free some (the runtime offers it again
+// after the next Acked or Tick, and fetches nothing meanwhile).
+func (w *worker) Handle(ctx context.Context, recs []kafka.Record) (int, error) {
+	for i := range recs {
+		if w.setPaused(w.asm.MakeRoom()); w.paused {
+			return i, nil
 		}
-		in := f.Batches
-		if w.paused || len(w.fetched) > 0 {
-			in = nil // fetching stops once the fetcher's buffer is full
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-f.Errs:
-			return fmt.Errorf("fetch: %w", err)
-		case w.batch = <-in:
-			w.fetched = w.batch
-		case a := <-w.acks:
-			if err := w.acked(a); err != nil {
-				return err
-			}
-		case <-tick.C:
-			if err := w.expire(ctx); err != nil {
-				return err
-			}
-			if time.Since(lastCommit) >= w.in.cfg.CommitInterval {
-				lastCommit = time.Now()
-				if err := w.commit(); err != nil {
-					return err
-				}
-			}
+		if err := w.handle(ctx, &recs[i]); err != nil {
+			return i + 1, err
 		}
 	}
+	w.consumerLagG.Set(float64(max(w.hwm-w.next, 0)))
+	w.setPaused(w.asm.MakeRoom())
+	return len(recs), nil
 }
 
 // setPaused records whether the budget is full (a gauge counts paused
@@ -160,11 +104,10 @@ func (w *worker) setPaused(full bool) {
 	}
 }
 
-func (w *worker) handle(ctx context.Context, m kafka.Message) error {
+func (w *worker) handle(ctx context.Context, m *kafka.Record) error {
 	w.in.metrics.Messages.Inc()
 	w.next = m.Offset + 1
 	w.hwm = m.HighWaterMark
-	w.consumerLagG.Set(float64(max(m.HighWaterMark-w.next, 0)))
 	if len(m.Value) == 0 {
 		w.empty(m)
 		w.asm.Add(m.Offset, nil)
@@ -193,22 +136,18 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		return nil
 	}
 	w.in.metrics.DecodeErrors.Inc()
-	return w.deadLetter(ctx, m, fmt.Errorf("decode %s: %w", enc, err))
+	return deadLetter(ctx, w.in, w.a.Out, w.pendingDLQ, m, fmt.Errorf("decode %s: %w", enc, err))
 }
 
 // empty counts and logs a message without spans.
-func (w *worker) empty(m kafka.Message) {
+func (w *worker) empty(m *kafka.Record) {
 	w.in.metrics.EmptyMessages.Inc()
 	w.in.drops.Warn("empty", "message without spans skipped", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "bytes", len(m.Value))
 }
 
 // deadLetter writes m to the dead-letter topic with the error and its
 // coordinates as headers. Its offset counts as done once acknowledged.
-func (w *worker) deadLetter(ctx context.Context, m kafka.Message, cause error) error {
-	return deadLetter(ctx, w.in, w.pendingDLQ, &w.outstanding, m, cause, w.acks, w.done)
-}
-
-func deadLetter(ctx context.Context, in *Ingester, pendingDLQ map[int64]int, outstanding *int, m kafka.Message, cause error, acks chan<- ack, done <-chan struct{}) error {
+func deadLetter(ctx context.Context, in *Ingester, out *kafka.Output, pendingDLQ map[int64]int, m *kafka.Record, cause error) error {
 	value := m.Value
 	var cut []kafka.Header
 	if limit := in.cfg.MaxMessageBytes - 4096; len(value) > limit {
@@ -217,8 +156,7 @@ func deadLetter(ctx context.Context, in *Ingester, pendingDLQ map[int64]int, out
 	}
 	in.drops.Warn("dead-letter", "message written to the dead-letter topic", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "dead_letter_topic", in.cfg.DLQTopic, "err", cause)
 	pendingDLQ[m.Offset]++
-	*outstanding++
-	return in.writer.WriteMessages(ctx, kafka.Message{
+	return out.Produce(ctx, kafka.OutMessage{
 		Topic: in.cfg.DLQTopic,
 		Key:   m.Key,
 		Value: value,
@@ -228,14 +166,16 @@ func deadLetter(ctx context.Context, in *Ingester, pendingDLQ map[int64]int, out
 			{Key: "tracepipe.source.partition", Value: []byte(strconv.Itoa(m.Partition))},
 			{Key: "tracepipe.source.offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
 		}, cut...),
-		WriterData: &pending{owner: acks, done: done, offset: m.Offset, kind: kindDLQ},
+		Token: &pending{offset: m.Offset, kind: kindDLQ},
 	})
 }
 
-func (w *worker) expire(ctx context.Context) error {
+// Tick emits the traces that are due.
+func (w *worker) Tick(ctx context.Context, now time.Time) error {
 	w.outs = w.asm.Expire(w.outs[:0])
 	err := w.publish(ctx)
 	w.observe()
+	w.setPaused(w.asm.MakeRoom())
 	return err
 }
 
@@ -243,13 +183,13 @@ func (w *worker) publish(ctx context.Context) error {
 	if len(w.outs) == 0 {
 		return nil
 	}
-	msgs := make([]kafka.Message, 0, len(w.outs))
+	msgs := make([]kafka.OutMessage, 0, len(w.outs))
 	for _, o := range w.outs {
 		t := o.Trace
 		w.in.metrics.AssemblyDelay.Observe(t.EmittedAt.Sub(t.FirstSeen).Seconds())
 		// Encode into a reused scratch buffer, then copy out exactly: the
 		// writer keeps the value until its completion callback.
-		w.scratch = tracepb.Encode(w.scratch[:0], t)
+		w.scratch = assembledpb.Encode(w.scratch[:0], t)
 		b := append([]byte(nil), w.scratch...)
 		if len(b) > w.in.cfg.MaxMessageBytes-512 {
 			// Cannot be published: counted and treated as done.
@@ -258,51 +198,57 @@ func (w *worker) publish(ctx context.Context) error {
 			w.asm.Acked(o.Token)
 			continue
 		}
-		w.outstanding++
-		msgs = append(msgs, kafka.Message{
-			Topic:      w.in.cfg.TracesTopic,
-			Key:        t.Trace.TraceID.AppendHex(nil),
-			Value:      b,
-			WriterData: &pending{owner: w.acks, done: w.done, token: o.Token, kind: kindTrace},
+		msgs = append(msgs, kafka.OutMessage{
+			Topic: w.in.cfg.TracesTopic,
+			Key:   t.Trace.TraceID.AppendHex(nil),
+			Value: b,
+			Token: &pending{token: o.Token, kind: kindTrace},
 		})
 	}
 	clear(w.outs)
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := w.in.writer.WriteMessages(ctx, msgs...); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("produce: %w", err)
+	if err := w.a.Out.Produce(ctx, msgs...); err != nil && ctx.Err() == nil {
+		return err
 	}
 	return nil
 }
 
-func (w *worker) acked(a ack) error {
-	w.outstanding--
-	if a.err != nil {
+// Acked takes an output's acknowledgement; a failed output stops the
+// partition (it restarts from its commit).
+func (w *worker) Acked(a kafka.Ack) error {
+	if a.Err != nil {
+		w.failed = true
 		w.in.metrics.ProduceErrors.Inc()
-		return fmt.Errorf("produce to %s: %w", w.in.cfg.TracesTopic, a.err)
+		return fmt.Errorf("produce to %s: %w", w.in.cfg.TracesTopic, a.Err)
 	}
-	switch a.p.kind {
+	p := a.Token.(*pending)
+	switch p.kind {
 	case kindTrace:
-		w.asm.Acked(a.p.token)
+		w.asm.Acked(p.token)
 	case kindDLQ:
 		w.in.metrics.DeadLetters.Inc()
-		if w.pendingDLQ[a.p.offset]--; w.pendingDLQ[a.p.offset] <= 0 {
-			delete(w.pendingDLQ, a.p.offset)
+		if w.pendingDLQ[p.offset]--; w.pendingDLQ[p.offset] <= 0 {
+			delete(w.pendingDLQ, p.offset)
 		}
 	}
+	w.setPaused(w.asm.MakeRoom())
 	return nil
 }
 
 // limit is the offset below which every message is fully reflected in
-// acknowledged output: the lowest offset still buffered, retained or waiting
-// for a dead-letter ack, else the next offset to read.
+// acknowledged output: the lowest offset of a trace still buffered or
+// waiting for an acknowledgement, or of a message waiting for its dead
+// letter's, else the next offset to read. Retained traces whose output is
+// acknowledged do not hold it (they are in the lookback instead), so the
+// committed offset reaches the log end an idle timeout after traffic stops.
 func (w *worker) limit() (int64, bool) {
 	if w.next < 0 {
 		return 0, false
 	}
 	lim := w.next
-	if off, ok := w.asm.LowestOffset(); ok && off < lim {
+	if off, ok := w.asm.LowestUnsettled(); ok && off < lim {
 		lim = off
 	}
 	for off := range w.pendingDLQ {
@@ -313,20 +259,29 @@ func (w *worker) limit() (int64, bool) {
 	return lim, true
 }
 
-func (w *worker) commit() error {
+// Safe is the commit of the limit with its lookback as metadata: the
+// first offset of the earliest trace still held (retained for late spans)
+// or evicted with spans at or past the limit, so that a restart rebuilds
+// each of them from all its spans.
+func (w *worker) Safe() (kafka.Commit, bool) {
 	lim, ok := w.limit()
-	if !ok || lim <= w.committed {
-		return nil
+	if !ok || w.failed || lim <= w.committed {
+		return kafka.Commit{}, false
 	}
-	if err := w.in.commit(w.gen, w.partition, lim, w.asm.Lookback(lim)); err != nil {
-		return fmt.Errorf("commit offset %d: %w", lim, err)
+	lookback := w.asm.Lookback(lim)
+	if off, ok := w.asm.LowestOffset(); ok && off < lookback {
+		lookback = off
 	}
-	w.committed = lim
-	w.committedG.Set(float64(lim))
+	return lookbackCommit(lim, lookback), true
+}
+
+// Committed updates the commit metrics.
+func (w *worker) Committed(c kafka.Commit) {
+	w.committed = c.Offset
+	w.committedG.Set(float64(c.Offset))
 	if w.hwm > 0 {
-		w.commitLagG.Set(float64(max(w.hwm-lim, 0)))
+		w.commitLagG.Set(float64(max(w.hwm-c.Offset, 0)))
 	}
-	return nil
 }
 
 func (w *worker) observe() {
@@ -342,39 +297,25 @@ func (w *worker) observe() {
 	w.in.metrics.InFlightBytes.Set(float64(by))
 }
 
-// shutdown runs after fetching stopped: optionally flush half-built traces,
-// wait (bounded by ShutdownGrace) for outstanding outputs, commit what is
-// safe, release the assembler's memory.
-func (w *worker) shutdown(runCtx context.Context) {
-	ctx, cancel := context.WithTimeout(context.Background(), w.in.cfg.ShutdownGrace)
-	defer cancel()
+// Close runs after fetching stopped: optionally flush half-built traces.
+// The runtime then waits (bounded by ShutdownGrace) for outstanding
+// outputs, commits what is safe and calls Release.
+func (w *worker) Close(ctx context.Context) error {
 	if w.paused {
+		w.paused = false
 		w.in.metrics.Paused.Dec()
 	}
 	if w.in.cfg.FlushOnShutdown {
 		w.outs = w.asm.Flush(w.outs[:0])
 		if err := w.publish(ctx); err != nil {
-			w.in.log.Warn("flush on shutdown", "partition", w.partition, "err", err)
+			return fmt.Errorf("flush on shutdown: %w", err)
 		}
 	}
-	failed := false
-	for w.outstanding > 0 && !failed {
-		select {
-		case a := <-w.acks:
-			if err := w.acked(a); err != nil {
-				w.in.log.Warn("output failed during shutdown; not committing", "partition", w.partition, "err", err)
-				failed = true
-			}
-		case <-ctx.Done():
-			w.in.log.Warn("shutdown grace over with outputs unacknowledged", "partition", w.partition, "outstanding", w.outstanding)
-			failed = true
-		}
-	}
-	if !failed {
-		if err := w.commit(); err != nil {
-			w.in.log.Warn("final commit", "partition", w.partition, "err", err)
-		}
-	}
+	return nil
+}
+
+// Release frees the assembler's memory and its share of the budget.
+func (w *worker) Release() {
 	w.observe()
 	w.asm.Close()
 	w.observe()

@@ -10,9 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/gen"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 // TestRebalance streams a workload while a second ingester joins and the
@@ -24,10 +24,10 @@ func TestRebalance(t *testing.T) {
 		t.Run(fmt.Sprintf("flush=%v", flush), func(t *testing.T) {
 			const partitions = 4
 			brokers := newCluster(t, partitions, "spans", "traces", "dlq")
-			w := gen.Generate(gen.Config{Seed: 8, Traces: 600, Interleave: 20})
+			w := tracegen.Generate(tracegen.Config{Seed: 8, Traces: 600, Interleave: 20})
 			truth := w.Truth()
-			enc, _ := gen.EncoderFor(wire.JaegerProto)
-			msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+			enc, _ := tracegen.EncoderFor(wire.JaegerProto)
+			msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestRebalance(t *testing.T) {
 			best := map[string]int{}
 			var problems []string
 			consume(t, brokers, "traces", partitions, 60*time.Second, func(ms []kafka.Message) bool {
-				tr, err := tracepb.Decode(ms[len(ms)-1].Value)
+				tr, err := assembledpb.Decode(ms[len(ms)-1].Value)
 				if err != nil {
 					problems = append(problems, err.Error())
 					return false

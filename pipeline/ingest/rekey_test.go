@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/gen"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 // TestRekeyThenAssemble: OTLP batches mixing spans of many traces, unkeyed,
@@ -19,13 +19,13 @@ import (
 func TestRekeyThenAssemble(t *testing.T) {
 	const partitions = 4
 	brokers := newCluster(t, partitions, "otlp", "spans", "traces", "dlq")
-	w := gen.Generate(gen.Config{Seed: 13, Traces: 200})
+	w := tracegen.Generate(tracegen.Config{Seed: 13, Traces: 200})
 	truth := w.Truth()
-	enc, err := gen.EncoderFor(wire.OTLPProto)
+	enc, err := tracegen.EncoderFor(wire.OTLPProto)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := gen.Messages(w.Order(), wire.OTLPProto, enc, 25, true)
+	msgs, err := tracegen.Messages(w.Order(), wire.OTLPProto, enc, 25, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestRekeyThenAssemble(t *testing.T) {
 
 	best := map[string]int{}
 	consume(t, brokers, "traces", partitions, 60*time.Second, func(ms []kafka.Message) bool {
-		tr, err := tracepb.Decode(ms[len(ms)-1].Value)
+		tr, err := assembledpb.Decode(ms[len(ms)-1].Value)
 		if err != nil {
 			t.Errorf("decode: %v", err)
 			return false

@@ -1,46 +1,3 @@
-// Package kafka is tracepipe's Kafka runtime (see issue 10: it is meant to
-// become the only importer of a Kafka client). Today it holds the producer
-// the collector uses and WaitForTopics, which every stage calls before it
-// joins its consumer group; the stages still have their own kafka-go code
-// otherwise.
-//
-// # Waiting for topics
-//
-// kafka-go's consumer groups assign no partition of a topic that is missing
-// when the member joins, and never look again (WatchPartitionChanges' watcher
-// exits on a missing topic), so a topic created later — auto-created by the
-// collector's first produce, or by the ingester after the aggregator started
-// — would not be read until a restart. WaitForTopics polls the brokers'
-// metadata (capped exponential backoff, without auto-creating anything)
-// until every topic exists with a leader for every partition, logs
-// "waiting for topic X to exist" at WARN first and then at most once per
-// interval (internal/ratelog), and returns as soon as its context is done.
-//
-// # Producer
-//
-// A Producer publishes keyed messages to one topic with acks=all, batching
-// per partition (kafka-go's Writer in asynchronous mode, partitioned by
-// kafka.Hash: sarama's and Jaeger's collector's key hash). Its buffer is the
-// bounded queue in front of Kafka: MaxBufferedBytes bounds the bytes of
-// messages taken and not yet acknowledged (key + value + MessageOverhead
-// each). TryProduce takes a group of
-// messages whole or refuses it with ErrFull, never blocking. A message
-// whose produce fails is retried (after RetryBackoff) until it is
-// acknowledged or Close's grace period ends; only then is it counted as
-// lost and its group's callback told the error.
-//
-// Close stops taking messages, waits for the buffer to drain (bounded by
-// its context), then closes the writer. Every goroutine is stopped and
-// waited for by Close.
-//
-// Metrics (registered on Options.Registry, label producer=Options.Name):
-//
-//	tracepipe_producer_buffered_bytes          gauge: bytes taken, not yet acknowledged
-//	tracepipe_producer_buffer_limit_bytes      gauge: MaxBufferedBytes
-//	tracepipe_producer_messages_total{result}  counter: acked | lost
-//	tracepipe_producer_refused_total           counter: groups refused because the buffer was full
-//	tracepipe_producer_retries_total           counter: messages produced again after an error
-//	tracepipe_producer_ack_seconds             histogram: TryProduce to the last acknowledgement of the group
 package kafka
 
 import (
@@ -133,14 +90,24 @@ type Options struct {
 	Name     string
 	Registry prometheus.Registerer // nil: not registered
 	Logger   *slog.Logger
-	// Transport, when set, replaces kafka-go's default transport.
-	Transport kafkago.RoundTripper
+	// Transport, when set, replaces the producer's own transport (tests
+	// inject one per fake cluster).
+	Transport RoundTripper
+	// Client, when set, gives the producer's own transport its TLS and
+	// SASL (ProducerConfig.Brokers still names the brokers).
+	Client *ClientConfig
 }
 
-// Message is one record: key and value. The producer keeps the slices until
-// the message is acknowledged or lost; the caller must not change them.
+// RoundTripper is a transport of Kafka requests (kafka-go's), for tests
+// that inject their own.
+type RoundTripper = kafkago.RoundTripper
+
+// Message is one record: key, value and optional headers. The producer
+// keeps the slices until the message is acknowledged or lost; the caller
+// must not change them.
 type Message struct {
 	Key, Value []byte
+	Headers    []Header
 }
 
 // Producer: see the package documentation. Safe for concurrent use.
@@ -192,9 +159,16 @@ func NewProducer(cfg ProducerConfig, opts Options) (*Producer, error) {
 	p.m.limit.Set(float64(cfg.MaxBufferedBytes))
 	transport := opts.Transport
 	if transport == nil {
+		own := &kafkago.Transport{DialTimeout: 10 * time.Second}
+		if opts.Client != nil {
+			var err error
+			if own, err = opts.Client.Transport(); err != nil {
+				return nil, fmt.Errorf("kafka producer: %w", err)
+			}
+		}
 		// Metadata of our topic only: on a cluster with many topics,
 		// kafka-go would otherwise fetch and copy all of them.
-		own := &kafkago.Transport{DialTimeout: 10 * time.Second, MetadataTopics: []string{cfg.Topic}}
+		own.MetadataTopics = []string{cfg.Topic}
 		p.ownTransport, transport = own, own
 	}
 	p.w = &kafkago.Writer{
@@ -251,6 +225,9 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	var size int64
 	for i := range msgs {
 		n := msgSize(msgs[i].Key, msgs[i].Value)
+		for _, h := range msgs[i].Headers {
+			n += int64(len(h.Key) + len(h.Value))
+		}
 		if n-MessageOverhead > int64(p.cfg.MaxMessageBytes) {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n-MessageOverhead, p.cfg.MaxMessageBytes)
 		}
@@ -281,6 +258,12 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	kms := make([]kafkago.Message, len(msgs))
 	for i := range msgs {
 		kms[i] = kafkago.Message{Key: msgs[i].Key, Value: msgs[i].Value, WriterData: g}
+		if hs := msgs[i].Headers; len(hs) > 0 {
+			kms[i].Headers = make([]kafkago.Header, len(hs))
+			for j, h := range hs {
+				kms[i].Headers[j] = kafkago.Header{Key: h.Key, Value: h.Value}
+			}
+		}
 	}
 	// In asynchronous mode WriteMessages only looks up the topic's
 	// partitions (cached, refreshed now and then); bound that wait.
@@ -292,6 +275,38 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 		return fmt.Errorf("produce to %s: %w", p.cfg.Topic, err)
 	}
 	return nil
+}
+
+// Send produces msgs (TryProduce, waiting while the buffer is full) and
+// returns once every one is acknowledged (nil), one was given up on, or ctx
+// is done. After ctx is done the messages taken may still be delivered.
+func (p *Producer) Send(ctx context.Context, msgs []Message) error {
+	done := make(chan error, 1)
+	for {
+		err := p.TryProduce(msgs, func(err error) { done <- err })
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("send to %s: %w", p.cfg.Topic, ctx.Err())
+		case <-t.C:
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("send to %s: %w", p.cfg.Topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("send to %s: %w", p.cfg.Topic, ctx.Err())
+	}
 }
 
 func (p *Producer) release(n int64) {
@@ -320,7 +335,7 @@ func (p *Producer) completion(msgs []kafkago.Message, err error) {
 			// Fresh messages: the Writer refuses ones with Topic set, as
 			// completed messages have.
 			m := &msgs[i]
-			p.retry = append(p.retry, kafkago.Message{Key: m.Key, Value: m.Value, WriterData: m.WriterData})
+			p.retry = append(p.retry, kafkago.Message{Key: m.Key, Value: m.Value, Headers: m.Headers, WriterData: m.WriterData})
 		}
 	}
 	p.mu.Unlock()
@@ -345,7 +360,11 @@ func (p *Producer) lose(msgs []kafkago.Message, err error) {
 }
 
 func (p *Producer) finish(m *kafkago.Message, err error) {
-	p.release(msgSize(m.Key, m.Value))
+	n := msgSize(m.Key, m.Value)
+	for _, h := range m.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	p.release(n)
 	g, ok := m.WriterData.(*group)
 	if !ok {
 		return

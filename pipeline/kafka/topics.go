@@ -26,6 +26,9 @@ type TopicWait struct {
 	// LogEvery is the least interval between two waiting lines about the
 	// same topic (default ratelog.DefaultEvery).
 	LogEvery time.Duration
+	// Client, when set, supplies TLS and SASL for the metadata requests
+	// (the brokers argument still names where to ask).
+	Client *ClientConfig
 }
 
 // WaitForTopics returns nil once every one of topics exists and every
@@ -55,7 +58,7 @@ func WaitForTopics(ctx context.Context, brokers []string, topics []string, w Top
 	rl := ratelog.New(log, w.LogEvery, nil)
 	waited := false
 	for backoff := w.MinBackoff; ; backoff = min(2*backoff, w.MaxBackoff) {
-		notReady, err := topicsNotReady(ctx, brokers, topics)
+		notReady, err := topicsNotReady(ctx, brokers, topics, w.Client)
 		if err == nil && len(notReady) == 0 {
 			if waited {
 				log.Info("topics ready", "stage", w.Stage, "topics", topics)
@@ -101,8 +104,15 @@ type notReadyTopic struct {
 // topicsNotReady asks the brokers for the metadata of topics. A fresh
 // transport each time: kafka-go's Transport answers metadata requests from
 // a cache refreshed only every MetadataTTL.
-func topicsNotReady(ctx context.Context, brokers []string, topics []string) ([]notReadyTopic, error) {
+func topicsNotReady(ctx context.Context, brokers []string, topics []string, cc *ClientConfig) ([]notReadyTopic, error) {
 	tr := &kafkago.Transport{DialTimeout: 5 * time.Second}
+	if cc != nil {
+		var err error
+		if tr, err = cc.Transport(); err != nil {
+			return nil, err
+		}
+		tr.DialTimeout = 5 * time.Second
+	}
 	defer tr.CloseIdleConnections()
 	cl := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: tr, Timeout: 5 * time.Second}
 	md, err := cl.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/gen"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -39,7 +39,7 @@ func TestRunCollector(t *testing.T) {
 		t.Errorf("collector addresses missing: %+v", a)
 	}
 
-	w := gen.Generate(gen.Config{Seed: 5, Traces: 20})
+	w := tracegen.Generate(tracegen.Config{Seed: 5, Traces: 20})
 	want := map[model.TraceID]int{}
 	for _, s := range w.Order() {
 		want[s.TraceID]++

@@ -34,15 +34,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -50,8 +51,10 @@ import (
 type Config struct {
 	// DataDir holds the embedded broker's log and the embedded store.
 	DataDir string
-	// Brokers, when set, are real Kafka brokers; no embedded broker starts.
-	Brokers []string
+	// ClientConfig.Brokers, when set, are real Kafka brokers; no embedded
+	// broker starts. Its TLS and SASL settings (real brokers only) reach
+	// every stage.
+	kafka.ClientConfig
 	// BrokerListen is the embedded broker's address.
 	BrokerListen string
 	// Partitions of the topics Run creates: every topic of the embedded
@@ -96,30 +99,37 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first configuration problem in terms of `tracepipe run`'s flags.
+// Validate reports every configuration problem in terms of `tracepipe
+// run`'s flags, joined; it does not change c.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.DataDir == "" {
-		return errors.New("--data-dir must not be empty")
+		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
 	if len(c.Brokers) == 0 {
 		if _, _, err := net.SplitHostPort(c.BrokerListen); err != nil {
-			return fmt.Errorf("--broker-listen %q: %v", c.BrokerListen, err)
+			errs = append(errs, fmt.Errorf("--broker-listen %q: %v", c.BrokerListen, err))
 		}
+		if c.TLS != (kafka.TLSConfig{}) || c.SASL != (kafka.SASLConfig{}) {
+			errs = append(errs, errors.New("--kafka-tls* and --kafka-sasl-* need --kafka-brokers (the embedded broker uses neither TLS nor SASL)"))
+		}
+	} else if err := c.ClientConfig.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
-		return fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions)
+		errs = append(errs, fmt.Errorf("--partitions must be between 1 and 1024, not %d", c.Partitions))
 	}
 	if c.RekeyTo != "" && (c.RekeyTo == c.Ingest.SpansTopic || c.RekeyTo == c.Ingest.TracesTopic || c.RekeyTo == c.Ingest.DLQTopic) {
-		return fmt.Errorf("--rekey-to %q must differ from the spans, traces and dead-letter topics", c.RekeyTo)
+		errs = append(errs, fmt.Errorf("--rekey-to %q must differ from the spans, traces and dead-letter topics", c.RekeyTo))
 	}
 	if c.Collector.Enabled() {
 		cc := c.Collector
-		cc.Brokers, cc.SpansTopic = []string{"placeholder:9092"}, "placeholder"
+		cc.ClientConfig, cc.SpansTopic = kafka.ClientConfig{Brokers: []string{"placeholder:9092"}}, "placeholder"
 		if err := cc.Validate(); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Stage is a long-running component: Run blocks until ctx is cancelled and
@@ -177,15 +187,19 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 		return err
 	}
 
+	// Every stage reaches Kafka the same way: the brokers found above with
+	// cfg's TLS and SASL.
+	client := cfg.ClientConfig
+	client.Brokers = brokers
 	icfg := cfg.Ingest
-	icfg.Brokers = brokers
+	icfg.ClientConfig = client
 	icfg.MetricsAddr = "" // served below, with every stage's metrics
 	var rekeyer *ingest.Ingester
 	if cfg.RekeyTo != "" {
 		rcfg := icfg
 		rcfg.RekeyTo, rcfg.Group = cfg.RekeyTo, icfg.Group+"-rekey"
 		icfg.SpansTopic, icfg.Encoding = cfg.RekeyTo, wire.JaegerProto // what the re-key stage writes
-		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("stage", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg)}); err != nil {
+		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("stage", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg), GroupRegistry: reg, Stage: "rekeyer"}); err != nil {
 			return fmt.Errorf("rekeyer: %w", err)
 		}
 	}
@@ -231,7 +245,20 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 			ln.Close()
 		}
 	}
-	if err := listen(cfg.MetricsAddr, metricsHandler(reg, in), "metrics"); err != nil {
+	// The collector is built (no sockets yet) before /healthz, which
+	// answers for it too.
+	var col *collector.Collector
+	health := stages
+	if cfg.Collector.Enabled() {
+		ccfg := cfg.Collector
+		ccfg.ClientConfig = client
+		ccfg.SpansTopic = cfg.Ingest.SpansTopic
+		if col, err = collector.New(ccfg, collector.Options{Logger: log.With("stage", "collector"), Registry: reg}); err != nil {
+			return fmt.Errorf("collector: %w", err)
+		}
+		health = append(slices.Clip(stages), namedStage{"collector", col})
+	}
+	if err := listen(cfg.MetricsAddr, metricsHandler(reg, health), "metrics"); err != nil {
 		return err
 	}
 	if err := listen(cfg.QueryListen, deps.Query, "query API"); err != nil {
@@ -240,15 +267,8 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	}
 	// The collector binds its sockets last: nothing can fail between its
 	// Listen and its Run, which owns them.
-	if cfg.Collector.Enabled() {
-		ccfg := cfg.Collector
-		ccfg.Brokers = brokers
-		ccfg.SpansTopic = cfg.Ingest.SpansTopic
-		col, err := collector.New(ccfg, collector.Options{Logger: log.With("stage", "collector"), Registry: reg})
-		if err == nil {
-			err = col.Listen()
-		}
-		if err != nil {
+	if col != nil {
+		if err := col.Listen(); err != nil {
 			closeListeners()
 			return fmt.Errorf("collector: %w", err)
 		}
@@ -337,18 +357,22 @@ func startBroker(cfg Config) (*kfake.Cluster, error) {
 	return c, nil
 }
 
-// metricsHandler serves /metrics in the OpenMetrics format when asked (so
-// Prometheus receives the aggregator's trace-ID exemplars) and /healthz (200
-// while the ingester is a member of its group).
-func metricsHandler(g prometheus.Gatherer, in *ingest.Ingester) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !in.Healthy() {
-			http.Error(w, "not a group member", http.StatusServiceUnavailable)
-			return
+// metricsHandler serves /metrics (in the OpenMetrics format when asked, so
+// Prometheus receives the aggregator's trace-ID exemplars) and /healthz over
+// the health checks of every stage that has them (pipeline/kafka.Handler):
+// 200 while each consumer is a live member of its consumer group and the
+// collector (a stage with only Healthy) is serving.
+func metricsHandler(g prometheus.Gatherer, stages []namedStage) http.Handler {
+	var checks []kafka.Check
+	for _, s := range stages {
+		switch c := s.Stage.(type) {
+		case interface{ Checks() []kafka.Check }:
+			checks = append(checks, c.Checks()...)
+		case interface{ Check() kafka.Check }:
+			checks = append(checks, c.Check())
+		case interface{ Healthy() bool }:
+			checks = append(checks, kafka.Check{Name: s.name, Healthy: c.Healthy, Down: "not serving"})
 		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
+	}
+	return kafka.Handler(g, checks...)
 }

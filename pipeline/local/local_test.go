@@ -12,10 +12,11 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 
-	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/model"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 func TestMain(m *testing.M) {
@@ -96,7 +97,7 @@ func readTraces(t *testing.T, brokers []string, topic string, partitions int, wa
 				if err != nil {
 					return
 				}
-				a, err := tracepb.Decode(m.Value)
+				a, err := assembledpb.Decode(m.Value)
 				if err != nil {
 					t.Errorf("decode output at %d/%d: %v", m.Partition, m.Offset, err)
 					return
@@ -125,12 +126,12 @@ func TestRunEndToEndAndRestart(t *testing.T) {
 	cfg := testConfig(t, dir)
 	brokers, stop := start(t, cfg)
 
-	w := gen.Generate(gen.Config{Seed: 11, Traces: 40})
-	enc, err := gen.EncoderFor(wire.JaegerProto)
+	w := tracegen.Generate(tracegen.Config{Seed: 11, Traces: 40})
+	enc, err := tracegen.EncoderFor(wire.JaegerProto)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := gen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
+	msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestRunEndToEndAndRestart(t *testing.T) {
 	tr := &kafka.Transport{}
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: cfg.Ingest.SpansTopic, Balancer: &kafka.Hash{},
 		Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-	if err := gen.Publish(context.Background(), kw, msgs, 0, 500); err != nil {
+	if err := tracegen.Publish(context.Background(), kafkatest.Sender(kw), msgs, 0, 500); err != nil {
 		t.Fatal(err)
 	}
 	kw.Close()

@@ -13,7 +13,7 @@ import (
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
-	"github.com/tracepipe/tracepipe/pipeline/tracepb"
+	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
 // TestRunOnRealKafkaWithNewTopics is `tracepipe run --kafka-brokers` on the
@@ -135,7 +135,7 @@ func (g groupReader) Run(ctx context.Context) error {
 		if err != nil {
 			return nil // ctx done
 		}
-		a, err := tracepb.Decode(m.Value)
+		a, err := assembledpb.Decode(m.Value)
 		if err != nil {
 			return fmt.Errorf("decode trace at %d/%d: %w", m.Partition, m.Offset, err)
 		}

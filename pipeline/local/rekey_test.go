@@ -7,8 +7,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tracepipe/tracepipe/gen"
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 )
 
@@ -20,14 +21,20 @@ import (
 func TestRekeyAssemblesUnkeyedOTLP(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.RekeyTo = "spans-by-trace"
+	// The spans of a trace reach the assembling stage from every source
+	// partition, re-published by the re-key stage's partitions at their own
+	// pace: on a loaded machine one may lag another by more than the idle
+	// timeout plus testConfig's 300 ms late horizon, and a trace's last
+	// spans would then arrive after it was evicted (dropped as too late).
+	cfg.Ingest.LateHorizon = 10 * time.Second
 	brokers, stop := start(t, cfg)
 
-	w := gen.Generate(gen.Config{Seed: 12, Traces: 200})
-	enc, err := gen.EncoderFor(wire.OTLPProto)
+	w := tracegen.Generate(tracegen.Config{Seed: 12, Traces: 200})
+	enc, err := tracegen.EncoderFor(wire.OTLPProto)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := gen.Messages(w.Order(), wire.OTLPProto, enc, 20, true)
+	msgs, err := tracegen.Messages(w.Order(), wire.OTLPProto, enc, 20, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +50,7 @@ func TestRekeyAssemblesUnkeyedOTLP(t *testing.T) {
 	tr := &kafka.Transport{}
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: cfg.Ingest.SpansTopic, Balancer: &kafka.RoundRobin{},
 		Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
-	if err := gen.Publish(context.Background(), kw, msgs, 0, 500); err != nil {
+	if err := tracegen.Publish(context.Background(), kafkatest.Sender(kw), msgs, 0, 500); err != nil {
 		t.Fatal(err)
 	}
 	kw.Close()

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
+	"github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
 // topics are the topics Run's stages read and write: the spans, the
@@ -42,21 +40,25 @@ const topicReadyTimeout = 30 * time.Second
 // refused creation (no permission, invalid name or partition count) is
 // returned, naming the topic.
 func ensureTopics(ctx context.Context, brokers []string, cfg Config, log *slog.Logger) error {
-	tr := &kafka.Transport{DialTimeout: 10 * time.Second}
-	defer tr.CloseIdleConnections()
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}
+	cc := cfg.ClientConfig
+	cc.Brokers = brokers
+	admin, err := kafka.NewAdmin(cc)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
 	want := cfg.topics()
 	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
-		missing, err := missingTopics(ctx, cl, want)
+		missing, err := admin.MissingTopics(ctx, want...)
 		if err == nil && len(missing) > 0 {
-			err = createTopics(ctx, cl, missing, cfg.Partitions, log)
+			err = createTopics(ctx, admin, missing, cfg.Partitions, log)
 		}
 		if err == nil {
 			// Before the consumer groups join: they are assigned only
 			// partitions with a leader.
 			wctx, cancel := context.WithTimeout(ctx, topicReadyTimeout)
 			defer cancel()
-			return tpkafka.WaitForTopics(wctx, brokers, want, tpkafka.TopicWait{Logger: log, Stage: "run"})
+			return kafka.WaitForTopics(wctx, brokers, want, kafka.TopicWait{Logger: log, Stage: "run", Client: &cc})
 		}
 		var refused *refusedError
 		if errors.As(err, &refused) {
@@ -78,46 +80,22 @@ type refusedError struct {
 }
 
 func (e *refusedError) Error() string {
-	return fmt.Sprintf("create topic %s: %v (create it by hand, or let tracepipe create topics)", e.topic, e.err)
+	return fmt.Sprintf("%v (create it by hand, or let tracepipe create topics)", e.err) // e.err names the topic
 }
 
 func (e *refusedError) Unwrap() error { return e.err }
 
-// missingTopics returns those of topics the brokers do not know.
-func missingTopics(ctx context.Context, cl *kafka.Client, topics []string) ([]string, error) {
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-	if err != nil {
-		return nil, fmt.Errorf("metadata: %w", err)
-	}
-	var missing []string
-	for _, t := range md.Topics {
+// createTopics creates topics one by one (an existing one is fine): a
+// transient failure is returned as is (retried), a refusal as a
+// refusedError.
+func createTopics(ctx context.Context, admin *kafka.Admin, topics []string, partitions int, log *slog.Logger) error {
+	for _, t := range topics {
+		err := admin.CreateTopics(ctx, kafka.TopicSpec{Name: t, Partitions: partitions, ReplicationFactor: -1})
 		switch {
-		case t.Error == nil:
-		case errors.Is(t.Error, kafka.UnknownTopicOrPartition):
-			missing = append(missing, t.Name)
-		default:
-			return nil, fmt.Errorf("metadata of topic %s: %w", t.Name, t.Error)
-		}
-	}
-	return missing, nil
-}
-
-func createTopics(ctx context.Context, cl *kafka.Client, topics []string, partitions int, log *slog.Logger) error {
-	req := &kafka.CreateTopicsRequest{}
-	for _, t := range topics {
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: -1})
-	}
-	resp, err := cl.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("create topics: %w", err)
-	}
-	for _, t := range topics {
-		switch err := resp.Errors[t]; {
 		case err == nil:
 			log.Info("created topic", "topic", t, "partitions", partitions)
-		case errors.Is(err, kafka.TopicAlreadyExists): // created meanwhile by someone else
-		case errors.Is(err, kafka.RequestTimedOut), errors.Is(err, kafka.NotController), errors.Is(err, kafka.LeaderNotAvailable):
-			return fmt.Errorf("create topic %s: %w", t, err) // transient: retried
+		case kafka.Retriable(err):
+			return err
 		default:
 			return &refusedError{topic: t, err: err}
 		}

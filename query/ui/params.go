@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/query"
 )
 
 // timeRange is the range a page covers: a preset relative to now ("1h") or
@@ -159,7 +160,7 @@ func parseDurationParam(v url.Values, name string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := query.ParseDuration(s) // as the API: 150ms, 2s, 1d12h
 	if err != nil || d < 0 {
 		if n, err2 := strconv.ParseFloat(s, 64); err2 == nil && n >= 0 { // a bare number is milliseconds
 			return time.Duration(n * float64(time.Millisecond)), nil

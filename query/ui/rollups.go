@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 )
 
 // mergeDists merges the distributions of several rollups of one window (one
@@ -23,7 +23,7 @@ func mergeDists(ds []model.Distribution) model.Distribution {
 		out.Sketch = nil
 		return out
 	}
-	var sk aggregate.Sketch
+	var sk rollup.Sketch
 	exact := true
 	for _, d := range ds {
 		out.Sum += d.Sum
@@ -32,7 +32,7 @@ func mergeDists(ds []model.Distribution) model.Distribution {
 		if !exact {
 			continue
 		}
-		s, err := aggregate.SketchFromProto(d.Sketch)
+		s, err := rollup.SketchFromProto(d.Sketch)
 		if err != nil || (len(d.Sketch) == 0 && d.Max > 0) {
 			exact = false
 			continue

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepipe/tracepipe/aggregate"
 	"github.com/tracepipe/tracepipe/dag"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/embedded"
 )
@@ -158,7 +158,7 @@ func fill(t testing.TB, s storage.Store) {
 
 type acc struct {
 	count, errors      int64
-	dur, self, cp      aggregate.Sketch
+	dur, self, cp      rollup.Sketch
 	durSum, sSum, cSum time.Duration
 	durMax, sMax, cMax time.Duration
 	traceDur           time.Duration
@@ -166,7 +166,7 @@ type acc struct {
 	ex                 map[model.TraceID]model.Exemplar
 }
 
-func (a *acc) dist(s *aggregate.Sketch, sum, mx time.Duration) model.Distribution {
+func (a *acc) dist(s *rollup.Sketch, sum, mx time.Duration) model.Distribution {
 	return model.Distribution{Sum: sum, Sketch: s.ProtoBytes(), Quantiles: model.Quantiles{
 		P50: time.Duration(s.Quantile(.5)), P90: time.Duration(s.Quantile(.9)), P95: time.Duration(s.Quantile(.95)), P99: time.Duration(s.Quantile(.99)), Max: mx}}
 }

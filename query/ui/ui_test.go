@@ -75,6 +75,7 @@ func TestPages(t *testing.T) {
 		{"/traces?range=1h&page=0", 400, []string{"Bad parameter: page"}},
 		{"/traces?range=1h&order=oldest", 400, []string{"Bad parameter: order"}},
 		{"/traces?range=1h&minDuration=10s", 200, []string{"No requests match"}},
+		{"/traces?range=1h&minDuration=1d", 200, []string{"No requests match"}}, // days, as the API and CLI read them
 		{"/trace/" + demoID(3).String(), 200, []string{"Bottleneck", slowOp, "GET /checkout"}},
 		{"/trace/" + demoID(7).String(), 200, []string{"missing-parent"}},
 		{"/trace/" + "abc123", 404, []string{"Not found", "abc123"}},

@@ -20,7 +20,7 @@ import (
 // TemplateVersion is written into every index template's "version" field.
 // Start installs a template when it is missing or older, never downgrades
 // one; bump it whenever a mapping below changes.
-const TemplateVersion = 1
+const TemplateVersion = 2
 
 // Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
 // span's start, the trace's start or the rollup window's start); rollup and
@@ -99,34 +99,57 @@ func (x indices) dayOf(name string) (time.Time, bool) {
 
 const keyword = `{"type":"keyword","ignore_above":256}`
 
-// Jaeger v1's span mapping (plugin/storage/es/mappings/jaeger-span-7.json),
-// so that Jaeger Query reads the indices as its own.
+// Field types of the span mapping that do less work than Jaeger's own for
+// the same queries: searchable but without doc values (nothing sorts or
+// aggregates on them), or kept in _source only (nothing searches them).
+const (
+	keywordSearch = `{"type":"keyword","ignore_above":256,"doc_values":false}`
+	keywordStored = `{"type":"keyword","index":false,"doc_values":false}`
+)
+
+// spanMapping keeps the fields and types of Jaeger v1's span mapping
+// (plugin/storage/es/mappings/jaeger-span-7.json; the benchmark in
+// engine_bench_test.go keeps a copy) wherever Jaeger Query or tracepipe's
+// reader uses them, so that Jaeger Query reads the indices as its own, and
+// drops the index work nobody uses:
+//
+//   - traceID and startTime keep index and doc values: Jaeger Query's trace
+//     search aggregates on traceID with the max startTime, sorts on startTime
+//     and filters both; tracepipe's reader filters traceID and sorts on
+//     startTime.
+//   - operationName, process.serviceName, duration, startTimeMillis and the
+//     tag keys and values (tags, process.tags, logs.fields and the tag.* /
+//     process.tag.* fields) are searched only: no doc values.
+//   - spanID, parentSpanID, flags, logs.timestamp and the tags' tagType are
+//     never searched: _source only.
+//   - references are never searched: a disabled object instead of nested
+//     documents (one Lucene document fewer per child span).
 const spanMapping = `{
   "dynamic_templates":[
-    {"span_tags_map":{"mapping":` + keyword + `,"path_match":"tag.*"}},
-    {"process_tags_map":{"mapping":` + keyword + `,"path_match":"process.tag.*"}}
+    {"span_tags_map":{"mapping":` + keywordSearch + `,"path_match":"tag.*"}},
+    {"process_tags_map":{"mapping":` + keywordSearch + `,"path_match":"process.tag.*"}}
   ],
   "properties":{
     "traceID":` + keyword + `,
-    "parentSpanID":` + keyword + `,
-    "spanID":` + keyword + `,
-    "operationName":` + keyword + `,
+    "parentSpanID":` + keywordStored + `,
+    "spanID":` + keywordStored + `,
+    "operationName":` + keywordSearch + `,
     "startTime":{"type":"long"},
-    "startTimeMillis":{"type":"date","format":"epoch_millis"},
-    "duration":{"type":"long"},
-    "flags":{"type":"integer"},
+    "startTimeMillis":{"type":"date","format":"epoch_millis","doc_values":false},
+    "duration":{"type":"long","doc_values":false},
+    "flags":{"type":"integer","index":false,"doc_values":false},
     "logs":{"type":"nested","dynamic":false,"properties":{
-      "timestamp":{"type":"long"},
-      "fields":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+      "timestamp":{"type":"long","index":false,"doc_values":false},
+      "fields":{"type":"nested","dynamic":false,"properties":{"key":` + keywordSearch + `,"value":` + keywordSearch + `,"tagType":` + keywordStored + `}}
     }},
     "process":{"properties":{
-      "serviceName":` + keyword + `,
+      "serviceName":` + keywordSearch + `,
       "tag":{"type":"object"},
-      "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+      "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keywordSearch + `,"value":` + keywordSearch + `,"tagType":` + keywordStored + `}}
     }},
-    "references":{"type":"nested","dynamic":false,"properties":{"refType":` + keyword + `,"traceID":` + keyword + `,"spanID":` + keyword + `}},
+    "references":{"type":"object","enabled":false},
     "tag":{"type":"object"},
-    "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keyword + `,"value":` + keyword + `,"tagType":` + keyword + `}}
+    "tags":{"type":"nested","dynamic":false,"properties":{"key":` + keywordSearch + `,"value":` + keywordSearch + `,"tagType":` + keywordStored + `}}
   }
 }`
 
@@ -244,9 +267,27 @@ func (x indices) templates() []template {
 	}
 }
 
-func templateBody(t template, shards, replicas int) (string, error) {
-	body := fmt.Sprintf(`{"index_patterns":[%q],"version":%d,"settings":{"index.number_of_shards":%d,"index.number_of_replicas":%d,"index.mapping.nested_fields.limit":50,"index.requests.cache.enable":true},"mappings":%s}`,
-		t.pattern, TemplateVersion, shards, replicas, t.mapping)
+// indexSettings are the settings every template gives new indices.
+type indexSettings struct {
+	shards, replicas int
+	refresh          time.Duration // index.refresh_interval
+	codec            string        // index.codec; "" leaves the engine's default
+}
+
+func settingsOf(cfg Config) indexSettings {
+	return indexSettings{shards: cfg.Shards, replicas: cfg.Replicas, refresh: cfg.RefreshInterval, codec: cfg.Codec}
+}
+
+func templateBody(t template, st indexSettings) (string, error) {
+	extra := ""
+	if st.refresh > 0 {
+		extra += fmt.Sprintf(`,"index.refresh_interval":"%dms"`, st.refresh.Milliseconds())
+	}
+	if st.codec != "" {
+		extra += fmt.Sprintf(`,"index.codec":%q`, st.codec)
+	}
+	body := fmt.Sprintf(`{"index_patterns":[%q],"version":%d,"settings":{"index.number_of_shards":%d,"index.number_of_replicas":%d,"index.mapping.nested_fields.limit":50,"index.requests.cache.enable":true%s},"mappings":%s}`,
+		t.pattern, TemplateVersion, st.shards, st.replicas, extra, t.mapping)
 	if !json.Valid([]byte(body)) {
 		return "", fmt.Errorf("BUG: template %s is not valid JSON", t.name)
 	}
@@ -257,7 +298,7 @@ func templateBody(t template, shards, replicas int) (string, error) {
 // cluster already has it at TemplateVersion or newer. Legacy templates are
 // what Jaeger v1 installs for ES 7 and what both ES 7.x and OpenSearch 2.x
 // accept. Idempotent; safe to run from many instances at once.
-func installTemplates(ctx context.Context, c *elastic.Client, x indices, shards, replicas int) error {
+func installTemplates(ctx context.Context, c *elastic.Client, x indices, st indexSettings) error {
 	for _, t := range x.templates() {
 		got, err := c.IndexGetTemplate(t.name).Do(ctx)
 		if err != nil && !elastic.IsNotFound(err) {
@@ -266,7 +307,7 @@ func installTemplates(ctx context.Context, c *elastic.Client, x indices, shards,
 		if cur, ok := got[t.name]; ok && cur != nil && cur.Version >= TemplateVersion {
 			continue
 		}
-		body, err := templateBody(t, shards, replicas)
+		body, err := templateBody(t, st)
 		if err != nil {
 			return err
 		}

@@ -52,11 +52,14 @@ package elasticsearch
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +81,17 @@ type Config struct {
 	SpanOptions dbmodel.SpanOptions
 	Shards      int // new indices' shards (default 1)
 	Replicas    int // new indices' replicas (default 0; -1 is read as 0)
+	// RefreshInterval is new indices' index.refresh_interval: how long
+	// acknowledged documents may stay unsearchable. Default 10s, or 1s when
+	// Refresh is "wait_for" (which waits for the next scheduled refresh).
+	// Each refresh writes a new segment that merges must rewrite, so a
+	// longer interval costs the engine less CPU per document (see
+	// BenchmarkEngineCPU and the README's performance table).
+	RefreshInterval time.Duration
+	// Codec is new indices' index.codec: "" (the engine's default, LZ4
+	// stored fields) or "best_compression" (DEFLATE: smaller _source on
+	// disk, more engine CPU when merging and fetching).
+	Codec string
 	// Refresh is the bulk refresh parameter: "" (default, false), "wait_for" or
 	// "true". Tests use wait_for so that writes are searchable on return.
 	Refresh         string
@@ -90,6 +104,11 @@ type Config struct {
 	RetryBackoff    time.Duration // first backoff (default 100ms), doubled per retry
 	MaxRetryBackoff time.Duration // backoff cap (default 10s)
 	CloseTimeout    time.Duration // how long Close keeps retrying pending docs (default 30s)
+	// RequestTimeout bounds one bulk request (default 1m). One that times
+	// out (a paused engine, a network that drops packets) is retried like a
+	// refused connection; without it, it could hang until the kernel gives
+	// up on the connection, long after the engine is back.
+	RequestTimeout time.Duration
 	// SkipTemplates leaves index templates alone: for read-only users (the
 	// query command), which create no index.
 	SkipTemplates bool
@@ -99,7 +118,50 @@ type Config struct {
 	DeadLetter       DeadLetter            // optional; see DeadLetter
 	Registerer       prometheus.Registerer // optional
 	Logger           *slog.Logger          // optional
-	HTTPClient       *http.Client          // optional
+	// HTTPClient, when set, is used as it is (TLS is then ignored).
+	HTTPClient *http.Client
+	// Username and Password authenticate with HTTP basic auth; APIKey, the
+	// base64 "id:api_key" Elasticsearch returns as "encoded", with an
+	// "Authorization: ApiKey …" header instead. At most one of the two.
+	Username, Password string
+	APIKey             string
+	// TLS verifies https:// URLs and presents a client certificate.
+	TLS TLSConfig
+}
+
+// TLSConfig configures TLS to https:// URLs. With no CAFile the system
+// roots verify the cluster's certificate; CertFile and KeyFile (both or
+// neither) present a client certificate.
+type TLSConfig struct {
+	CAFile, CertFile, KeyFile string
+	ServerName                string // overrides the name checked in the certificate
+	InsecureSkipVerify        bool   // tests only: accepts any certificate
+}
+
+func (t TLSConfig) set() bool { return t != TLSConfig{} }
+
+// clientConfig builds the *tls.Config of t, reading its files.
+func (t TLSConfig) clientConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented as tests only
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("elasticsearch TLS CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("elasticsearch TLS CA file %s: no PEM certificate in it", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("elasticsearch TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 func (c *Config) defaults() {
@@ -120,6 +182,12 @@ func (c *Config) defaults() {
 	if c.Replicas < 0 {
 		c.Replicas = 0
 	}
+	if c.RefreshInterval <= 0 {
+		c.RefreshInterval = 10 * time.Second
+		if c.Refresh == "wait_for" {
+			c.RefreshInterval = time.Second
+		}
+	}
 	def(&c.BatchDocs, 5000)
 	def(&c.BatchBytes, 8<<20)
 	defD(&c.FlushInterval, 100*time.Millisecond)
@@ -129,38 +197,64 @@ func (c *Config) defaults() {
 	defD(&c.RetryBackoff, 100*time.Millisecond)
 	defD(&c.MaxRetryBackoff, 10*time.Second)
 	defD(&c.CloseTimeout, 30*time.Second)
+	defD(&c.RequestTimeout, time.Minute)
 	def(&c.ServiceCacheSize, 100000)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// Validate reports a configuration a user must fix.
+// Validate reports every problem a user must fix, joined; it does not
+// change c and reads no file (New does).
 func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("elasticsearch: "+format, a...)) }
 	if len(c.URLs) == 0 {
-		return errors.New("elasticsearch: no URL given")
+		bad("no URL given")
 	}
+	https := false
 	for _, u := range c.URLs {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			return fmt.Errorf("elasticsearch: URL %q must start with http:// or https://", u)
+			bad("URL %q must start with http:// or https://", u)
 		}
+		https = https || strings.HasPrefix(u, "https://")
 	}
 	switch c.Refresh {
 	case "", "false", "true", "wait_for":
 	default:
-		return fmt.Errorf("elasticsearch: refresh %q: want false, true or wait_for", c.Refresh)
+		bad("refresh %q: want false, true or wait_for", c.Refresh)
+	}
+	switch c.Codec {
+	case "", "default", "best_compression":
+	default:
+		return fmt.Errorf("elasticsearch: codec %q: want default or best_compression", c.Codec)
 	}
 	if strings.ContainsAny(c.IndexPrefix, `*?"<>|, /\#:`) || c.IndexPrefix != strings.ToLower(c.IndexPrefix) {
-		return fmt.Errorf("elasticsearch: index prefix %q must be lowercase without *?\"<>|,/\\#: or spaces", c.IndexPrefix)
+		bad("index prefix %q must be lowercase without *?\"<>|,/\\#: or spaces", c.IndexPrefix)
 	}
 	seen := map[string]bool{}
 	for _, k := range c.PromotedTags {
 		if k == "" || seen[k] {
-			return fmt.Errorf("elasticsearch: empty or repeated promoted tag %q", k)
+			bad("empty or repeated promoted tag %q", k)
 		}
 		seen[k] = true
 	}
-	return nil
+	if c.Replicas < -1 {
+		bad("replicas %d must not be negative", c.Replicas)
+	}
+	if c.APIKey != "" && (c.Username != "" || c.Password != "") {
+		bad("give an API key or a user name and password, not both")
+	}
+	if c.Password != "" && c.Username == "" {
+		bad("a password needs a user name")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("a TLS client certificate needs both a certificate and a key file")
+	}
+	if c.TLS.set() && !https && len(c.URLs) > 0 {
+		bad("TLS options are set but no URL is https://")
+	}
+	return errors.Join(errs...)
 }
 
 // Store is an Elasticsearch backend. Close it to flush pending writes.
@@ -186,8 +280,23 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		elastic.SetURL(cfg.URLs...), elastic.SetSniff(false), elastic.SetHealthcheck(false),
 		elastic.SetRetrier(elastic.NewStopRetrier()), // the writer retries itself
 	}
-	if cfg.HTTPClient != nil {
+	switch {
+	case cfg.HTTPClient != nil:
 		opts = append(opts, elastic.SetHttpClient(cfg.HTTPClient))
+	case cfg.TLS.set():
+		tlsCfg, err := cfg.TLS.clientConfig()
+		if err != nil {
+			return nil, err
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tlsCfg
+		opts = append(opts, elastic.SetHttpClient(&http.Client{Transport: tr}))
+	}
+	if cfg.Username != "" {
+		opts = append(opts, elastic.SetBasicAuth(cfg.Username, cfg.Password))
+	}
+	if cfg.APIKey != "" {
+		opts = append(opts, elastic.SetHeaders(http.Header{"Authorization": []string{"ApiKey " + cfg.APIKey}}))
 	}
 	c, err := elastic.NewClient(opts...)
 	if err != nil {
@@ -195,7 +304,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	x := newIndices(cfg.IndexPrefix)
 	if !cfg.SkipTemplates {
-		if err := installTemplates(ctx, c, x, cfg.Shards, cfg.Replicas); err != nil {
+		if err := installTemplates(ctx, c, x, settingsOf(cfg)); err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("elasticsearch %s: %w", strings.Join(cfg.URLs, ","), err)
 		}

@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		bulkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_bulk_requests_total", Help: "Bulk requests sent to Elasticsearch, by result (ok, error)."}, []string{"result"}),
 		docsWritten:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_docs_written_total", Help: "Documents acknowledged by Elasticsearch, by kind (span, service, trace, rollup, edge)."}, []string{"kind"}),
-		retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_retries_total", Help: "Documents resent after a transient failure, by reason (429, 5xx, connection)."}, []string{"reason"}),
+		retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_retries_total", Help: "Documents resent after a transient failure, by reason (429, 5xx, connection, timeout)."}, []string{"reason"}),
 		failures:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_failures_total", Help: "Documents rejected for good (dead-lettered or failed), by Elasticsearch error type."}, []string{"reason"}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents skipped because a newer version is stored (a newer trace version, or a rollup of a later partials-log position)."}),
 		latency:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tracepipe_es_bulk_duration_seconds", Help: "Latency of one bulk request.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
@@ -289,11 +289,18 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 			bulk.Add(r)
 		}
 		t0 := time.Now()
-		resp, err := bulk.Do(w.stop)
+		ctx, cancel := context.WithTimeout(w.stop, w.cfg.RequestTimeout)
+		resp, err := bulk.Do(ctx)
+		cancel()
 		w.m.latency.Observe(time.Since(t0).Seconds())
 		if err != nil {
 			w.m.bulkRequests.WithLabelValues("error").Inc()
 			reason, transient := classify(err)
+			if w.stop.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				// Our own request timeout, not Close: the documents are
+				// idempotent (fixed IDs, external versions), so resending is safe.
+				reason, transient = "timeout", true
+			}
 			if transient {
 				w.m.retries.WithLabelValues(reason).Add(float64(len(todo)))
 				w.log.Warn("bulk request failed, retrying", "docs", len(todo), "attempt", attempt+1, "err", logerr.Line(err))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -319,5 +320,61 @@ func TestConfigValidate(t *testing.T) {
 				t.Error("accepted")
 			}
 		})
+	}
+}
+
+// TestBulkWriterRequestTimeout: a bulk request that gets no answer (a
+// paused engine: the connection stays open) is given up after
+// RequestTimeout and resent, counted as a "timeout" retry; nothing is
+// dead-lettered.
+func TestBulkWriterRequestTimeout(t *testing.T) {
+	fake := &fakeES{written: map[string]int{}, respond: all(201)}
+	var mu sync.Mutex
+	stalled := 0
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		stall := r.URL.Path == "/_bulk" && stalled == 0
+		if stall {
+			stalled++
+		}
+		mu.Unlock()
+		if stall {
+			// No answer until the client gives up (the server notices a
+			// closed connection only once the body is read) or the test ends.
+			io.Copy(io.Discard, r.Body)
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer close(release)
+	reg := prometheus.NewRegistry()
+	dl := &deadLetters{}
+	s, err := New(context.Background(), Config{URLs: []string{srv.URL}, FlushInterval: 10 * time.Millisecond,
+		RequestTimeout: 200 * time.Millisecond, RetryBackoff: 10 * time.Millisecond, Registerer: reg, DeadLetter: dl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tr := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 7}, Start: storagetest.Day0})
+	if err := s.WriteTraces(context.Background(), []model.AssembledTrace{tr}); err != nil {
+		t.Fatalf("write after a timed-out request: %v", err)
+	}
+	if stalled != 1 {
+		t.Fatalf("%d bulk requests stalled, want 1", stalled)
+	}
+	if n := metricValue(t, reg, "tracepipe_es_retries_total", "timeout"); n == 0 {
+		t.Error("no retry counted with reason timeout")
+	}
+	if len(dl.got) != 0 {
+		t.Errorf("%d documents dead-lettered", len(dl.got))
+	}
+	if len(fake.written) == 0 {
+		t.Error("nothing written after the retry")
 	}
 }

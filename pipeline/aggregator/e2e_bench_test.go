@@ -1,0 +1,154 @@
+package aggregator
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/internal/testenv"
+	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup/rolluptest"
+	"github.com/tracepipe/tracepipe/storage/embedded"
+)
+
+// BenchmarkAggregatorEndToEnd measures both aggregator stages from the real
+// broker to rollups acknowledged by the store (issue 16's goal: ≥ 200k spans
+// per CPU-second): rolluptest traces (TRACEPIPE_BENCH_AGG_TRACES, default
+// 20,000, each delivered once, over the last 30 minutes) wait in a
+// 4-partition traces topic; the aggregator (map and reduce stages, the
+// partials topic on the same broker, the embedded store in this process,
+// DefaultConfig's intervals and statistics) runs until the stored rollups and edge
+// rollups equal the ground truth. spans/cpu-s counts the spans of the
+// traces per CPU-second of this process until both stages committed their
+// input to its end (the broker runs in its own process; the store's work
+// and the polling of committed offsets are included, the final exact check
+// of the stored rollups against the ground truth is not), GC included.
+//
+//	eval "$(bash deploy/local/services.sh env)"
+//	go test ./pipeline/aggregator -run '^$' -bench AggregatorEndToEnd -benchtime 1x
+func BenchmarkAggregatorEndToEnd(b *testing.B) {
+	if os.Getenv(testenv.EnvKafka) == "" {
+		b.Skip(testenv.HowToStart)
+	}
+	brokers := testenv.KafkaBrokers(b)
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("TRACEPIPE_BENCH_AGG_TRACES")); err == nil && v > 0 {
+		n = v
+	}
+	var spans int
+	var cpu, wall time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		topic := testenv.Name(b, "aggbench")
+		kafkatest.CreateTopic(b, brokers, topic, 4)
+		// Production settings (DefaultConfig: flush every 2 s, coarse
+		// resolutions every 30 s, default statistics), not the tests' fast
+		// intervals, which rewrite every open window many times a second.
+		cfg := DefaultConfig()
+		cfg.Brokers, cfg.TracesTopic = brokers, topic
+		cfg.PartialsTopic, cfg.Group, cfg.ReduceGroup = topic+"-partials", topic+"-agg", topic+"-reduce"
+		cfg.PartialsPartitions = 4
+		kafkatest.CreateTopic(b, brokers, cfg.PartialsTopic, cfg.PartialsPartitions)
+		o := rolluptest.DefaultOptions(n, time.Now())
+		o.VersionRate, o.DupRate = 0, 0
+		msgs := rolluptest.Generate(uint64(i+1), o)
+		for _, m := range msgs {
+			spans += len(m.Trace.Trace.Spans)
+		}
+		produce(b, brokers, topic, msgs)
+		store, err := embedded.Open(context.Background(), embedded.Options{Path: filepath.Join(b.TempDir(), "db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs := &testenv.SyncBuffer{}
+		b.Cleanup(func() {
+			if b.Failed() {
+				b.Logf("--- aggregator log (last 16 KiB):\n%s", tail(logs.String(), 16<<10))
+			}
+		})
+		a, err := New(cfg, store, Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		exp := rolluptest.Expect(cfg.Stats, msgs)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		b.StartTimer()
+		c0, t0 := processCPU(), time.Now()
+		go func() { done <- a.Run(ctx) }()
+		// The clock stops when the map group has committed the whole traces
+		// topic and the reduce group every partial (it commits only what the
+		// store acknowledged); then the stored rollups are checked exactly
+		// (outside the measurement: the check reads every rollup back).
+		tracesEnd := topicEnds(b, brokers, topic, 4)
+		deadline := time.Now().Add(10 * time.Minute)
+		for !committedTo(b, brokers, cfg.Group, topic, tracesEnd) ||
+			!committedTo(b, brokers, cfg.ReduceGroup, cfg.PartialsTopic, topicEnds(b, brokers, cfg.PartialsTopic, cfg.PartialsPartitions)) {
+			if time.Now().After(deadline) {
+				b.Fatal("the aggregator did not commit the traces and partials topics within 10 minutes")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cpu += processCPU() - c0
+		wall += time.Since(t0)
+		waitFor(b, exp, store, 10*time.Minute)
+		b.StopTimer()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("%v\n%s", err, tail(logs.String(), 8<<10))
+		}
+		store.Close()
+	}
+	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")
+	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
+}
+
+// topicEnds returns the end offset of each partition.
+func topicEnds(t testing.TB, brokers []string, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}
+	var reqs []kafka.OffsetRequest
+	for p := 0; p < partitions; p++ {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	resp, err := c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		ends[p.Partition] = p.LastOffset
+	}
+	return ends
+}
+
+// committedTo reports whether group committed every partition of topic to
+// ends.
+func committedTo(t testing.TB, brokers []string, group, topic string, ends map[int]int64) bool {
+	c := kafkatest.Committed(t, brokers, group, topic, len(ends))
+	for p, end := range ends {
+		if c[p] < end {
+			return false
+		}
+	}
+	return true
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

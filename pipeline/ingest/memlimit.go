@@ -1,0 +1,136 @@
+package ingest
+
+import (
+	"context"
+	"math"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MemoryGovernor keeps the Go runtime's soft memory limit near the data: at
+// Factor × the span bytes buffered now plus Overhead, never above Ceiling.
+// GOGC (TuneGC's) still decides when the collector runs while memory is
+// plentiful; once the heap reaches the limit the collector runs earlier, so
+// a burst takes about Factor × its buffered bytes plus a fixed overhead
+// instead of GOGC's multiple of the live heap. The live heap of buffered
+// spans is about 1.6× their bytes (BenchmarkBufferedMemory), so Factor 2
+// leaves room for the garbage between collections. Issue 16's goal: peak RSS
+// at most 2 × buffered bytes + 150 MiB (BenchmarkBurstMemory in cmd/ingester
+// measures it).
+//
+// Run is used by cmd/ingester when TuneGC tuned the collector (not when the
+// operator set GOGC or GOMEMLIMIT).
+type MemoryGovernor struct {
+	// Buffered returns the span bytes buffered now (the in-flight budget's
+	// bytes, as tracepipe_ingester_inflight_bytes reports them).
+	Buffered func() int64
+	Factor   float64       // default 2
+	Overhead int64         // default DefaultMemoryOverhead
+	Ceiling  int64         // default: no ceiling
+	Interval time.Duration // how often the limit follows (default 200ms)
+	// Hold is how long the limit keeps following the highest buffered
+	// bytes seen (default 30s): while a burst is emitted the buffered bytes
+	// fall but its output is still being encoded and sent, and a limit that
+	// fell with them would make the collector run without pause.
+	Hold time.Duration
+	// SetLimit sets the limit (default debug.SetMemoryLimit).
+	SetLimit func(int64) int64
+}
+
+// DefaultMemoryOverhead is the governor's fixed allowance: issue 16's
+// 150 MiB less 24 MiB for what the resident set holds outside the Go
+// runtime's accounting (the binary's text and data).
+const DefaultMemoryOverhead = 126 << 20
+
+// Limit is the limit for b buffered bytes.
+func (g *MemoryGovernor) Limit(b int64) int64 {
+	f, o := g.Factor, g.Overhead
+	if f <= 0 {
+		f = 2
+	}
+	if o <= 0 {
+		o = DefaultMemoryOverhead
+	}
+	l := int64(math.Min(f*float64(max(b, 0))+float64(o), math.MaxInt64/2))
+	if g.Ceiling > 0 && l > g.Ceiling {
+		l = g.Ceiling
+	}
+	return l
+}
+
+// Run updates the limit every Interval until ctx ends. The caller owns the
+// goroutine that runs it.
+func (g *MemoryGovernor) Run(ctx context.Context) {
+	set := g.SetLimit
+	if set == nil {
+		set = debug.SetMemoryLimit
+	}
+	iv := g.Interval
+	if iv <= 0 {
+		iv = 200 * time.Millisecond
+	}
+	hold := g.Hold
+	if hold <= 0 {
+		hold = 30 * time.Second
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	last := int64(-1)
+	var peaks peakWindow
+	for {
+		now := time.Now()
+		if l := g.Limit(peaks.add(now, g.Buffered(), hold)); l != last {
+			set(l)
+			last = l
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// peakWindow is the maximum of the values added within the last hold: a
+// deque of (time, value) with decreasing values.
+type peakWindow struct {
+	at []time.Time
+	v  []int64
+}
+
+func (p *peakWindow) add(now time.Time, v int64, hold time.Duration) int64 {
+	for len(p.v) > 0 && p.v[len(p.v)-1] <= v {
+		p.at, p.v = p.at[:len(p.at)-1], p.v[:len(p.v)-1]
+	}
+	p.at, p.v = append(p.at, now), append(p.v, v)
+	for now.Sub(p.at[0]) > hold {
+		p.at, p.v = p.at[1:], p.v[1:]
+	}
+	return p.v[0]
+}
+
+// GaugeReader returns a function reading the current value of the gauge
+// named name (without labels) from g, 0 when it is missing. It is how
+// cmd/ingester reads tracepipe_ingester_inflight_bytes for the governor
+// without reaching into the ingester.
+func GaugeReader(g prometheus.Gatherer, name string) func() int64 {
+	return func() int64 {
+		mfs, err := g.Gather()
+		if err != nil {
+			return 0
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return int64(sum)
+		}
+		return 0
+	}
+}
