@@ -18,9 +18,30 @@
 // EdgeRollup.ID()). Writing the
 // same trace version twice stores it once. A trace version older than the
 // stored one is ignored (it never replaces a newer version); an equal or newer
-// one replaces it. A rollup or edge-rollup write always replaces the stored
-// one of its key; an edge rollup with no calls (a retraction) is stored like
-// any other.
+// one replaces it. A rollup or edge-rollup write replaces the stored one of
+// its key unless that has a higher Version (Version 0 always replaces); an
+// edge rollup with no calls (a retraction) is stored like any other.
+//
+// # Fill writes
+//
+// Under a context from WithFill (tracepipe replay, which re-derives data the
+// live pipeline may already have written), the writes only add what is
+// missing and never change a stored document:
+//
+//   - WriteTraces writes a trace (spans, summary and everything derived from
+//     it: search rows, bottleneck buckets) only when no version of it is
+//     stored or the stored version is strictly lower. A stored equal or
+//     higher version is left exactly as it is.
+//   - WriteRollups and WriteEdgeRollups (and, on Elasticsearch, the Jaeger
+//     dependency documents written with daily edge rollups) write a
+//     document only when none with its ID is stored, whatever the versions.
+//     One they add is stored unversioned (Elasticsearch's op_type=create
+//     cannot carry an external version), so any later normal write of its
+//     ID replaces it: the live pipeline wins over a replay.
+//
+// Writes skipped this way succeed (Elasticsearch counts them in
+// tracepipe_es_stale_versions_total). Fill is a property of one call, read
+// from its context; it passes through any wrapper of a Store unchanged.
 //
 // # Read contract
 //
@@ -39,6 +60,22 @@ import (
 
 	"github.com/tracepipe/tracepipe/model"
 )
+
+type fillKey struct{}
+
+// WithFill returns a context under which a store's writes only add what is
+// missing: a trace is written only over no stored version or a strictly
+// lower one, a rollup, edge rollup or dependency document only when none
+// with its ID is stored (see "Fill writes" in the package doc).
+func WithFill(ctx context.Context) context.Context {
+	return context.WithValue(ctx, fillKey{}, true)
+}
+
+// Fill reports whether ctx asks for fill writes (see WithFill).
+func Fill(ctx context.Context) bool {
+	fill, _ := ctx.Value(fillKey{}).(bool)
+	return fill
+}
 
 // ErrPermanent marks a write the backend rejected for good (a document or
 // statement it can never accept): retrying cannot succeed, so the caller
@@ -72,13 +109,13 @@ type TraceWriter interface {
 }
 
 // RollupWriter stores aggregator rollups, replacing earlier rollups of the
-// same key.
+// same key (under WithFill: only adding missing ones).
 type RollupWriter interface {
 	WriteRollups(ctx context.Context, rollups []model.Rollup) error
 }
 
 // EdgeWriter stores service-edge rollups, replacing earlier edge rollups of
-// the same key (EdgeRollup.ID()).
+// the same key (EdgeRollup.ID()); under WithFill, only adding missing ones.
 type EdgeWriter interface {
 	WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error
 }

@@ -276,3 +276,43 @@ func TestDependencyDocumentFenced(t *testing.T) {
 		t.Errorf("dependency document %s version %v, want 7 calls at version 200", res.Source, res.Version)
 	}
 }
+
+// TestDependencyDocumentFill: under storage.WithFill the Jaeger dependency
+// document of a daily edge rollup is written only where none is stored: a
+// stored one stays as it is (even against a newer version), a missing one
+// is created.
+func TestDependencyDocumentFill(t *testing.T) {
+	url := esURL(t)
+	s := newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for"})
+	defer s.Close()
+	ctx := context.Background()
+	day := model.TimestampOf(time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC))
+	edge := func(d int, calls, version int64) model.EdgeRollup {
+		return model.EdgeRollup{Resolution: 24 * time.Hour, WindowStart: day.Add(time.Duration(d) * 24 * time.Hour), Caller: "api", Callee: "db",
+			Calls: calls, Latency: model.Distribution{Sum: time.Duration(calls) * time.Millisecond}, Version: version}
+	}
+	if err := s.WriteEdgeRollups(ctx, []model.EdgeRollup{edge(0, 7, 200)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEdgeRollups(storage.WithFill(ctx), []model.EdgeRollup{edge(0, 3, 300), edge(1, 5, 300)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct {
+		day     int
+		calls   uint64
+		version int64 // Elasticsearch's _version: the edge's, or 1 for a document created by a fill
+	}{{0, 7, 200}, {1, 5, 1}} {
+		e := edge(want.day, 0, 0)
+		res, err := s.c.Get().Index(s.x.dependencies(e.WindowStart)).Id(e.ID()).Do(ctx)
+		if err != nil {
+			t.Fatalf("day %d: %v", want.day, err)
+		}
+		var d dbmodel.Dependencies
+		if err := json.Unmarshal(res.Source, &d); err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Dependencies) != 1 || d.Dependencies[0].CallCount != want.calls || res.Version == nil || *res.Version != want.version {
+			t.Errorf("day %d: dependency document %s version %v, want %d calls at version %d", want.day, res.Source, res.Version, want.calls, want.version)
+		}
+	}
+}

@@ -28,6 +28,17 @@
 // aggregator that lost its partition cannot replace a newer one; Version 0
 // overwrites unconditionally.
 //
+// Under storage.WithFill (replay) nothing stored is changed: spans and
+// summaries are indexed with version_type=external (only a strictly newer
+// trace version replaces), and rollups, edge rollups, dependency documents
+// and Jaeger service documents with op_type=create (written only when no
+// document has the ID). The 409s of both count as stale and are success.
+// A document created this way has Elasticsearch's internal _version 1 (create
+// takes no external version), so any later normal write of its ID replaces it.
+// (A service document is deterministic, {serviceName, operationName} under
+// Jaeger's ID in the index of the span's day, so rewriting it would store
+// the same source; create leaves even its _version alone.)
+//
 // # Write path and acknowledgement
 //
 // WriteTraces/WriteRollups/WriteEdgeRollups hand their documents to one writer that merges
@@ -45,7 +56,8 @@
 //	tracepipe_es_docs_written_total{kind}      acknowledged docs (span, service, trace, rollup, edge)
 //	tracepipe_es_retries_total{reason}         docs resent (429, 5xx, connection)
 //	tracepipe_es_failures_total{reason}        docs rejected for good, by error type
-//	tracepipe_es_stale_versions_total          docs skipped because a newer version is stored
+//	tracepipe_es_stale_versions_total          docs not written because the store has them (409: a newer
+//	                                           version; under fill, also an equal one or any doc of the ID)
 //	tracepipe_es_bulk_duration_seconds         bulk request latency
 //	tracepipe_es_pending_docs                  docs accepted and not yet acknowledged
 package elasticsearch
@@ -327,7 +339,13 @@ func (s *Store) Close() error {
 
 // WriteTraces indexes each trace's spans, its Jaeger service documents and
 // its summary, and returns when all are acknowledged (see package doc).
+// Under storage.WithFill only a strictly newer version replaces a stored one.
 func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) error {
+	fill := storage.Fill(ctx)
+	traceCond, serviceCond := ifNotOlder, always
+	if fill {
+		traceCond, serviceCond = ifNewer, ifMissing
+	}
 	var docs []doc
 	for i := range traces {
 		at := &traces[i]
@@ -341,8 +359,9 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 			if err != nil {
 				return fmt.Errorf("encode span %s: %w", sp.SpanID, err)
 			}
-			docs = append(docs, doc{kind: "span", index: s.x.span(sp.Start), id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), version: v, body: body})
+			docs = append(docs, doc{kind: "span", index: s.x.span(sp.Start), id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), cond: traceCond, version: v, body: body})
 			if sd, ok := s.serviceDoc(sp); ok {
+				sd.cond = serviceCond
 				docs = append(docs, sd)
 			}
 		}
@@ -352,7 +371,7 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		if err != nil {
 			return fmt.Errorf("encode trace %s: %w", sum.TraceID, err)
 		}
-		docs = append(docs, doc{kind: "trace", index: s.x.traces(sum.Start), id: td.TraceID, version: v, body: body})
+		docs = append(docs, doc{kind: "trace", index: s.x.traces(sum.Start), id: td.TraceID, cond: traceCond, version: v, body: body})
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		s.forgetServices(docs)
@@ -392,8 +411,10 @@ func (s *Store) forgetServices(docs []doc) {
 }
 
 // WriteRollups indexes the rollups under Rollup.ID(), replacing earlier ones
-// of a lower or equal Version (see the package doc).
+// of a lower or equal Version (see the package doc); under storage.WithFill
+// only where no rollup has the ID.
 func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error {
+	fill := storage.Fill(ctx)
 	docs := make([]doc, 0, len(rollups))
 	for i := range rollups {
 		r := &rollups[i]
@@ -404,7 +425,7 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		if err != nil {
 			return fmt.Errorf("encode rollup: %w", err)
 		}
-		docs = append(docs, doc{kind: "rollup", index: s.x.rollup(r.Resolution, r.WindowStart), id: r.ID(), version: r.Version, body: body})
+		docs = append(docs, doc{kind: "rollup", index: s.x.rollup(r.Resolution, r.WindowStart), id: r.ID(), cond: rollupCond(fill, r.Version), version: r.Version, body: body})
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		return fmt.Errorf("write rollups: %w", err)
@@ -413,8 +434,11 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 }
 
 // WriteEdgeRollups indexes the edge rollups under EdgeRollup.ID(), replacing
-// earlier ones; retractions (Calls == 0) are indexed like any other.
+// earlier ones of a lower or equal Version (under storage.WithFill: only
+// where no document has the ID, for the dependency documents too);
+// retractions (Calls == 0) are indexed like any other.
 func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error {
+	fill := storage.Fill(ctx)
 	docs := make([]doc, 0, len(edges))
 	for i := range edges {
 		e := &edges[i]
@@ -425,7 +449,8 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		if err != nil {
 			return fmt.Errorf("encode edge rollup: %w", err)
 		}
-		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), version: e.Version, body: body})
+		c := rollupCond(fill, e.Version)
+		docs = append(docs, doc{kind: "edge", index: s.x.edges(e.Resolution, e.WindowStart), id: e.ID(), cond: c, version: e.Version, body: body})
 		if e.Resolution == 24*time.Hour {
 			// Jaeger Query's dependency graph: one document per day and
 			// edge (Jaeger concatenates the links of every document in
@@ -436,13 +461,22 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 			if err != nil {
 				return fmt.Errorf("encode dependency link: %w", err)
 			}
-			docs = append(docs, doc{kind: "dependency", index: s.x.dependencies(e.WindowStart), id: e.ID(), version: e.Version, body: dep})
+			docs = append(docs, doc{kind: "dependency", index: s.x.dependencies(e.WindowStart), id: e.ID(), cond: c, version: e.Version, body: dep})
 		}
 	}
 	if err := s.w.submit(ctx, docs); err != nil {
 		return fmt.Errorf("write edge rollups: %w", err)
 	}
 	return nil
+}
+
+// rollupCond is the cond of a rollup, edge rollup or dependency document of
+// version v: under fill, written only where missing.
+func rollupCond(fill bool, v int64) cond {
+	if fill {
+		return ifMissing
+	}
+	return versioned(v)
 }
 
 // DeleteBefore deletes this prefix's daily indices of days before cutoff's UTC day.

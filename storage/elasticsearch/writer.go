@@ -39,8 +39,30 @@ type DeadLetter interface {
 // doc is one bulk index action.
 type doc struct {
 	kind, index, id string
-	version         int64 // external_gte version; 0 for none
+	cond            cond
+	version         int64 // the external version of ifNotOlder and ifNewer
 	body            json.RawMessage
+}
+
+// cond says when a doc replaces a stored document with its ID. A doc that
+// does not (409) is not written and counts as success: the store has it
+// (tracepipe_es_stale_versions_total).
+type cond uint8
+
+const (
+	always     cond = iota // plain index: replaces whatever is stored
+	ifNotOlder             // version_type=external_gte: an equal or newer version replaces
+	ifNewer                // version_type=external: only a strictly newer version replaces
+	ifMissing              // op_type=create: never replaces
+)
+
+// versioned is the cond of a normal (not fill) write of a document carrying
+// version v: unversioned (0) documents replace whatever is stored.
+func versioned(v int64) cond {
+	if v > 0 {
+		return ifNotOlder
+	}
+	return always
 }
 
 // request is one caller's write: resolved (err sent on done) once every doc
@@ -66,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		docsWritten:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_docs_written_total", Help: "Documents acknowledged by Elasticsearch, by kind (span, service, trace, rollup, edge)."}, []string{"kind"}),
 		retries:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_retries_total", Help: "Documents resent after a transient failure, by reason (429, 5xx, connection, timeout)."}, []string{"reason"}),
 		failures:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracepipe_es_failures_total", Help: "Documents rejected for good (dead-lettered or failed), by Elasticsearch error type."}, []string{"reason"}),
-		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents skipped because a newer version is stored (a newer trace version, or a rollup of a later partials-log position)."}),
+		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tracepipe_es_stale_versions_total", Help: "Documents not written because the store has them: a newer trace version or a rollup of a later partials-log position, and under fill writes (replay) an equal trace version or any document of the same ID."}),
 		latency:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tracepipe_es_bulk_duration_seconds", Help: "Latency of one bulk request.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		pending:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "tracepipe_es_pending_docs", Help: "Documents accepted by the writer and not yet acknowledged."}),
 	}
@@ -283,8 +305,13 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 		for _, i := range todo {
 			d := docs[i]
 			r := elastic.NewBulkIndexRequest().Index(d.index).Id(d.id).Doc(d.body)
-			if d.version > 0 {
+			switch d.cond {
+			case ifNotOlder:
 				r = r.VersionType("external_gte").Version(d.version)
+			case ifNewer:
+				r = r.VersionType("external").Version(d.version)
+			case ifMissing:
+				r = r.OpType("create")
 			}
 			bulk.Add(r)
 		}
@@ -323,6 +350,9 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 			}
 			i := todo[k]
 			res := item["index"]
+			if res == nil {
+				res = item["create"] // the result of an op_type=create action
+			}
 			switch {
 			case res == nil:
 				again = append(again, i)
@@ -330,8 +360,10 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 			case res.Status >= 200 && res.Status < 300:
 				errs[i] = nil
 				w.m.docsWritten.WithLabelValues(docs[i].kind).Inc()
-			case res.Status == 409 && docs[i].version > 0:
-				errs[i] = nil // a newer version of the trace is stored
+			case res.Status == 409 && docs[i].cond != always:
+				// The store has it: a newer version (ifNotOlder), an equal or
+				// newer one (ifNewer), or any document of the ID (ifMissing).
+				errs[i] = nil
 				w.m.conflicts.Inc()
 			case res.Status == 429 || res.Status >= 500:
 				reason := "5xx"

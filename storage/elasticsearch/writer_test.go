@@ -18,17 +18,19 @@ import (
 
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
 // fakeES answers template calls and scripts _bulk responses: respond gets
 // the 1-based bulk call number and the documents' IDs, and returns the HTTP
 // status of the whole request and one status per item. Written ids are
-// recorded.
+// recorded, and the last action sent for each id (see action).
 type fakeES struct {
 	mu      sync.Mutex
 	calls   int
 	written map[string]int
+	actions map[string]string
 	respond func(call int, ids []string) (int, []int)
 }
 
@@ -40,24 +42,34 @@ func (f *fakeES) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(r.URL.Path, "/_template/"):
 		fmt.Fprint(w, `{"acknowledged":true}`)
 	case r.URL.Path == "/_bulk":
-		var ids, indices []string
+		var ids, indices, ops, actions []string
 		sc := bufio.NewScanner(r.Body)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
 		for i := 0; sc.Scan(); i++ {
 			if i%2 == 0 {
 				var action map[string]struct {
-					Index string `json:"_index"`
-					ID    string `json:"_id"`
+					Index       string `json:"_index"`
+					ID          string `json:"_id"`
+					VersionType string `json:"version_type"`
 				}
-				if err := json.Unmarshal(sc.Bytes(), &action); err != nil {
-					http.Error(w, err.Error(), 400)
+				if err := json.Unmarshal(sc.Bytes(), &action); err != nil || len(action) != 1 {
+					http.Error(w, fmt.Sprintf("bad action %s: %v", sc.Bytes(), err), 400)
 					return
 				}
-				ids, indices = append(ids, action["index"].ID), append(indices, action["index"].Index)
+				for op, a := range action {
+					ids, indices, ops = append(ids, a.ID), append(indices, a.Index), append(ops, op)
+					actions = append(actions, strings.TrimSuffix(op+" "+a.VersionType, " "))
+				}
 			}
 		}
 		f.mu.Lock()
 		f.calls++
+		if f.actions == nil {
+			f.actions = map[string]string{}
+		}
+		for i, id := range ids {
+			f.actions[id] = actions[i]
+		}
 		code, statuses := f.respond(f.calls, ids)
 		if code != 200 {
 			f.mu.Unlock()
@@ -68,7 +80,7 @@ func (f *fakeES) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var items []string
 		for i, id := range ids {
 			st := statuses[i]
-			item := fmt.Sprintf(`{"index":{"_index":%q,"_id":%q,"status":%d`, indices[i], id, st)
+			item := fmt.Sprintf(`{%q:{"_index":%q,"_id":%q,"status":%d`, ops[i], indices[i], id, st)
 			switch {
 			case st < 300:
 				f.written[id]++
@@ -219,6 +231,76 @@ func TestBulkWriter(t *testing.T) {
 			}
 			if got := metricValue(t, reg, "tracepipe_es_pending_docs", ""); got != 0 {
 				t.Errorf("pending docs = %v after the write returned", got)
+			}
+		})
+	}
+}
+
+// TestBulkWriterFill: the bulk action of each document in normal and in
+// fill writes (storage.WithFill), and that under fill a 409 of every
+// document is success, counted as stale.
+func TestBulkWriterFill(t *testing.T) {
+	trace := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 7}, Start: storagetest.Day0, Version: 3})
+	rollup := model.Rollup{Resolution: time.Minute, WindowStart: storagetest.Day0, Service: "db", Operation: "SELECT", Count: 1, Version: 5}
+	unversioned := rollup
+	unversioned.Operation, unversioned.Version = "INSERT", 0
+	edge := model.EdgeRollup{Resolution: 24 * time.Hour, WindowStart: storagetest.Day0, Caller: "api", Callee: "db", Calls: 1, Version: 5}
+	const docs = 3 + 3 + 1 + 2 + 2 // spans, service docs, summary, rollups, edge rollup and its dependency document
+	actions := func(traceOp, serviceOp, rollupOp, unversionedOp string) map[string]string {
+		m := map[string]string{trace.Trace.TraceID.String(): traceOp, rollup.ID(): rollupOp, unversioned.ID(): unversionedOp, edge.ID(): rollupOp}
+		for _, sp := range trace.Trace.Spans {
+			m[dbmodel.SpanDocID(sp.TraceID, sp.SpanID)] = traceOp
+			m[dbmodel.Service{ServiceName: sp.Process.ServiceName, OperationName: sp.Operation}.ID()] = serviceOp
+		}
+		return m
+	}
+	cases := []struct {
+		name      string
+		fill      bool
+		status    int
+		want      map[string]string
+		wantStale float64
+	}{
+		{"normal", false, 201, actions("index external_gte", "index", "index external_gte", "index"), 0},
+		{"fill", true, 201, actions("index external", "create", "create", "create"), 0},
+		{"fill, all stored", true, 409, actions("index external", "create", "create", "create"), docs},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fake := &fakeES{written: map[string]int{}, respond: all(c.status)}
+			srv := httptest.NewServer(fake)
+			defer srv.Close()
+			reg := prometheus.NewRegistry()
+			s, err := New(context.Background(), Config{URLs: []string{srv.URL}, Registerer: reg, MaxRetries: 1, RetryBackoff: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			if c.fill {
+				ctx = storage.WithFill(ctx)
+			}
+			if err := s.WriteTraces(ctx, []model.AssembledTrace{trace}); err != nil {
+				t.Fatalf("write traces: %v", err)
+			}
+			if err := s.WriteRollups(ctx, []model.Rollup{rollup, unversioned}); err != nil {
+				t.Fatalf("write rollups: %v", err)
+			}
+			if err := s.WriteEdgeRollups(ctx, []model.EdgeRollup{edge}); err != nil {
+				t.Fatalf("write edge rollups: %v", err)
+			}
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
+			for id, want := range c.want {
+				if got := fake.actions[id]; got != want {
+					t.Errorf("action of %s = %q, want %q", id, got, want)
+				}
+			}
+			if len(fake.actions) != len(c.want) {
+				t.Errorf("actions %v, want %v", fake.actions, c.want)
+			}
+			if got := metricValue(t, reg, "tracepipe_es_stale_versions_total", ""); got != c.wantStale {
+				t.Errorf("stale versions = %v, want %v", got, c.wantStale)
 			}
 		})
 	}

@@ -252,7 +252,9 @@ func (s *Store) Close() error {
 }
 
 // WriteTraces stores the traces in one transaction: all or nothing. A trace
-// whose stored version is newer is skipped.
+// whose stored version is newer is skipped; under storage.WithFill, one
+// whose stored version is equal too (nothing of it is rewritten: summary,
+// spans, search rows, buckets).
 func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) error {
 	if len(traces) == 0 {
 		return nil
@@ -295,11 +297,15 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		return fmt.Errorf("write traces: %w", err)
 	}
 	defer tx.Rollback()
+	newer := ">=" // an equal version replaces
+	if storage.Fill(ctx) {
+		newer = ">" // only a strictly newer version replaces
+	}
 	stmts, err := prepare(ctx, tx,
 		`INSERT INTO traces (trace_id, version, start, duration, summary, analysis) VALUES (?, ?, ?, ?, ?, ?)
 		 ON CONFLICT (trace_id) DO UPDATE SET version=excluded.version, start=excluded.start,
 		   duration=excluded.duration, summary=excluded.summary, analysis=excluded.analysis
-		 WHERE excluded.version >= traces.version`,
+		 WHERE excluded.version `+newer+` traces.version`,
 		`INSERT INTO spans (trace_id, doc) VALUES (?, ?) ON CONFLICT (trace_id) DO UPDATE SET doc=excluded.doc`,
 		`DELETE FROM trace_ops WHERE trace_id = ?`,
 		`DELETE FROM trace_tags WHERE trace_id = ?`,
@@ -326,7 +332,10 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 			return fmt.Errorf("write trace %s: %w", r.id, classify(err))
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			continue // a newer version is stored
+			// A newer version is stored (under fill: or the same one).
+			// Nothing below ran for this trace: its spans, search rows and
+			// buckets stay as they are.
+			continue
 		}
 		if existed {
 			dl.add(-1, oldStart, oldDur, oldOps)
@@ -436,7 +445,9 @@ func prepare(ctx context.Context, tx *sql.Tx, queries ...string) ([]*sql.Stmt, e
 // WriteRollups stores the rollups in one transaction, replacing earlier
 // rollups with the same ID unless they have a higher Version (a conditional
 // upsert: an older write loses, an equal or newer one replaces; Version 0
-// always replaces).
+// always replaces). Under storage.WithFill a rollup is only inserted when
+// no rollup with its ID is stored, whatever the versions, and then without
+// a version (0), as Elasticsearch stores it.
 func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error {
 	if len(rollups) == 0 {
 		return nil
@@ -446,11 +457,15 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		return fmt.Errorf("write rollups: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (id, resolution, window_start, service, operation, kind, doc, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
+	fill := storage.Fill(ctx)
+	conflict := `ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
 		  service=excluded.service, operation=excluded.operation, kind=excluded.kind, doc=excluded.doc, version=excluded.version
-		WHERE excluded.version = 0 OR excluded.version >= rollups.version`)
+		WHERE excluded.version = 0 OR excluded.version >= rollups.version`
+	if fill {
+		conflict = `ON CONFLICT (id) DO NOTHING`
+	}
+	st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (id, resolution, window_start, service, operation, kind, doc, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) `+conflict)
 	if err != nil {
 		return fmt.Errorf("write rollups: %w", err)
 	}
@@ -463,7 +478,7 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 		if err != nil {
 			return fmt.Errorf("encode rollup: %w", err)
 		}
-		if _, err := st.ExecContext(ctx, r.ID(), int64(r.Resolution), int64(r.WindowStart), r.Service, r.Operation, r.Kind.String(), doc, r.Version); err != nil {
+		if _, err := st.ExecContext(ctx, r.ID(), int64(r.Resolution), int64(r.WindowStart), r.Service, r.Operation, r.Kind.String(), doc, storedVersion(fill, r.Version)); err != nil {
 			return fmt.Errorf("write rollup %s: %w", r.ID(), err)
 		}
 	}
@@ -473,10 +488,22 @@ func (s *Store) WriteRollups(ctx context.Context, rollups []model.Rollup) error 
 	return nil
 }
 
+// storedVersion is the version column of a rollup or edge rollup of
+// version v: 0 for one a fill write adds, so that any later normal write of
+// its ID replaces it, as on Elasticsearch, whose op_type=create cannot carry
+// an external version.
+func storedVersion(fill bool, v int64) int64 {
+	if fill {
+		return 0
+	}
+	return v
+}
+
 // WriteEdgeRollups stores the edge rollups in one transaction, replacing
 // earlier edge rollups with the same ID unless they have a higher Version
-// (as WriteRollups). Retractions (Calls == 0) are stored
-// like any other.
+// (as WriteRollups; under storage.WithFill only inserting missing IDs,
+// unversioned).
+// Retractions (Calls == 0) are stored like any other.
 func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) error {
 	if len(edges) == 0 {
 		return nil
@@ -486,11 +513,15 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		return fmt.Errorf("write edge rollups: %w", err)
 	}
 	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `INSERT INTO edge_rollups (id, resolution, window_start, caller, callee, doc, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
+	fill := storage.Fill(ctx)
+	conflict := `ON CONFLICT (id) DO UPDATE SET resolution=excluded.resolution, window_start=excluded.window_start,
 		  caller=excluded.caller, callee=excluded.callee, doc=excluded.doc, version=excluded.version
-		WHERE excluded.version = 0 OR excluded.version >= edge_rollups.version`)
+		WHERE excluded.version = 0 OR excluded.version >= edge_rollups.version`
+	if fill {
+		conflict = `ON CONFLICT (id) DO NOTHING`
+	}
+	st, err := tx.PrepareContext(ctx, `INSERT INTO edge_rollups (id, resolution, window_start, caller, callee, doc, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?) `+conflict)
 	if err != nil {
 		return fmt.Errorf("write edge rollups: %w", err)
 	}
@@ -503,7 +534,7 @@ func (s *Store) WriteEdgeRollups(ctx context.Context, edges []model.EdgeRollup) 
 		if err != nil {
 			return fmt.Errorf("encode edge rollup: %w", err)
 		}
-		if _, err := st.ExecContext(ctx, e.ID(), int64(e.Resolution), int64(e.WindowStart), e.Caller, e.Callee, doc, e.Version); err != nil {
+		if _, err := st.ExecContext(ctx, e.ID(), int64(e.Resolution), int64(e.WindowStart), e.Caller, e.Callee, doc, storedVersion(fill, e.Version)); err != nil {
 			return fmt.Errorf("write edge rollup %s: %w", e.ID(), err)
 		}
 	}

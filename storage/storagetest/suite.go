@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"RollupSeries", testRollups},
 		{"EdgeSeries", testEdges},
 		{"RollupVersions", testRollupVersions},
+		{"FillNeverReplaces", testFillNeverReplaces},
 		{"EdgeBadQueries", testEdgeBadQueries},
 		{"Services", testServices},
 		{"EdgeRollups", testEdgeRollups},
@@ -779,5 +780,207 @@ func testEdgeBadQueries(t *testing.T, s storage.Store) {
 	}
 	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{{Caller: "api", Callee: "db", WindowStart: Day0, Calls: 1}}); err == nil {
 		t.Error("writing an edge rollup without a resolution: want an error")
+	}
+}
+
+// fillState is what testFillNeverReplaces compares before and after the
+// fill writes: every stored value the suite can read, whole.
+type fillState struct {
+	traces      map[uint64]model.StoredTrace  // GetTrace of traces 1-4 (absent: not found)
+	listing     map[uint64]model.TraceSummary // FindTraces, every trace
+	bottlenecks [][]model.BottleneckRow       // fillBottleneckQueries, in order
+	rollups     []model.Rollup                // RollupSeries of fill/op at 1m
+	edges       []model.EdgeRollup            // EdgeSeries of fill-a -> fill-b at 1d
+}
+
+// fillBottleneckQueries read the hour of traces 1 and 2 only, through the
+// plain, service and tag bottleneck buckets.
+func fillBottleneckQueries() []model.BottleneckQuery {
+	start, end := Day0.Add(time.Hour), Day0.Add(2*time.Hour)
+	return []model.BottleneckQuery{
+		{Start: start, End: end},
+		{Start: start, End: end, Service: "payments"},
+		{Start: start, End: end, Tags: map[string]string{"shard": "a"}},
+		{Start: start, End: end, Tags: map[string]string{"shard": "a-fill"}},
+		{Start: start, End: end, Tags: map[string]string{"shard": "b-old"}},
+	}
+}
+
+func readFillState(t *testing.T, s storage.Store) fillState {
+	t.Helper()
+	st := fillState{traces: map[uint64]model.StoredTrace{}, listing: map[uint64]model.TraceSummary{}}
+	for n := uint64(1); n <= 4; n++ {
+		got, err := s.GetTrace(ctx(t), tid(n))
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+		case err != nil:
+			t.Fatalf("get trace %d: %v", n, err)
+		default:
+			st.traces[n] = got
+		}
+	}
+	for _, sum := range find(t, s, model.TraceQuery{Limit: 100}) {
+		st.listing[sum.TraceID.Low] = sum
+	}
+	for _, q := range fillBottleneckQueries() {
+		rows, err := s.TopBottlenecks(ctx(t), q)
+		if err != nil {
+			t.Fatalf("bottlenecks %+v: %v", q, err)
+		}
+		st.bottlenecks = append(st.bottlenecks, rows)
+	}
+	var err error
+	if st.rollups, err = s.RollupSeries(ctx(t), model.RollupQuery{Service: "fill", Operation: "op", Resolution: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if st.edges, err = s.EdgeSeries(ctx(t), 24*time.Hour, "fill-a", "fill-b", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// testFillNeverReplaces: under storage.WithFill (tracepipe replay) a write
+// only adds what is missing. Of (a) the stored trace version with another
+// completion and shard, (b) an older version, (c) a newer version, (d) a
+// new trace, (e) rollups and edge rollups of stored IDs with other values
+// and higher, lower, equal or no versions, and (f) new ones, only (c), (d)
+// and (f) change the store; every other stored value (trace, summary,
+// spans, listing, bottleneck buckets, rollup, edge rollup) is unchanged,
+// compared whole. What a fill write added is unversioned: a later normal
+// write of the ID replaces it, whatever its version.
+func testFillNeverReplaces(t *testing.T, s storage.Store) {
+	at := func(h, m int) model.Timestamp {
+		return Day0.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)
+	}
+	trace := func(sp Spec, c model.Completion) model.AssembledTrace {
+		tr := Trace(sp)
+		tr.Completion = c
+		return tr
+	}
+	a := func() model.AssembledTrace {
+		return trace(Spec{ID: tid(1), Start: at(1, 0), Version: 2, Shard: "a", ExtraSpans: 1}, model.CompletionIdle)
+	}
+	aFill := func() model.AssembledTrace { // (a) the same version, other completion and shard
+		return trace(Spec{ID: tid(1), Start: at(1, 0), Version: 2, Shard: "a-fill", ExtraSpans: 1}, model.CompletionMaxWait)
+	}
+	b := func() model.AssembledTrace {
+		return trace(Spec{ID: tid(2), Start: at(1, 1), Version: 2, Shard: "b", ExtraSpans: 2, Duration: 200 * time.Millisecond}, model.CompletionIdle)
+	}
+	bFill := func() model.AssembledTrace { // (b) an older version
+		return trace(Spec{ID: tid(2), Start: at(1, 1), Version: 1, Shard: "b-old", Duration: 100 * time.Millisecond}, model.CompletionMaxWait)
+	}
+	c := func() model.AssembledTrace {
+		return trace(Spec{ID: tid(3), Start: at(3, 0), Version: 2, Shard: "c", ExtraSpans: 1}, model.CompletionIdle)
+	}
+	cFill := func() model.AssembledTrace { // (c) a newer version
+		return trace(Spec{ID: tid(3), Start: at(3, 0), Version: 3, Shard: "c-new", ExtraSpans: 3}, model.CompletionLate)
+	}
+	dFill := func() model.AssembledTrace { // (d) a new trace
+		return trace(Spec{ID: tid(4), Start: at(3, 1), Shard: "d"}, model.CompletionIdle)
+	}
+	rv := func(w int, count, version int64) model.Rollup {
+		r := rollup(time.Minute, w, "fill", "op", count)
+		r.Version = version
+		return r
+	}
+	ev := func(w int, calls, version int64) model.EdgeRollup {
+		e := edge(24*time.Hour, w, "fill-a", "fill-b", calls)
+		e.Version = version
+		return e
+	}
+
+	write(t, s, a(), b(), c())
+	if err := s.WriteRollups(ctx(t), []model.Rollup{rv(0, 10, 100), rv(1, 11, 100), rv(2, 12, 100), rv(3, 13, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{ev(0, 10, 100), ev(1, 11, 100), ev(2, 12, 100), ev(3, 13, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	before := readFillState(t, s)
+	if len(before.traces) != 3 || len(before.listing) != 3 || len(before.rollups) != 4 || len(before.edges) != 4 {
+		t.Fatalf("before the fill: %d traces, %d listed, %d rollups, %d edge rollups; want 3, 3, 4, 4",
+			len(before.traces), len(before.listing), len(before.rollups), len(before.edges))
+	}
+
+	fill := storage.WithFill(ctx(t))
+	if !storage.Fill(fill) || storage.Fill(ctx(t)) {
+		t.Fatal("storage.Fill does not report storage.WithFill")
+	}
+	if err := s.WriteTraces(fill, []model.AssembledTrace{aFill(), bFill(), cFill(), dFill()}); err != nil {
+		t.Fatalf("fill traces: %v", err)
+	}
+	// (e) stored IDs: higher (a retraction), lower, equal and no version; (f) new IDs, one a retraction.
+	if err := s.WriteRollups(fill, []model.Rollup{rv(0, 20, 200), rv(1, 21, 50), rv(2, 22, 100), rv(3, 23, 0), rv(4, 24, 100)}); err != nil {
+		t.Fatalf("fill rollups: %v", err)
+	}
+	if err := s.WriteEdgeRollups(fill, []model.EdgeRollup{ev(0, 0, 200), ev(1, 21, 50), ev(2, 22, 100), ev(3, 23, 0), ev(4, 24, 100), ev(5, 0, 100)}); err != nil {
+		t.Fatalf("fill edge rollups: %v", err)
+	}
+	after := readFillState(t, s)
+
+	stored := func(at model.AssembledTrace) model.StoredTrace {
+		return model.StoredTrace{Summary: storage.Summarize(&at, model.DefaultPromotedTags()), Trace: at.Trace, Analysis: at.Analysis}
+	}
+	listed := func(at model.AssembledTrace) model.TraceSummary {
+		sum := storage.Summarize(&at, model.DefaultPromotedTags())
+		sum.Operations = nil
+		return sum
+	}
+	wantTraces := map[uint64]model.StoredTrace{1: before.traces[1], 2: before.traces[2], 3: stored(cFill()), 4: stored(dFill())}
+	wantListing := map[uint64]model.TraceSummary{1: before.listing[1], 2: before.listing[2], 3: listed(cFill()), 4: listed(dFill())}
+	if want := stored(a()); !reflect.DeepEqual(before.traces[1], want) {
+		t.Errorf("trace 1 before the fill:\ngot  %+v\nwant %+v", before.traces[1], want)
+	}
+	for n := uint64(1); n <= 4; n++ {
+		if got, want := after.traces[n], wantTraces[n]; !reflect.DeepEqual(got, want) {
+			t.Errorf("trace %d after the fill:\ngot  %+v\nspans %s\nwant %+v\nspans %s", n, got.Summary, dump(got.Trace.Spans), want.Summary, dump(want.Trace.Spans))
+		}
+		if got, want := after.listing[n], wantListing[n]; !reflect.DeepEqual(got, want) {
+			t.Errorf("listing summary of trace %d after the fill:\ngot  %+v\nwant %+v", n, got, want)
+		}
+	}
+	if len(after.listing) != 4 {
+		t.Errorf("listed traces after the fill: %d, want 4", len(after.listing))
+	}
+	for i, q := range fillBottleneckQueries() {
+		if !reflect.DeepEqual(after.bottlenecks[i], before.bottlenecks[i]) {
+			t.Errorf("bottlenecks %+v changed by the fill:\nbefore %+v\nafter  %+v", q, before.bottlenecks[i], after.bottlenecks[i])
+		}
+	}
+	// Traces 3 (replaced) and 4 (added) are counted once each.
+	rows, err := s.TopBottlenecks(ctx(t), model.BottleneckQuery{Start: at(3, 0), End: at(4, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Traces > 2 || (r.Operation == "validate" && (r.Traces != 1 || r.Count != 3)) {
+			t.Errorf("bottlenecks of the filled hour: %+v", r)
+		}
+	}
+	unversioned := func(r model.Rollup) model.Rollup { r.Version = 0; return r }
+	wantRollups := append(append([]model.Rollup{}, before.rollups...), unversioned(rv(4, 24, 100)))
+	if !reflect.DeepEqual(after.rollups, wantRollups) {
+		t.Errorf("rollups after the fill:\ngot  %+v\nwant %+v", after.rollups, wantRollups)
+	}
+	unversionedEdge := func(e model.EdgeRollup) model.EdgeRollup { e.Version = 0; return e }
+	wantEdges := append(append([]model.EdgeRollup{}, before.edges...), unversionedEdge(ev(4, 24, 100)), unversionedEdge(ev(5, 0, 100)))
+	if !reflect.DeepEqual(after.edges, wantEdges) {
+		t.Errorf("edge rollups after the fill:\ngot  %+v\nwant %+v", after.edges, wantEdges)
+	}
+
+	// What the fill added carries no version: the live pipeline's next
+	// write of the ID replaces it, even with a lower version.
+	if err := s.WriteRollups(ctx(t), []model.Rollup{rv(4, 34, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteEdgeRollups(ctx(t), []model.EdgeRollup{ev(4, 34, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	last := readFillState(t, s)
+	if len(last.rollups) != 5 || last.rollups[4].Count != 34 {
+		t.Errorf("rollup added by the fill, then written with version 1: series %+v, want count 34 in window 4", last.rollups)
+	}
+	if len(last.edges) != 6 || last.edges[4].Calls != 34 {
+		t.Errorf("edge rollup added by the fill, then written with version 1: series %+v, want 34 calls in window 4", last.edges)
 	}
 }
