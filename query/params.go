@@ -84,10 +84,14 @@ func timestampOf(what string, t time.Time) (model.Timestamp, error) {
 	return model.TimestampOf(t), nil
 }
 
-// ParseTime reads an RFC 3339 time or a YYYY-MM-DD date (UTC midnight)
+// ParseTime reads an RFC 3339 time (seconds may be left out:
+// 2026-12-01T06:00Z) or a YYYY-MM-DD date (UTC midnight)
 // between 1677-09-21 and 2262-04-11.
 func ParseTime(s string) (model.Timestamp, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return timestampOf(fmt.Sprintf("time %q", s), t)
+	}
+	if t, err := time.Parse("2006-01-02T15:04Z07:00", s); err == nil { // RFC 3339 without seconds
 		return timestampOf(fmt.Sprintf("time %q", s), t)
 	}
 	if t, err := time.Parse("2006-01-02", s); err == nil {

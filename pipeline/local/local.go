@@ -330,6 +330,12 @@ type namedStage struct {
 	Stage
 }
 
+// StartBroker starts the embedded broker of cfg (DataDir/kafka, listening
+// on BrokerListen, the topics of cfg seeded with Partitions partitions
+// when they do not exist yet), as Run does; the caller closes it.
+// `tracepipe replay` reads a stopped `tracepipe run`'s log so.
+func StartBroker(cfg Config) (*kfake.Cluster, error) { return startBroker(cfg) }
+
 func startBroker(cfg Config) (*kfake.Cluster, error) {
 	host, port, _ := net.SplitHostPort(cfg.BrokerListen)
 	dir := filepath.Join(cfg.DataDir, "kafka")
