@@ -22,6 +22,7 @@ commands:
   analyze   explain Jaeger UI JSON trace files: critical path, self time, bottlenecks
   gen       generate a synthetic workload of traces to Kafka or a file
   query     query stored traces, slowest requests, bottlenecks and rollups
+  replay    replay a time range of a Kafka topic through the stages into the store (backfill)
   demo      run the pipeline with an instrumented demo system and a bounded load (examples/feed)
   version   print the version of this build
 
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runGen(ctx, args[1:], stdout, stderr)
 	case "query":
 		err = runQuery(ctx, args[1:], stdout, stderr)
+	case "replay":
+		err = runReplay(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
