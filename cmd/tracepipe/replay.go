@@ -43,7 +43,7 @@ the store has none. Replaying data the pipeline already processed changes
 nothing.
 
 Without --kafka-brokers it reads the embedded broker's log under --data-dir,
-and without --es-urls it writes the embedded store there: stop 'tracepipe run'
+and without --es-url it writes the embedded store there: stop 'tracepipe run'
 first. With real Kafka and Elasticsearch it runs beside the live pipeline.
 
 Ctrl-C stops it cleanly; the same command resumes it (the work directory,
@@ -76,7 +76,7 @@ func registerReplayFlags(fs *flag.FlagSet, o *replayOptions) {
 	fs.StringVar(&o.stages, "stages", "index,aggregate", "stages whose output is written: index (traces), aggregate (rollups), or both")
 	fs.StringVar(&o.WorkDir, "work-dir", o.WorkDir, "directory of the replay's private broker, staging store and position (resumable; removed when done)")
 	fs.BoolVar(&o.KeepWorkDir, "keep-work-dir", false, "keep the work directory after the replay finished")
-	fs.StringVar(&o.dataDir, "data-dir", "tracepipe-data", "'tracepipe run''s data directory: its embedded broker (without --kafka-brokers) and store (without --es-urls)")
+	fs.StringVar(&o.dataDir, "data-dir", "tracepipe-data", "'tracepipe run''s data directory: its embedded broker (without --kafka-brokers) and store (without --es-url)")
 	fs.StringVar(&o.progress, "progress", "auto", "auto (a bar on a terminal, else lines), bar, lines or none")
 	fs.DurationVar(&o.progressInterval, "progress-interval", 10*time.Second, "interval of the progress lines")
 	fs.StringVar(&o.dlqTopic, "dlq-topic", deadletter.DefaultTopic, "topic on the source cluster for traces and documents the store rejects for good")
@@ -178,11 +178,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if embeddedBroker || embeddedStore {
 		// 'tracepipe run' holds this lock while it runs.
 		if _, err := os.Stat(o.dataDir); err != nil {
-			return fmt.Errorf("--data-dir: %w (without --kafka-brokers and --es-urls replay reads 'tracepipe run''s data directory)", err)
+			return fmt.Errorf("--data-dir: %w (without --kafka-brokers and --es-url replay reads 'tracepipe run''s data directory)", err)
 		}
 		lock, err := dirlock.Acquire(o.dataDir)
 		if err != nil {
-			return fmt.Errorf("%w (stop 'tracepipe run' first, or replay with --kafka-brokers and --es-urls beside it)", err)
+			return fmt.Errorf("%w (stop 'tracepipe run' first, or replay with --kafka-brokers and --es-url beside it)", err)
 		}
 		defer lock.Unlock()
 	}

@@ -71,10 +71,10 @@ type Config struct {
 // live idle and checkpoint intervals).
 func DefaultConfig() Config {
 	ac := aggregator.DefaultConfig()
-	ac.FlushInterval = time.Second
-	ac.CoarseInterval = 2 * time.Second
-	ac.CheckpointInterval = 2 * time.Second
-	ac.IdleTimeout = 3 * time.Second
+	ac.FlushInterval = 500 * time.Millisecond
+	ac.CoarseInterval = time.Second
+	ac.CheckpointInterval = time.Second
+	ac.IdleTimeout = time.Second
 	ic := ingest.DefaultConfig()
 	ic.MetricsAddr = ""
 	return Config{
@@ -491,14 +491,17 @@ func (r *run) drive(ctx context.Context, brokers []string, pdone <-chan error) e
 
 // settle is how long every private group must stay caught up, with no
 // topic growing, before the replay counts as drained: longer than any
-// stage can hold work back after its input stopped (the ingester's idle
-// timeout and max wait before emitting; the aggregator's idle flush,
-// checkpoint and coarse flush).
+// stage can hold work back once its group has committed its input's end.
+// The ingester commits no offset of a trace it still buffers, so its
+// commit interval is all it adds; the aggregator's map stage commits what
+// it processed while windows are still open, which its idle flush
+// publishes later, and the reducer writes coarse windows on its own
+// interval.
 func (r *run) settle() time.Duration {
 	ic, ac := r.cfg.Ingest, r.cfg.Aggregator
 	d := time.Duration(0)
 	if !r.cfg.Traces {
-		d = ic.IdleTimeout + ic.CommitInterval
+		d = ic.CommitInterval
 	}
 	if r.cfg.Aggregate {
 		d += ac.IdleTimeout + ac.FlushInterval + ac.CheckpointInterval + ac.CoarseInterval
