@@ -5,11 +5,15 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tracepipe/tracepipe/internal/config"
 )
 
 // errUsage marks an error caused by how the command was called (exit 2).
@@ -73,4 +77,31 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 1
 	}
 	return 0
+}
+
+// parseCommand parses a long-running command's flags (registered on fs by
+// register) and its --log-level, refusing positional arguments: help
+// is true when -h was asked (the usage is printed, nothing else to do).
+// Errors wrap errUsage.
+func parseCommand(name, usage string, args []string, stderr io.Writer, register func(fs *flag.FlagSet), logLevel *string) (fs *flag.FlagSet, level slog.Level, help bool, err error) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	register(fs)
+	if err := config.Parse(fs, args, nil); err != nil {
+		if err == flag.ErrHelp {
+			return fs, level, true, nil
+		}
+		return fs, level, false, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fs, level, false, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fs, level, false, fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	return fs, level, false, nil
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -148,25 +147,9 @@ func (o *replayOptions) parse() error {
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := defaultReplayOptions()
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, replayUsage, "\nflags:\n")
-		fs.PrintDefaults()
-	}
-	registerReplayFlags(fs, &o)
-	if err := config.Parse(fs, args, nil); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	_, level, help, err := parseCommand("replay", replayUsage, args, stderr, func(fs *flag.FlagSet) { registerReplayFlags(fs, &o) }, &o.logLevel)
+	if help || err != nil {
+		return err
 	}
 	if err := o.parse(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

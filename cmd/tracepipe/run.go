@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,27 +52,11 @@ docs/configuration.md.
 
 func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := defaultRunConfig()
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage, "\nflags:\n")
-		fs.PrintDefaults()
+	fs, level, help, err := parseCommand("run", runUsage, args, stderr, func(fs *flag.FlagSet) { registerRunFlags(fs, &cfg) }, &cfg.logLevel)
+	if help || err != nil {
+		return err
 	}
-	registerRunFlags(fs, &cfg)
-	logLevel, jaegerUI := &cfg.logLevel, &cfg.jaegerUI
-	if err := config.Parse(fs, args, nil); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
-	}
+	jaegerUI := &cfg.jaegerUI
 	if err := cfg.validate(fs); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
