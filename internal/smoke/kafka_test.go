@@ -2,6 +2,7 @@ package smoke
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func TestKafkaConsumerGroupResumesAfterCommit(t *testing.T) {
 	if len(want) != partitions {
 		t.Fatalf("messages landed on partitions %v, want all %d used", want, partitions)
 	}
-	if cm := kafkatest.Committed(t, brokers, group, topic, partitions); !equal(cm, want) {
+	if cm := kafkatest.Committed(t, brokers, group, topic, partitions); !maps.Equal(cm, want) {
 		t.Fatalf("committed %v, want %v", cm, want)
 	}
 
@@ -73,18 +74,6 @@ func TestKafkaConsumerGroupResumesAfterCommit(t *testing.T) {
 	if total != 39 {
 		t.Fatalf("committed offsets add up to %d, want 39", total)
 	}
-}
-
-func equal(a, b map[int]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func deleteTopic(t *testing.T, brokers []string, topic string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -469,7 +470,7 @@ func (r *run) drive(ctx context.Context, brokers []string, pdone <-chan error) e
 			}
 			if copyDone {
 				switch {
-				case !drained || !sameEnds(ends, lastEnds):
+				case !drained || !maps.Equal(ends, lastEnds):
 					quietSince = time.Time{}
 				case quietSince.IsZero():
 					quietSince = time.Now()
@@ -555,18 +556,6 @@ func (r *run) poll(ctx context.Context, priv *kafka.Admin, input string) (draine
 	r.processed = processed
 	r.mu.Unlock()
 	return drained, ends, nil
-}
-
-func sameEnds(a, b map[string]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func (r *run) setPhase(p Phase) {
