@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -25,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
@@ -156,17 +155,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		checks = append(checks, x.Check())
 	}
 
-	var srv *http.Server
-	srvDone := make(chan error, 1)
+	var srv *httpserver.Server
 	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+		if srv, err = httpserver.Listen(*metricsAddr, "--metrics-addr", kafka.Handler(reg, checks...), httpserver.Options{}); err != nil {
+			return err
 		}
-		srv = &http.Server{Handler: kafka.Handler(reg, checks...), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-		go func() { srvDone <- srv.Serve(ln) }()
-		log.Info("metrics", "addr", ln.Addr().String())
+		srv.Serve()
+		log.Info("metrics", "addr", srv.Addr())
 	}
 	c := agg.Config()
 	log.Info("aggregator starting", "brokers", c.Brokers, "traces", c.TracesTopic, "group", c.Group,
@@ -193,12 +188,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		all = append(all, e)
 	}
 	if srv != nil {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(sctx)
-		scancel()
-		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			all = append(all, err)
-		}
+		all = append(all, srv.Shutdown(5*time.Second))
 	}
 	log.Info("aggregator stopped")
 	return errors.Join(all...)

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -25,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 )
@@ -95,31 +95,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := col.Listen(); err != nil {
 		return err
 	}
-	var srv *http.Server
-	srvDone := make(chan error, 1)
+	var srv *httpserver.Server
 	if o.metricsAddr != "" {
-		ln, err := net.Listen("tcp", o.metricsAddr)
-		if err != nil {
-			col.Close()
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/healthz", col.HealthHandler())
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-		go func() { srvDone <- srv.Serve(ln) }()
-		log.Info("metrics", "addr", ln.Addr().String())
+		var err error
+		if srv, err = httpserver.Listen(o.metricsAddr, "--metrics-addr", mux, httpserver.Options{}); err != nil {
+			col.Close()
+			return err
+		}
+		srv.Serve()
+		log.Info("metrics", "addr", srv.Addr())
 	}
 	log.Info("collector starting", "brokers", cfg.Brokers, "topic", cfg.SpansTopic)
 	runErr := col.Run(ctx)
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(sctx)
-		cancel()
-		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			runErr = errors.Join(runErr, err)
-		}
+		runErr = errors.Join(runErr, srv.Shutdown(5*time.Second))
 	}
 	return runErr
 }

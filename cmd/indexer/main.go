@@ -19,8 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/deadletter"
 	"github.com/tracepipe/tracepipe/pipeline/index"
@@ -138,30 +137,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, listening func(ad
 	if err != nil {
 		return err
 	}
-	var srv *http.Server
-	srvDone := make(chan error, 1)
+	var srv *httpserver.Server
 	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+		if srv, err = httpserver.Listen(*metricsAddr, "--metrics-addr", kafka.Handler(reg, x.Check()), httpserver.Options{}); err != nil {
+			return err
 		}
-		srv = &http.Server{Handler: kafka.Handler(reg, x.Check()), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-		go func() { srvDone <- srv.Serve(ln) }()
-		log.Info("metrics", "addr", ln.Addr().String())
+		srv.Serve()
+		log.Info("metrics", "addr", srv.Addr())
 		if listening != nil {
-			listening(ln.Addr().String())
+			listening(srv.Addr())
 		}
 	}
 	log.Info("indexer starting", "brokers", cfg.Brokers, "topic", cfg.Topic, "group", cfg.Group)
 	runErr := x.Run(ctx)
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(sctx)
-		cancel()
-		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			runErr = errors.Join(runErr, err)
-		}
+		runErr = errors.Join(runErr, srv.Shutdown(5*time.Second))
 	}
 	log.Info("indexer stopped")
 	return runErr

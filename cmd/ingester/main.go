@@ -9,8 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracepipe/tracepipe/internal/config"
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 )
@@ -94,27 +93,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		go func() { defer close(govDone); gov.Run(govCtx) }()
 		defer func() { stopGov(); <-govDone }()
 	}
-	var srv *http.Server
-	srvDone := make(chan error, 1)
+	var srv *httpserver.Server
 	if cfg.MetricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+		if srv, err = httpserver.Listen(cfg.MetricsAddr, "--metrics-addr", in.Handler(reg), httpserver.Options{}); err != nil {
+			return err
 		}
-		srv = &http.Server{Handler: in.Handler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-		go func() { srvDone <- srv.Serve(ln) }()
-		log.Info("metrics", "addr", ln.Addr().String())
+		srv.Serve()
+		log.Info("metrics", "addr", srv.Addr())
 	}
 	log.Info("ingester starting", "brokers", cfg.Brokers, "spans", cfg.SpansTopic, "traces", cfg.TracesTopic, "group", cfg.Group)
 	runErr := in.Run(ctx)
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(sctx)
-		cancel()
-		if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			runErr = errors.Join(runErr, err)
-		}
+		runErr = errors.Join(runErr, srv.Shutdown(5*time.Second))
 	}
 	log.Info("ingester stopped")
 	return runErr

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/examples/feed"
 	"github.com/tracepipe/tracepipe/instrument/tracing"
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 )
@@ -165,15 +166,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}()
 
 	if *svcMetrics != "" {
-		ln, err := net.Listen("tcp", *svcMetrics)
+		srv, err := httpserver.Listen(*svcMetrics, "--services-metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), httpserver.Options{})
 		if err != nil {
-			return fmt.Errorf("--services-metrics: %w", err)
+			return err
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-		srvDone := make(chan struct{})
-		go func() { defer close(srvDone); srv.Serve(ln) }()
-		defer func() { srv.Close(); <-srvDone }()
+		srv.Serve()
+		defer srv.Shutdown(time.Second)
 	}
 
 	sys, err := feed.Start(ctx, feed.Config{Brokers: brokers, SlowShard: *slowShard, ShardLatency: *shardTime, SlowFactor: *slowFactor,

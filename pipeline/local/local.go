@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tracepipe/tracepipe/internal/httpserver"
 	"github.com/tracepipe/tracepipe/pipeline/collector"
 	"github.com/tracepipe/tracepipe/pipeline/ingest"
 	"github.com/tracepipe/tracepipe/pipeline/kafka"
@@ -222,27 +223,24 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	}
 
 	// HTTP listeners first, so a taken port fails before any stage starts.
-	var servers []*http.Server
-	var lns []net.Listener
+	var servers []*httpserver.Server
 	listen := func(addr string, h http.Handler, what string) error {
 		if addr == "" || h == nil {
 			return nil
 		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		lns = append(lns, ln)
 		// The write timeout exceeds the query API's longest queue wait plus
 		// budget (query.DefaultLimits), with room to send the answer.
-		servers = append(servers, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute})
-		log.Info(what, "addr", ln.Addr().String())
+		srv, err := httpserver.Listen(addr, what, h, httpserver.Options{WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, srv)
+		log.Info(what, "addr", srv.Addr())
 		return nil
 	}
 	closeListeners := func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, srv := range servers {
+			srv.Shutdown(0)
 		}
 	}
 	// The collector is built (no sockets yet) before /healthz, which
@@ -282,7 +280,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(stages)+len(servers))
+	errs := make(chan error, len(stages))
 	for _, s := range stages {
 		wg.Add(1)
 		go func() {
@@ -293,16 +291,8 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 			}
 		}()
 	}
-	var srvWG sync.WaitGroup
-	for i, srv := range servers {
-		srvWG.Add(1)
-		go func() {
-			defer srvWG.Done()
-			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("http %s: %w", lns[i].Addr(), err)
-				cancel()
-			}
-		}()
+	for _, srv := range servers {
+		srv.Serve()
 	}
 	if ready != nil {
 		ready(brokers)
@@ -310,15 +300,14 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 	<-runCtx.Done()
 	log.Info("stopping")
 
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	var all []error
 	for _, srv := range servers {
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(5 * time.Second); err != nil {
+			all = append(all, fmt.Errorf("http %s: %w", srv.Addr(), err))
+		}
 	}
-	scancel()
-	srvWG.Wait()
 	wg.Wait()
 	close(errs)
-	var all []error
 	for e := range errs {
 		all = append(all, e)
 	}
