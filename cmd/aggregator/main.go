@@ -139,7 +139,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer store.Close()
 
-	agg, err := aggregator.New(*cfg, store, aggregator.Options{Logger: log.With("stage", "aggregator"), Registry: reg})
+	agg, err := aggregator.New(*cfg, store, aggregator.Options{Logger: log.With("component", "aggregator"), Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	stages := []stage{agg}
 	checks := agg.Checks() // /healthz: the map and reduce groups, and the indexer's
 	if *indexTraces {
-		x, err := index.New(*icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
+		x, err := index.New(*icfg, store, index.Options{Logger: log.With("component", "indexer"), Registry: reg, DeadLetter: dl})
 		if err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, listening func(ad
 	}
 	defer store.Close()
 
-	x, err := index.New(*cfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
+	x, err := index.New(*cfg, store, index.Options{Logger: log.With("component", "indexer"), Registry: reg, DeadLetter: dl})
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 			icfg.ClientConfig = cfg.ClientConfig
 			icfg.Brokers = brokers
 			icfg.Topic = cfg.Ingest.TracesTopic
-			x, err := index.New(icfg, store, index.Options{Logger: log.With("stage", "indexer"), Registry: reg, DeadLetter: dl})
+			x, err := index.New(icfg, store, index.Options{Logger: log.With("component", "indexer"), Registry: reg, DeadLetter: dl})
 			if err != nil {
 				return nil, err
 			}
@@ -134,7 +134,7 @@ func runRun(ctx context.Context, args []string, stderr io.Writer) error {
 			acfg.Brokers = brokers
 			acfg.TracesTopic = cfg.Ingest.TracesTopic
 			acfg.PartialsPartitions = cfg.Partitions
-			agg, err := aggregator.New(acfg, store, aggregator.Options{Logger: log.With("stage", "aggregator"), Registry: reg})
+			agg, err := aggregator.New(acfg, store, aggregator.Options{Logger: log.With("component", "aggregator"), Registry: reg})
 			if err != nil {
 				return nil, err
 			}

@@ -200,11 +200,11 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 		rcfg := icfg
 		rcfg.RekeyTo, rcfg.Group = cfg.RekeyTo, icfg.Group+"-rekey"
 		icfg.SpansTopic, icfg.Encoding = cfg.RekeyTo, wire.JaegerProto // what the re-key stage writes
-		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("stage", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg), GroupRegistry: reg, Stage: "rekeyer"}); err != nil {
+		if rekeyer, err = ingest.New(rcfg, ingest.Options{Logger: log.With("component", "rekeyer"), Registry: prometheus.WrapRegistererWithPrefix("rekey_", reg), GroupRegistry: reg, Stage: "rekeyer"}); err != nil {
 			return fmt.Errorf("rekeyer: %w", err)
 		}
 	}
-	in, err := ingest.New(icfg, ingest.Options{Logger: log.With("stage", "ingester"), Registry: reg})
+	in, err := ingest.New(icfg, ingest.Options{Logger: log.With("component", "ingester"), Registry: reg})
 	if err != nil {
 		return fmt.Errorf("ingester: %w", err)
 	}
@@ -251,7 +251,7 @@ func Run(ctx context.Context, cfg Config, deps Deps, ready func(brokers []string
 		ccfg := cfg.Collector
 		ccfg.ClientConfig = client
 		ccfg.SpansTopic = cfg.Ingest.SpansTopic
-		if col, err = collector.New(ccfg, collector.Options{Logger: log.With("stage", "collector"), Registry: reg}); err != nil {
+		if col, err = collector.New(ccfg, collector.Options{Logger: log.With("component", "collector"), Registry: reg}); err != nil {
 			return fmt.Errorf("collector: %w", err)
 		}
 		health = append(slices.Clip(stages), namedStage{"collector", col})

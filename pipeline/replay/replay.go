@@ -337,7 +337,7 @@ func (r *run) run(ctx context.Context) (Summary, error) {
 		if cfg.Index {
 			xc := cfg.Indexer
 			xc.ClientConfig, xc.Topic, xc.Group = priv, privTraces, grpIndex
-			x, err := index.New(xc, r.filter, index.Options{Logger: r.log.With("stage", "replay-indexer"), Registry: r.reg, DeadLetter: r.deps.DeadLetter})
+			x, err := index.New(xc, r.filter, index.Options{Logger: r.log.With("component", "replay-indexer"), Registry: r.reg, DeadLetter: r.deps.DeadLetter})
 			if err != nil {
 				return nil, err
 			}
@@ -348,7 +348,7 @@ func (r *run) run(ctx context.Context) (Summary, error) {
 			ac.ClientConfig, ac.TracesTopic, ac.Group = priv, privTraces, grpMap
 			ac.PartialsTopic, ac.ReduceGroup, ac.PartialsPartitions = privPartials, grpReduce, len(r.st.Partitions)
 			ac.NoMap, ac.NoReduce = false, false
-			a, err := aggregator.New(ac, staging, aggregator.Options{Logger: r.log.With("stage", "replay-aggregator"), Registry: r.reg})
+			a, err := aggregator.New(ac, staging, aggregator.Options{Logger: r.log.With("component", "replay-aggregator"), Registry: r.reg})
 			if err != nil {
 				return nil, err
 			}
