@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -82,6 +83,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		b.StartTimer()
+		stopProfile := startProfile(b, i)
 		c0, t0 := processCPU(), time.Now()
 		go func() { done <- a.Run(ctx) }()
 		// The clock stops when the map group has committed the whole traces
@@ -99,6 +101,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		}
 		cpu += processCPU() - c0
 		wall += time.Since(t0)
+		stopProfile()
 		waitFor(b, exp, store, 10*time.Minute)
 		b.StopTimer()
 		cancel()
@@ -110,6 +113,31 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
+}
+
+// startProfile starts a CPU profile of the measured part of run i when
+// TRACEPIPE_BENCH_AGG_CPUPROFILE names a file (run i writes file.i; go
+// test's -cpuprofile would include the generation of the traces and the
+// final check). The returned function stops it.
+func startProfile(b *testing.B, i int) func() {
+	path := os.Getenv("TRACEPIPE_BENCH_AGG_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path + "." + strconv.Itoa(i))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("cpu profile: %v (not together with -cpuprofile)", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // topicEnds returns the end offset of each partition.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/DataDog/sketches-go/ddsketch/pb/sketchpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -394,8 +395,105 @@ func decodeSketch(r *reader) (Sketch, error) {
 }
 
 // ProtoBytes serializes s as a sketches-go DDSketch protobuf message (the
-// form model.Distribution.Sketch documents).
+// form model.Distribution.Sketch documents): the bytes the protobuf
+// runtime's deterministic marshalling gives (protoBytesReflect, which the
+// tests compare it with), written directly, without building the message
+// and its bin map (the reduce stage writes one per distribution of every
+// rollup it writes).
 func (s *Sketch) ProtoBytes() []byte {
+	lo, hi, k := s.nonZeroRange()
+	dense := k > 0 && int(hi-lo)+1 <= 2*k
+	// The positive store's body: sparse map entries (key: zigzag32, field
+	// 1; value: double, field 2; 2+5+9 bytes at most each) or the packed
+	// contiguous counts (field 2) and their offset (field 3).
+	var body int
+	switch {
+	case k == 0:
+	case dense:
+		n := 8 * (int(hi-lo) + 1)
+		body = 1 + protowire.SizeVarint(uint64(n)) + n
+		if lo != 0 {
+			body += 1 + protowire.SizeVarint(protowire.EncodeZigZag(int64(lo)))
+		}
+	default:
+		s.each(func(i int32, _ int64) {
+			e := 1 + protowire.SizeVarint(protowire.EncodeZigZag(int64(i))) + 1 + 8
+			body += 1 + protowire.SizeVarint(uint64(e)) + e
+		})
+	}
+	size := len(sketchMappingProto) + 1 + protowire.SizeVarint(uint64(body)) + body + 2
+	if s.zero != 0 {
+		size += 9
+	}
+	b := make([]byte, 0, size)
+	b = append(b, sketchMappingProto...)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(body))
+	switch {
+	case k == 0:
+	case dense:
+		n := int(hi-lo) + 1
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(8*n))
+		next := lo
+		s.each(func(i int32, c int64) {
+			for ; next < i; next++ {
+				b = protowire.AppendFixed64(b, 0)
+			}
+			b = protowire.AppendFixed64(b, math.Float64bits(float64(c)))
+			next = i + 1
+		})
+		if lo != 0 {
+			b = protowire.AppendTag(b, 3, protowire.VarintType)
+			b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(lo)))
+		}
+	default:
+		s.each(func(i int32, c int64) {
+			zz := protowire.EncodeZigZag(int64(i))
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(1+protowire.SizeVarint(zz)+1+8))
+			b = protowire.AppendTag(b, 1, protowire.VarintType)
+			b = protowire.AppendVarint(b, zz)
+			b = protowire.AppendTag(b, 2, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, math.Float64bits(float64(c)))
+		})
+	}
+	b = append(b, 3<<3|byte(protowire.BytesType), 0) // empty negative store
+	if s.zero != 0 {
+		b = protowire.AppendTag(b, 4, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, math.Float64bits(float64(s.zero)))
+	}
+	return b
+}
+
+// sketchMappingProto is the DDSketch message's mapping field (1) as the
+// protobuf runtime writes it.
+var sketchMappingProto = func() []byte {
+	m, err := proto.MarshalOptions{Deterministic: true}.Marshal(sketchMapping.ToProto())
+	if err != nil {
+		panic("BUG: marshal sketch mapping: " + err.Error())
+	}
+	b := protowire.AppendTag(nil, 1, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(m)))
+	return append(b, m...)
+}()
+
+// nonZeroRange returns the lowest and highest index of the bins with
+// non-zero counts and their number (0: none).
+func (s *Sketch) nonZeroRange() (lo, hi int32, k int) {
+	s.each(func(i int32, _ int64) {
+		if k == 0 {
+			lo = i
+		}
+		hi = i
+		k++
+	})
+	return lo, hi, k
+}
+
+// protoBytesReflect is ProtoBytes through the protobuf runtime: the
+// reference the tests compare ProtoBytes with.
+func (s *Sketch) protoBytesReflect() []byte {
 	pb := &sketchpb.DDSketch{
 		Mapping:        sketchMapping.ToProto(),
 		PositiveValues: &sketchpb.Store{},

@@ -1,6 +1,8 @@
 package rollup
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -190,5 +192,66 @@ func BenchmarkSketchAdd(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		s.Add(vals[i&1023])
+	}
+}
+
+// TestSketchProtoBytesExact checks that ProtoBytes writes exactly the bytes
+// of the protobuf runtime's deterministic marshalling, in both store forms,
+// with and without zero counts, offset 0 and sparse index 0 included.
+func TestSketchProtoBytesExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	cases := []struct {
+		name string
+		vals []int64
+	}{
+		{"empty", nil},
+		{"only zeros", []int64{0, -3, 0}},
+		{"one value", []int64{1234567}},
+		{"index 0 and 1ns", []int64{1, 1, 2}},
+		{"index 0, sparse", []int64{1, 1e12, 5e3}},
+	}
+	for n := 1; n <= 400; n = n*2 + 1 {
+		for _, spread := range []float64{0.1, 2, 8} {
+			vals := make([]int64, n)
+			for i := range vals {
+				vals[i] = int64(1e6 * math.Exp(spread*rng.NormFloat64()))
+				if rng.IntN(20) == 0 {
+					vals[i] = 0
+				}
+			}
+			cases = append(cases, struct {
+				name string
+				vals []int64
+			}{fmt.Sprintf("n=%d spread=%v", n, spread), vals})
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var s Sketch
+			for _, v := range c.vals {
+				s.Add(v)
+			}
+			// Counts above one and removals leave the forms' edge cases
+			// (empty bins inside the dense range, zero sparse counts).
+			for i, v := range c.vals {
+				if i%3 == 0 {
+					s.AddN(v, 2)
+				}
+				if i%7 == 1 {
+					s.AddN(v, -1)
+				}
+			}
+			got, want := s.ProtoBytes(), s.protoBytesReflect()
+			if !bytes.Equal(got, want) {
+				t.Fatalf("ProtoBytes:\n%x\nprotobuf runtime:\n%x", got, want)
+			}
+			back, err := SketchFromProto(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !back.Equal(&s) {
+				t.Fatal("read back differs")
+			}
+		})
 	}
 }
