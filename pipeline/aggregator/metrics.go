@@ -89,8 +89,10 @@ type Metrics struct {
 	limit  int
 	mu     sync.Mutex
 	series map[[3]string]*opSeries
-	edges  map[[2]string]bool
-	now    func() time.Time // exemplar throttling's clock
+	edges  map[[2]string]*edgeSeries
+	// edgeOverflow counts the edges beyond limit.
+	edgeOverflow *edgeSeries
+	now          func() time.Time // exemplar throttling's clock
 }
 
 // exemplarEvery is how often a span-metric series takes a new exemplar. A
@@ -146,7 +148,7 @@ func newMetrics(reg prometheus.Registerer, limit int) *Metrics {
 		limit:          limit,
 		series:         map[[3]string]*opSeries{},
 		now:            time.Now,
-		edges:          map[[2]string]bool{},
+		edges:          map[[2]string]*edgeSeries{},
 	}
 	for _, st := range []string{"map", "reduce"} {
 		m.partitions.WithLabelValues(st)
@@ -168,12 +170,10 @@ func (m *Metrics) collectors() []prometheus.Collector {
 
 // opLabels applies the series limit: the first MaxMetricSeries label sets
 // keep their labels, later ones become __overflow__ (kind is kept). It
-// returns the series and whether this observation should carry an exemplar
-// (the series' first, then one per exemplarEvery).
-func (m *Metrics) opLabels(svc, op, kind string) (*opSeries, bool) {
+// returns the series and whether an observation at now should carry an
+// exemplar (the series' first, then one per exemplarEvery). m.mu is held.
+func (m *Metrics) opLabels(svc, op, kind string, now time.Time) (*opSeries, bool) {
 	k := [3]string{svc, op, kind}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	se := m.series[k]
 	if se == nil {
 		if len(m.series) >= m.limit {
@@ -187,7 +187,6 @@ func (m *Metrics) opLabels(svc, op, kind string) (*opSeries, bool) {
 			m.series[k] = se // overflow keys may take the map one past the limit per kind
 		}
 	}
-	now := m.now()
 	if !se.exemplarAt.IsZero() && now.Sub(se.exemplarAt) < exemplarEvery {
 		return se, false
 	}
@@ -195,35 +194,80 @@ func (m *Metrics) opLabels(svc, op, kind string) (*opSeries, bool) {
 	return se, true
 }
 
-func (m *Metrics) edgeLabels(caller, callee string) (string, string) {
-	k := [2]string{caller, callee}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.edges[k] || len(m.edges) < m.limit {
-		m.edges[k] = true
-		return caller, callee
-	}
-	m.seriesOverflow.Inc()
-	return overflow, overflow
+// edgeSeries is one (caller, callee) series of the edge metrics; errors is
+// made at the edge's first failed call. m.mu guards the fields.
+type edgeSeries struct {
+	caller, callee string
+	calls, errors  prometheus.Counter
 }
 
-// observe records the spans of a trace seen for the first time.
+// edgeLabels applies the series limit to edge metrics as opLabels does
+// (both labels become __overflow__). m.mu is held.
+func (m *Metrics) edgeLabels(caller, callee string) *edgeSeries {
+	k := [2]string{caller, callee}
+	es := m.edges[k]
+	if es == nil {
+		if len(m.edges) >= m.limit {
+			m.seriesOverflow.Inc()
+			if m.edgeOverflow == nil {
+				m.edgeOverflow = &edgeSeries{caller: overflow, callee: overflow, calls: m.edgeCalls.WithLabelValues(overflow, overflow)}
+			}
+			return m.edgeOverflow
+		}
+		es = &edgeSeries{caller: caller, callee: callee, calls: m.edgeCalls.WithLabelValues(caller, callee)}
+		m.edges[k] = es
+	}
+	return es
+}
+
+// spanSeries is where observe counts one span.
+type spanSeries struct {
+	op       *opSeries
+	exemplar bool
+	edge     *edgeSeries // nil: no edge to another service
+}
+
+// smallTrace: traces up to this many spans find parents by a linear scan
+// rather than a map.
+const smallTrace = 32
+
+// observe records the spans of a trace seen for the first time. The series
+// of all its spans are looked up under one lock, with one clock reading.
 func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
-	var ex prometheus.Labels // made once per trace, when a series takes an exemplar
+	spans := at.Trace.Spans
+	var buf [smallTrace]spanSeries
+	ss := buf[:0]
 	var byID map[model.SpanID]*model.Span
-	if edges {
-		byID = make(map[model.SpanID]*model.Span, len(at.Trace.Spans))
-		for _, sp := range at.Trace.Spans {
+	if edges && len(spans) > smallTrace {
+		byID = make(map[model.SpanID]*model.Span, len(spans))
+		for _, sp := range spans {
 			byID[sp.SpanID] = sp
 		}
 	}
-	for i, sp := range at.Trace.Spans {
+	m.mu.Lock()
+	now := m.now()
+	for _, sp := range spans {
 		kind := sp.Kind.String()
 		if kind == "" {
 			kind = "unspecified"
 		}
-		se, withExemplar := m.opLabels(sp.Process.ServiceName, sp.Operation, kind)
-		if withExemplar {
+		var s spanSeries
+		s.op, s.exemplar = m.opLabels(sp.Process.ServiceName, sp.Operation, kind, now)
+		if edges {
+			if p := parentOf(sp, spans, byID); p != nil && p.Process.ServiceName != sp.Process.ServiceName {
+				s.edge = m.edgeLabels(p.Process.ServiceName, sp.Process.ServiceName)
+				if sp.IsError() && s.edge.errors == nil {
+					s.edge.errors = m.edgeErr.WithLabelValues(s.edge.caller, s.edge.callee)
+				}
+			}
+		}
+		ss = append(ss, s)
+	}
+	m.mu.Unlock()
+	var ex prometheus.Labels // made once per trace, when a series takes an exemplar
+	for i, sp := range spans {
+		se := ss[i].op
+		if ss[i].exemplar {
 			if ex == nil {
 				ex = prometheus.Labels{"trace_id": at.Trace.TraceID.String()}
 			}
@@ -241,19 +285,32 @@ func (m *Metrics) observe(at *model.AssembledTrace, edges bool) {
 		if sp.IsError() {
 			se.errors.Inc()
 		}
-		if !edges {
-			continue
-		}
-		if pid, _, ok := sp.ParentSpanID(); ok {
-			if p := byID[pid]; p != nil && p.Process.ServiceName != sp.Process.ServiceName {
-				caller, callee := m.edgeLabels(p.Process.ServiceName, sp.Process.ServiceName)
-				m.edgeCalls.WithLabelValues(caller, callee).Inc()
-				if sp.IsError() {
-					m.edgeErr.WithLabelValues(caller, callee).Inc()
-				}
+		if e := ss[i].edge; e != nil {
+			e.calls.Inc()
+			if sp.IsError() {
+				e.errors.Inc()
 			}
 		}
 	}
+}
+
+// parentOf returns sp's parent among spans (through byID when not nil),
+// nil for a root or a parent not in the trace.
+func parentOf(sp *model.Span, spans []*model.Span, byID map[model.SpanID]*model.Span) *model.Span {
+	pid, _, ok := sp.ParentSpanID()
+	if !ok {
+		return nil
+	}
+	if byID != nil {
+		return byID[pid]
+	}
+	// The map kept the last span of an ID.
+	for i := len(spans) - 1; i >= 0; i-- {
+		if spans[i].SpanID == pid {
+			return spans[i]
+		}
+	}
+	return nil
 }
 
 // partitionCounters turns a Partition's cumulative counters into metric
