@@ -88,6 +88,8 @@ type pbDecoder struct {
 	runList    kvList           // whose run is open
 	runInBlock bool             // run still lies at the front of block
 	logFields  []model.KeyValue // the last closed log run
+
+	procs *processCache // nil: every process is decoded
 }
 
 // kvList names the lists key-values belong to.
@@ -401,6 +403,12 @@ func (d *pbDecoder) decode(sp *model.Span, block []model.KeyValue) bool {
 //     decode spans that live and die together (a trace being emitted).
 //   - Check validates a message exactly as Decode would and returns its IDs,
 //     allocating nothing once warmed up.
+//   - Processes are remembered by their bytes (Jaeger writes the whole
+//     process into every span; a service's spans carry the same one): a
+//     process seen before is neither validated nor decoded again, and the
+//     spans Decode returns for it share one Process value, its strings and
+//     tag array held by the decoder's copy of the bytes, not by b. Callers
+//     must not modify a decoded span's Process.Tags in place.
 //
 // Unlike DecodeJaegerProto, neither makes a first pass to count what to
 // allocate.
@@ -416,6 +424,48 @@ type JaegerProtoDecoder struct {
 	scratch     spanWithRef
 	scratchKVs  []model.KeyValue
 	scratchLogs []model.Log
+
+	procs processCache
+}
+
+// processCache maps the bytes of process messages already seen to their
+// decoded form. Entries own a copy of the bytes and are never modified,
+// so spans may share them after they are forgotten.
+type processCache struct {
+	m map[string]*model.Process
+}
+
+// maxCachedProcesses bounds a processCache (about 200 B each for a process
+// with three tags): past it the cache starts afresh.
+const maxCachedProcesses = 4096
+
+// get returns the decoded process of the process message b, decoding and
+// remembering it when it is new, or nil when b does not decode (the
+// caller's own decoding then reports why, with the span's offsets).
+func (c *processCache) get(b []byte) *model.Process {
+	if p := c.m[string(b)]; p != nil {
+		return p
+	}
+	own := string(b)
+	var sp model.Span
+	d := pbDecoder{b: unsafe.Slice(unsafe.StringData(own), len(own)), str: own, sp: &sp}
+	if n := countField2(b); n > 0 {
+		d.block = make([]model.KeyValue, n)
+	}
+	ok := d.process(fieldHdr{num: 10, typ: protowire.BytesType, vs: 0, ve: len(own)}, &sp.Process)
+	d.closeRun()
+	if !ok {
+		return nil
+	}
+	p := &model.Process{ServiceName: sp.Process.ServiceName, Tags: sp.Process.Tags[:len(sp.Process.Tags):len(sp.Process.Tags)]}
+	if len(p.Tags) == 0 {
+		p.Tags = nil // as normalizeSpan leaves it
+	}
+	if c.m == nil || len(c.m) >= maxCachedProcesses {
+		c.m = make(map[string]*model.Process)
+	}
+	c.m[own] = p
+	return p
 }
 
 // Block sizes: large enough to amortise allocation, small enough that a
@@ -445,7 +495,7 @@ func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 	sp := &x.span
 	sp.References = x.ref[:0:1]
 	sp.Logs = j.logs[:0:len(j.logs)]
-	d := pbDecoder{b: b, str: aliasString(b)}
+	d := pbDecoder{b: b, str: aliasString(b), procs: &j.procs}
 	ok := d.decode(sp, j.kvs)
 	used := len(j.kvs) - len(d.block)
 	if !ok {
@@ -474,7 +524,7 @@ func (j *JaegerProtoDecoder) Check(b []byte) (model.TraceID, model.SpanID, error
 	sp := &j.scratch.span
 	sp.References = j.scratch.ref[:0:1]
 	sp.Logs = j.scratchLogs[:0]
-	d := pbDecoder{b: b, str: aliasString(b)}
+	d := pbDecoder{b: b, str: aliasString(b), procs: &j.procs}
 	ok := d.decode(sp, j.scratchKVs)
 	traceID, spanID := sp.TraceID, sp.SpanID
 	// Keep nothing of b.
@@ -634,6 +684,13 @@ func (d *pbDecoder) span(sp *model.Span) bool {
 					return d.wrap(spanFields, 9)
 				}
 			case 10:
+				// The first process field (a repeated one merges into it).
+				if d.procs != nil && sp.Process.ServiceName == "" && sp.Process.Tags == nil && d.runList != processList {
+					if p := d.procs.get(d.b[h.vs:h.ve]); p != nil {
+						sp.Process = *p
+						continue
+					}
+				}
 				if !d.process(h, &sp.Process) {
 					return d.wrap(spanFields, 10)
 				}

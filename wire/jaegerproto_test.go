@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tracepipe/tracepipe/model"
@@ -140,5 +141,89 @@ func TestJaegerProtoCheckAllocatesNothing(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Errorf("Check allocates %.1f times per message, want 0", allocs)
+	}
+}
+
+// TestJaegerProtoDecoderSharesProcesses: spans whose process bytes were
+// seen before share one decoded Process, which holds none of their
+// messages; a repeated process field still merges into the first, and an
+// invalid process is reported as without the cache.
+func TestJaegerProtoDecoderSharesProcesses(t *testing.T) {
+	encode := func(s *model.Span) []byte {
+		t.Helper()
+		b, err := EncodeJaegerProto(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	procField := func(service string, tags ...string) []byte {
+		var p []byte
+		if service != "" {
+			p = protowire.AppendTag(p, 1, protowire.BytesType)
+			p = protowire.AppendString(p, service)
+		}
+		for _, k := range tags {
+			kv := protowire.AppendTag(nil, 1, protowire.BytesType)
+			kv = protowire.AppendString(kv, k)
+			kv = protowire.AppendTag(kv, 3, protowire.BytesType)
+			kv = protowire.AppendString(kv, "v-"+k)
+			p = protowire.AppendTag(p, 2, protowire.BytesType)
+			p = protowire.AppendBytes(p, kv)
+		}
+		return protowire.AppendBytes(protowire.AppendTag(nil, 10, protowire.BytesType), p)
+	}
+	base := realisticSpan()
+	other := realisticSpan()
+	other.Process.ServiceName, other.SpanID = "billing", 7
+	noProc := realisticSpan()
+	noProc.Process = model.Process{}
+	cases := []struct {
+		name string
+		msg  []byte
+	}{
+		{"first", encode(base)},
+		{"same process", encode(base)},
+		{"another process", encode(other)},
+		{"first again", encode(base)},
+		{"no process", encode(noProc)},
+		{"process without service, then a second process", append(append(encode(noProc), procField("", "a")...), procField("svc", "b")...)},
+		{"a known process, then a second process", append(append(encode(noProc), procField("svc", "b")...), procField("", "c")...)},
+		{"the merged processes again", append(append(encode(noProc), procField("svc", "b")...), procField("", "c")...)},
+		{"invalid UTF-8 in a process tag", append(encode(noProc), procField("svc", "\xff")...)},
+		{"invalid UTF-8 again", append(encode(noProc), procField("svc", "\xff")...)},
+	}
+	var dec JaegerProtoDecoder
+	var kept []*model.Span
+	var msgs [][]byte
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want, wantErr := DecodeJaegerProto(c.msg)
+			checkBulk(t, &dec, c.msg, want, wantErr)
+			if wantErr != nil {
+				return
+			}
+			own := append([]byte(nil), c.msg...)
+			got, err := dec.Decode(own)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, msgs = append(kept, got), append(msgs, own)
+		})
+	}
+	if &kept[0].Process.Tags[0] != &kept[1].Process.Tags[0] || &kept[0].Process.Tags[0] != &kept[3].Process.Tags[0] {
+		t.Error("spans with the same process bytes do not share its tags")
+	}
+	if &kept[0].Process.Tags[0] == &kept[2].Process.Tags[0] {
+		t.Error("spans with different processes share tags")
+	}
+	// The shared processes hold none of the messages: overwrite them.
+	for _, m := range msgs {
+		clear(m)
+	}
+	for i, want := range []*model.Span{base, base, other, base} {
+		if !reflect.DeepEqual(kept[i].Process, want.Process) {
+			t.Errorf("span %d: process %+v after its message was overwritten, want %+v", i, kept[i].Process, want.Process)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -24,13 +26,19 @@ import (
 // tunes it (TuneGC; set GOGC to measure otherwise). spans/cpu-s is spans
 // per CPU-second of this process (the broker runs in its own process), i.e.
 // per ingester core. Each iteration processes the whole workload; run with
-// -benchtime=1x.
+// -benchtime=1x. The workload is 10,000 traces (197,000 spans);
+// TRACEPIPE_BENCH_INGEST_TRACES and TRACEPIPE_BENCH_INGEST_SEED choose
+// another (26000 and 1: issue 16's 515,946 spans).
+// TRACEPIPE_BENCH_INGEST_CPUPROFILE names a file for a CPU profile of the
+// measured part of the last iteration (the workload's generation and
+// publication excluded).
 func BenchmarkEndToEnd(b *testing.B) {
 	if os.Getenv(testenv.EnvKafka) == "" {
 		b.Skip(testenv.HowToStart)
 	}
 	brokers := testenv.KafkaBrokers(b)
 	const partitions = 4
+	traces, seed := benchEnvInt(b, "TRACEPIPE_BENCH_INGEST_TRACES", 10000), benchEnvInt(b, "TRACEPIPE_BENCH_INGEST_SEED", 99)
 	keepGC(b) // TuneGC below changes the process's collector
 	b.ReportAllocs()
 	var spans int
@@ -44,7 +52,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// The workload is generated and published per iteration and let go
 		// before the clock starts, so that the garbage collector sees only
 		// the ingester's heap, as in an ingester process.
-		w := tracegen.Generate(tracegen.Config{Seed: 99, Traces: 10000, Interleave: 50})
+		w := tracegen.Generate(tracegen.Config{Seed: uint64(seed), Traces: traces, Interleave: 50})
 		workloadSpans := w.Truth().Spans
 		enc, _ := tracegen.EncoderFor(wire.JaegerProto)
 		msgs, err := tracegen.Messages(w.Order(), wire.JaegerProto, enc, 1, false)
@@ -80,6 +88,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Logf("GC tuned as in cmd/ingester: GOGC=%d", gogc)
 		}
 		runtime.GC()
+		stopProfile := benchProfile(b, i == b.N-1)
 		b.StartTimer()
 		cpu0, t0 := cpuTime(), time.Now()
 		go func() { done <- ing.Run(ctx) }()
@@ -96,6 +105,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		cpu += cpuTime() - cpu0
 		wall += time.Since(t0)
+		stopProfile()
 		spans += workloadSpans
 		b.StopTimer()
 		cancel()
@@ -105,6 +115,42 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")
+}
+
+// benchProfile starts the CPU profile TRACEPIPE_BENCH_INGEST_CPUPROFILE
+// names when last is true and returns what stops it.
+func benchProfile(b *testing.B, last bool) (stop func()) {
+	name := os.Getenv("TRACEPIPE_BENCH_INGEST_CPUPROFILE")
+	if name == "" || !last {
+		return func() {}
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// benchEnvInt reads a positive integer from the environment variable name,
+// or returns def when it is unset.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
 }
 
 func cpuTime() time.Duration {

@@ -59,9 +59,10 @@ func Encode(dst []byte, t *model.AssembledTrace) []byte {
 	if !t.EmittedAt.IsZero() {
 		dst = appendInt(dst, fEmittedAt, t.EmittedAt.UnixNano())
 	}
+	var procs processRanges
 	for _, s := range t.Trace.Spans {
 		start := beginNested(&dst, fSpans)
-		dst = AppendSpan(dst, s)
+		dst = appendSpan(dst, s, &procs)
 		dst = endNested(dst, start)
 	}
 	start := beginNested(&dst, fAnalysis)
@@ -166,6 +167,63 @@ const (
 // AppendSpan appends the body of a tracepipe.v1.Span message for s (without
 // its own tag and length) to dst.
 func AppendSpan(dst []byte, s *model.Span) []byte {
+	return appendSpan(dst, s, nil)
+}
+
+// processRanges remembers where the processes of a trace's spans were
+// encoded, so that a span sharing an earlier span's Process (the same
+// service name and tag array, as decoders give the spans of one process)
+// copies its bytes instead of encoding it again. The bytes are copied
+// into buf (dst is no place to keep them: endNested moves span bodies).
+type processRanges struct {
+	n    int
+	ents [8]processRange
+	used int
+	buf  [1024]byte
+}
+
+type processRange struct {
+	tags    *model.KeyValue
+	nTags   int
+	service string
+	from    int // the process field (tag, length, body) is buf[from:to]
+	to      int
+}
+
+// find returns the encoded process field of an earlier span with p's
+// service name and tag array, or nil.
+func (r *processRanges) find(p *model.Process) []byte {
+	if r == nil || len(p.Tags) == 0 {
+		return nil
+	}
+	tags := &p.Tags[0]
+	for i := range min(r.n, len(r.ents)) {
+		e := &r.ents[i]
+		if e.tags == tags && e.nTags == len(p.Tags) && e.service == p.ServiceName {
+			return r.buf[e.from:e.to]
+		}
+	}
+	return nil
+}
+
+func (r *processRanges) add(p *model.Process, b []byte) {
+	if r == nil || len(p.Tags) == 0 {
+		return
+	}
+	if len(b) > len(r.buf)-r.used {
+		if len(b) > len(r.buf)/4 {
+			return
+		}
+		// Start the buffer afresh: forget every entry.
+		r.n, r.used, r.ents = 0, 0, [len(r.ents)]processRange{}
+	}
+	copy(r.buf[r.used:], b)
+	r.ents[r.n%len(r.ents)] = processRange{tags: &p.Tags[0], nTags: len(p.Tags), service: p.ServiceName, from: r.used, to: r.used + len(b)}
+	r.used += len(b)
+	r.n++
+}
+
+func appendSpan(dst []byte, s *model.Span, procs *processRanges) []byte {
 	id := s.TraceID.Bytes()
 	dst = protowire.AppendTag(dst, sTraceID, protowire.BytesType)
 	dst = protowire.AppendBytes(dst, id[:])
@@ -204,12 +262,18 @@ func AppendSpan(dst []byte, s *model.Span) []byte {
 		dst = endNested(dst, start)
 	}
 	if s.Process.ServiceName != "" || len(s.Process.Tags) > 0 {
-		start := beginNested(&dst, sProcess)
-		dst = appendString(dst, 1, s.Process.ServiceName)
-		for i := range s.Process.Tags {
-			dst = appendKeyValue(dst, 2, &s.Process.Tags[i])
+		if b := procs.find(&s.Process); b != nil {
+			dst = append(dst, b...)
+		} else {
+			from := len(dst)
+			start := beginNested(&dst, sProcess)
+			dst = appendString(dst, 1, s.Process.ServiceName)
+			for i := range s.Process.Tags {
+				dst = appendKeyValue(dst, 2, &s.Process.Tags[i])
+			}
+			dst = endNested(dst, start)
+			procs.add(&s.Process, dst[from:])
 		}
-		dst = endNested(dst, start)
 	}
 	dst = appendUint(dst, sKind, uint64(int64(s.Kind)))
 	dst = appendUint(dst, sStatus, uint64(int64(s.Status)))

@@ -1,8 +1,12 @@
 package assembledpb
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +73,63 @@ func TestRoundTrip(t *testing.T) {
 
 // TestMatchesGenerated checks the hand-written codec against the generated
 // reference types both ways.
+// TestSharedProcesses: spans that share a Process value (as decoders give
+// the spans of one process) encode to the bytes of spans with their own
+// copies, whatever the order, the number of processes and their sizes.
+func TestSharedProcesses(t *testing.T) {
+	tid := model.TraceID{Low: 7}
+	process := func(i, tagBytes int) model.Process {
+		big := make([]byte, tagBytes)
+		for j := range big {
+			big[j] = 'a' + byte((i+j)%26)
+		}
+		return model.Process{ServiceName: fmt.Sprintf("svc-%d", i), Tags: model.KeyValues{
+			model.String("hostname", fmt.Sprintf("host-%d", i)), model.String("ip", "10.0.0.1"), model.String("big", string(big))}}
+	}
+	cases := []struct {
+		name      string
+		processes int
+		tagBytes  int // of one tag (the copies of shared processes are kept in 1 KiB)
+		spans     int
+	}{
+		{"one process", 1, 10, 5},
+		{"eight processes", 8, 10, 40},
+		{"more processes than remembered", 20, 10, 100},
+		{"processes that fill the buffer", 12, 200, 60},
+		{"large processes", 3, 400, 12},
+		{"long spans", 4, 10, 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			procs := make([]model.Process, c.processes)
+			for i := range procs {
+				procs[i] = process(i, c.tagBytes)
+			}
+			shared := &model.AssembledTrace{Trace: model.Trace{TraceID: tid}}
+			own := &model.AssembledTrace{Trace: model.Trace{TraceID: tid}}
+			for i := range c.spans {
+				p := procs[(i*7+i/3)%c.processes]
+				op := "op"
+				if c.name == "long spans" {
+					op = strings.Repeat("x", 200*i) // lengths of one, two and three bytes
+				}
+				s := &model.Span{TraceID: tid, SpanID: model.SpanID(i + 1), Operation: op, Start: 1, Duration: 1, Process: p}
+				shared.Trace.Spans = append(shared.Trace.Spans, s)
+				c := *s
+				c.Process.Tags = slices.Clone(p.Tags)
+				own.Trace.Spans = append(own.Trace.Spans, &c)
+			}
+			got, want := Encode(nil, shared), Encode(nil, own)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("shared processes encode to %d bytes, own copies to %d bytes, different", len(got), len(want))
+			}
+			if _, err := Decode(got); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func TestMatchesGenerated(t *testing.T) {
 	in := sampleTrace()
 	b := Encode(nil, in)
