@@ -47,6 +47,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 	}
 	var spans int
 	var cpu, wall time.Duration
+	var written, published float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		topic := testenv.Name(b, "aggbench")
@@ -76,7 +77,8 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 				b.Logf("--- aggregator log (last 16 KiB):\n%s", tail(logs.String(), 16<<10))
 			}
 		})
-		a, err := New(cfg, store, Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		reg := prometheus.NewRegistry()
+		a, err := New(cfg, store, Options{Registry: reg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -107,6 +109,8 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		cpu += processCPU() - c0
 		wall += time.Since(t0)
 		stopProfile()
+		written += counterSum(b, reg, "tracepipe_aggregator_rollups_written_total")
+		published += counterSum(b, reg, "tracepipe_aggregator_partials_published_total")
 		waitFor(b, exp, store, 10*time.Minute)
 		b.StopTimer()
 		cancel()
@@ -118,6 +122,8 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/float64(b.N), "spans/op")
+	b.ReportMetric(published/float64(b.N), "partials/op")
+	b.ReportMetric(written/float64(b.N), "rollups/op")
 }
 
 // startProfile starts a CPU profile of the measured part of run i when
@@ -143,6 +149,24 @@ func startProfile(b *testing.B, i int) func() {
 			b.Fatal(err)
 		}
 	}
+}
+
+// counterSum adds up the series of a counter in reg.
+func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // progress polls end offsets and committed offsets through one client.
