@@ -76,8 +76,10 @@ const maxOutstanding = 20000
 // which Safe offers for commit once every partial of that flush and the
 // ones before is acknowledged.
 type mapProc struct {
-	a     *Aggregator
-	admin *tpkafka.Admin
+	a *Aggregator
+	// admin reads the traces partition's bounds and rewinds' ranges,
+	// retrying what a broker may cure (see retryingLog).
+	admin partitionLog
 	out   *tpkafka.Output
 	log   *slog.Logger
 	part  int
@@ -108,10 +110,10 @@ type mapProc struct {
 	open, res, traces int // gauges last reported
 }
 
-func (a *Aggregator) newMapProc(admin *tpkafka.Admin, as tpkafka.Assignment) *mapProc {
+func (a *Aggregator) newMapProc(admin partitionLog, as tpkafka.Assignment) *mapProc {
 	now := a.now()
-	return &mapProc{a: a, admin: admin, out: as.Out, log: as.Logger, part: as.Partition, lastMsg: now, lastFlush: now, lastCk: now,
-		unacked: map[uint64]int{}}
+	return &mapProc{a: a, admin: newRetryingLog(admin, as.Logger, "map", a.now), out: as.Out, log: as.Logger, part: as.Partition,
+		lastMsg: now, lastFlush: now, lastCk: now, unacked: map[uint64]int{}}
 }
 
 // Open restores the partition from the group's commit: the re-read start

@@ -234,8 +234,8 @@ func TestIntegrationSearchEngineOutage(t *testing.T) {
 	if n := gens() - before; n != 0 {
 		t.Errorf("%d new reduce generations during the outage: reducers left the group", n)
 	}
-	if n := len(reduceRestart.FindAllString(out, -1)); n != 0 {
-		t.Errorf("%d reduce partitions were discarded and restored from their last commit", n)
+	if m := reduceRestart.FindAllString(out, -1); len(m) != 0 {
+		t.Errorf("%d reduce partitions were discarded and restored from their last commit:\n%s", len(m), strings.Join(m, "\n"))
 	}
 	if !strings.Contains(out, "reduce: store ") && !strings.Contains(out, "bulk request failed, retrying") {
 		t.Error("no store failure was logged: the outage was not seen")

@@ -22,10 +22,14 @@ import (
 // Tick until they succeed or the assignment ends, while the group session
 // is kept (kafka-go heartbeats from its own goroutine), so the partition
 // stays here and no state is discarded; the runtime fetches no further
-// than its buffer meanwhile.
+// than its buffer meanwhile. Reads of the partials partition outside the
+// runtime's fetching (its bounds in Open, a rewind's range) are retried in
+// place too when a broker may cure them (see retryingLog).
 type reduceProc struct {
-	a     *Aggregator
-	admin *tpkafka.Admin
+	a *Aggregator
+	// admin reads the partials partition's bounds and rewinds' ranges,
+	// retrying what a broker may cure (see retryingLog).
+	admin partitionLog
 	log   *slog.Logger
 	part  int
 	r     *rollup.Reducer
@@ -41,9 +45,10 @@ type reduceProc struct {
 	broken bool
 }
 
-func (a *Aggregator) newReduceProc(admin *tpkafka.Admin, as tpkafka.Assignment) *reduceProc {
+func (a *Aggregator) newReduceProc(admin partitionLog, as tpkafka.Assignment) *reduceProc {
 	now := a.now()
-	return &reduceProc{a: a, admin: admin, log: as.Logger, part: as.Partition, lastFlush: now, lastCoarse: now, lastCk: now}
+	return &reduceProc{a: a, admin: newRetryingLog(admin, as.Logger, "reduce", a.now), log: as.Logger, part: as.Partition,
+		lastFlush: now, lastCoarse: now, lastCk: now}
 }
 
 // Open restores the reducer from the group's commit: the re-read start and
