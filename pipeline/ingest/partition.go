@@ -200,7 +200,7 @@ func (w *worker) publish(ctx context.Context) error {
 		}
 		msgs = append(msgs, kafka.OutMessage{
 			Topic: w.in.cfg.TracesTopic,
-			Key:   t.Trace.TraceID.AppendHex(nil),
+			Key:   t.Trace.TraceID.AppendHex(make([]byte, 0, 32)), // one allocation
 			Value: b,
 			Token: &pending{token: o.Token, kind: kindTrace},
 		})

@@ -14,6 +14,7 @@
 package assembledpb
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -45,8 +46,8 @@ var ErrMalformed = errors.New("malformed assembled trace")
 // should be aligned, as dag.Analyze leaves them).
 func Encode(dst []byte, t *model.AssembledTrace) []byte {
 	id := t.Trace.TraceID.Bytes()
-	dst = protowire.AppendTag(dst, fTraceID, protowire.BytesType)
-	dst = protowire.AppendBytes(dst, id[:])
+	dst = appendTag(dst, fTraceID, protowire.BytesType)
+	dst = appendBytes(dst, id[:])
 	dst = appendUint(dst, fVersion, uint64(t.Version))
 	dst = appendUint(dst, fCompletion, uint64(t.Completion))
 	if t.Truncated {
@@ -225,8 +226,8 @@ func (r *processRanges) add(p *model.Process, b []byte) {
 
 func appendSpan(dst []byte, s *model.Span, procs *processRanges) []byte {
 	id := s.TraceID.Bytes()
-	dst = protowire.AppendTag(dst, sTraceID, protowire.BytesType)
-	dst = protowire.AppendBytes(dst, id[:])
+	dst = appendTag(dst, sTraceID, protowire.BytesType)
+	dst = appendBytes(dst, id[:])
 	dst = appendFixed(dst, sSpanID, uint64(s.SpanID))
 	dst = appendString(dst, sOperation, s.Operation)
 	for _, r := range s.References {
@@ -239,11 +240,11 @@ func appendSpan(dst []byte, s *model.Span, procs *processRanges) []byte {
 		if r.SpanID != 0 {
 			body += 1 + 8
 		}
-		dst = protowire.AppendTag(dst, sReferences, protowire.BytesType)
-		dst = protowire.AppendVarint(dst, uint64(body))
+		dst = appendTag(dst, sReferences, protowire.BytesType)
+		dst = appendVarint(dst, uint64(body))
 		dst = appendUint(dst, 1, uint64(int64(r.Type)))
-		dst = protowire.AppendTag(dst, 2, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, rid[:])
+		dst = appendTag(dst, 2, protowire.BytesType)
+		dst = appendBytes(dst, rid[:])
 		dst = appendFixed(dst, 3, uint64(r.SpanID))
 	}
 	dst = appendUint(dst, sFlags, uint64(s.Flags))
@@ -279,8 +280,8 @@ func appendSpan(dst []byte, s *model.Span, procs *processRanges) []byte {
 	dst = appendUint(dst, sStatus, uint64(int64(s.Status)))
 	dst = appendString(dst, sStatusMessage, s.StatusMessage)
 	for _, w := range s.Warnings {
-		dst = protowire.AppendTag(dst, sWarnings, protowire.BytesType)
-		dst = protowire.AppendString(dst, w)
+		dst = appendTag(dst, sWarnings, protowire.BytesType)
+		dst = appendStr(dst, w)
 	}
 	return dst
 }
@@ -457,6 +458,15 @@ func decodeProcess(b []byte, p *model.Process) error {
 // appendKeyValue writes a KeyValue sub-message; its size is computed first
 // so no bytes move.
 func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte {
+	if kv.Type == model.StringType {
+		// The usual tag: a short key and string, one-byte lengths.
+		if k, v := len(kv.Key), len(kv.Str); k > 0 && v > 0 && 4+k+v < 0x80 {
+			dst = append(dst, byte(num)<<3|byte(protowire.BytesType), byte(4+k+v), 1<<3|byte(protowire.BytesType), byte(k))
+			dst = append(dst, kv.Key...)
+			dst = append(dst, 3<<3|byte(protowire.BytesType), byte(v))
+			return append(dst, kv.Str...)
+		}
+	}
 	n := 0
 	if kv.Key != "" {
 		n += 1 + protowire.SizeBytes(len(kv.Key))
@@ -486,8 +496,8 @@ func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte
 			n += 1 + protowire.SizeBytes(len(kv.Str))
 		}
 	}
-	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(n))
+	dst = appendTag(dst, num, protowire.BytesType)
+	dst = appendVarint(dst, uint64(n))
 	dst = appendString(dst, 1, kv.Key)
 	dst = appendUint(dst, 2, uint64(kv.Type))
 	switch kv.Type {
@@ -503,8 +513,8 @@ func appendKeyValue(dst []byte, num protowire.Number, kv *model.KeyValue) []byte
 		dst = appendFixed(dst, 6, uint64(kv.Num))
 	case model.BinaryType:
 		if kv.Str != "" {
-			dst = protowire.AppendTag(dst, 7, protowire.BytesType)
-			dst = protowire.AppendString(dst, kv.Str)
+			dst = appendTag(dst, 7, protowire.BytesType)
+			dst = appendStr(dst, kv.Str)
 		}
 	}
 	return dst
@@ -805,12 +815,18 @@ func traceID(typ protowire.Type, b []byte) (model.TraceID, error) {
 	return id, nil
 }
 
+// The field helpers below write one-byte tags: every field number of these
+// messages is below 16 (appendTag). They write the usual one-byte value or
+// length without calls.
+
 func appendUint(dst []byte, num protowire.Number, v uint64) []byte {
 	if v == 0 {
 		return dst
 	}
-	dst = protowire.AppendTag(dst, num, protowire.VarintType)
-	return protowire.AppendVarint(dst, v)
+	if v < 0x80 {
+		return append(dst, byte(num)<<3|byte(protowire.VarintType), byte(v))
+	}
+	return protowire.AppendVarint(appendTag(dst, num, protowire.VarintType), v)
 }
 
 func appendInt(dst []byte, num protowire.Number, v int64) []byte {
@@ -821,23 +837,48 @@ func appendFixed(dst []byte, num protowire.Number, v uint64) []byte {
 	if v == 0 {
 		return dst
 	}
-	dst = protowire.AppendTag(dst, num, protowire.Fixed64Type)
-	return protowire.AppendFixed64(dst, v)
+	return binary.LittleEndian.AppendUint64(appendTag(dst, num, protowire.Fixed64Type), v)
 }
 
 func appendString(dst []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return dst
 	}
-	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	return protowire.AppendString(dst, s)
+	if len(s) < 0x80 {
+		dst = append(dst, byte(num)<<3|byte(protowire.BytesType), byte(len(s)))
+		return append(dst, s...)
+	}
+	return protowire.AppendString(appendTag(dst, num, protowire.BytesType), s)
+}
+
+// appendTag appends the tag of field num, which must be below 16 (a
+// one-byte tag), as every field of these messages is.
+func appendTag(dst []byte, num protowire.Number, typ protowire.Type) []byte {
+	return append(dst, byte(num)<<3|byte(typ))
+}
+
+// appendVarint is protowire.AppendVarint with the one-byte case inline.
+func appendVarint(dst []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(dst, byte(v))
+	}
+	return protowire.AppendVarint(dst, v)
+}
+
+// appendStr is protowire.AppendString with a one-byte length inline.
+func appendStr(dst []byte, s string) []byte {
+	return append(appendVarint(dst, uint64(len(s))), s...)
+}
+
+// appendBytes is protowire.AppendBytes with a one-byte length inline.
+func appendBytes(dst []byte, b []byte) []byte {
+	return append(appendVarint(dst, uint64(len(b))), b...)
 }
 
 // beginNested writes num's tag and reserves one length byte; endNested fills
 // the length in, moving the body when the length needs more than one byte.
 func beginNested(dst *[]byte, num protowire.Number) int {
-	*dst = protowire.AppendTag(*dst, num, protowire.BytesType)
-	*dst = append(*dst, 0)
+	*dst = append(*dst, byte(num)<<3|byte(protowire.BytesType), 0)
 	return len(*dst)
 }
 
