@@ -194,8 +194,31 @@ func (x *extractor) extract(at *model.AssembledTrace, w *window) *contrib {
 	// The contribution stays in memory while its window is resident: copy
 	// it to an exact-size slice.
 	c.recs = append(make([]rec, 0, len(recs)), recs...)
-	slices.SortFunc(c.recs, func(a, b rec) int { return cmp.Compare(a.key, b.key) })
+	sortRecs(c.recs)
 	return c
+}
+
+// sortRecs orders records by key. The order of one key's records does not
+// matter: what is made of a group (counts, sums, maxima, sketches, the
+// slowest record's duration and start) does not depend on it.
+func sortRecs(rs []rec) {
+	if len(rs) > 64 {
+		slices.SortFunc(rs, func(a, b rec) int { return cmp.Compare(a.key, b.key) })
+		return
+	}
+	// Insertion sort: a trace has a few dozen records, often in runs.
+	for i := 1; i < len(rs); i++ {
+		if rs[i-1].key <= rs[i].key {
+			continue
+		}
+		r := rs[i]
+		j := i
+		for j > 0 && rs[j-1].key > r.key {
+			rs[j] = rs[j-1]
+			j--
+		}
+		rs[j] = r
+	}
 }
 
 // groups calls fn for each run of records with one key.
