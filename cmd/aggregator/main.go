@@ -118,6 +118,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// Errors on one line with their causes (no client stack traces).
 	log := logerr.NewLogger(stderr, level)
+	if gogc, limit, ok := aggregator.TuneGC(os.LookupEnv, nil); ok {
+		log.Info("gc tuned", "gogc", gogc, "memory_limit_bytes", limit, "memory_limit_follows", "3/4 of the container's (cgroup v2 memory.max; 0: none)")
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

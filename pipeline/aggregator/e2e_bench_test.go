@@ -28,8 +28,9 @@ import (
 // 20,000, each delivered once, over the last 30 minutes) wait in a
 // 4-partition traces topic; the aggregator (map and reduce stages, the
 // partials topic on the same broker, the embedded store in this process,
-// DefaultConfig's intervals and statistics) runs until the stored rollups and edge
-// rollups equal the ground truth. spans/cpu-s counts the spans of the
+// DefaultConfig's intervals and statistics, the collector tuned as
+// cmd/aggregator tunes it) runs until the stored rollups and edge rollups
+// equal the ground truth. spans/cpu-s counts the spans of the
 // traces per CPU-second of this process until both stages committed their
 // input to its end (the broker runs in its own process; the store's work
 // and the polling of committed offsets are included, the final exact check
@@ -42,6 +43,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		b.Skip(testenv.HowToStart)
 	}
 	brokers := testenv.KafkaBrokers(b)
+	keepGC(b) // TuneGC below changes the process's collector
 	n := 20000
 	if v, err := strconv.Atoi(os.Getenv("TRACEPIPE_BENCH_AGG_TRACES")); err == nil && v > 0 {
 		n = v
@@ -93,6 +95,11 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
+		// The collector runs as cmd/aggregator sets it (TuneGC), unless
+		// GOGC or GOMEMLIMIT say otherwise.
+		if gogc, limit, ok := TuneGC(nil, nil); ok && i == 0 {
+			b.Logf("GC tuned as in cmd/aggregator: GOGC=%d, memory limit %d", gogc, limit)
+		}
 		runtime.GC() // the generation's garbage is not the aggregator's
 		b.StartTimer()
 		stopProfile := startProfile(b, i)
@@ -102,8 +109,10 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		// topic and the reduce group every partial (it commits only what the
 		// store acknowledged); then the stored rollups are checked exactly
 		// (outside the measurement: the check reads every rollup back).
-		// One client polls (a new one per poll connected afresh each time:
-		// a tenth of the measured CPU went to the harness's connections).
+		// One client polls, every 250 ms (a new one per poll connected
+		// afresh each time: a tenth of the measured CPU went to the
+		// harness's connections; polling every 100 ms cost 0.04-0.06 CPU-s
+		// over a run's 10 s).
 		pr := newProgress(brokers)
 		tracesEnd := pr.ends(b, topic, 4)
 		deadline := time.Now().Add(10 * time.Minute)
@@ -112,7 +121,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 			if time.Now().After(deadline) {
 				b.Fatal("the aggregator did not commit the traces and partials topics within 10 minutes")
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(250 * time.Millisecond)
 		}
 		pr.close()
 		cpu += processCPU() - c0
