@@ -20,8 +20,8 @@ const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"
 // (GOGC=400): most of what the stages allocate (decoded traces, partial and
 // rollup encodings) is garbage within a message or a flush, while the live
 // data (resident windows, reducer state) changes slowly, so each collection
-// costs CPU and frees little; with Go's default the collector took about a
-// sixth of the end-to-end benchmark's CPU. In a container with a memory limit
+// costs CPU and frees little (the end-to-end benchmark used 15-25% more CPU
+// with Go's default, GOGC=100). In a container with a memory limit
 // (memMax; nil reads cgroup v2's memory.max), a soft memory limit of 3/4 of it
 // makes the collector run earlier rather than let the heap reach it. It
 // returns what it set (limit 0: none) and whether it set anything. The
