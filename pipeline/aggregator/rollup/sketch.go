@@ -292,35 +292,43 @@ func (s *Sketch) Quantile(q float64) int64 {
 // contiguous counts from the first to the last non-empty bin (dense form) or
 // (index delta, count) pairs (sparse form), whichever is shorter.
 func (s *Sketch) AppendBinary(dst []byte) []byte {
-	nz := s.nonZero()
 	dst = binary.AppendUvarint(dst, uint64(s.zero))
-	if len(nz) == 0 {
+	lo, hi, k := s.nonZeroRange()
+	if k == 0 {
 		return append(dst, 0, 0, 0) // dense, offset 0, no bins
 	}
-	span := int64(nz[len(nz)-1].i) - int64(nz[0].i) + 1
-	if span <= 3*int64(len(nz)) {
+	span := int64(hi) - int64(lo) + 1
+	if span <= 3*int64(k) {
 		dst = append(dst, 0)
-		dst = binary.AppendVarint(dst, int64(nz[0].i))
+		dst = binary.AppendVarint(dst, int64(lo))
 		dst = binary.AppendUvarint(dst, uint64(span))
-		k := 0
-		for i := nz[0].i; int64(i) <= int64(nz[len(nz)-1].i); i++ {
-			var c int64
-			if nz[k].i == i {
-				c = nz[k].n
-				k++
+		if s.dense {
+			for _, c := range s.bins[lo-s.off : hi-s.off+1] {
+				dst = binary.AppendUvarint(dst, uint64(c))
 			}
-			dst = binary.AppendUvarint(dst, uint64(c))
+			return dst
+		}
+		next := lo
+		for _, b := range s.sp {
+			if b.n == 0 {
+				continue
+			}
+			for ; next < b.i; next++ {
+				dst = append(dst, 0) // an empty bin: uvarint 0
+			}
+			dst = binary.AppendUvarint(dst, uint64(b.n))
+			next = b.i + 1
 		}
 		return dst
 	}
 	dst = append(dst, 1)
-	dst = binary.AppendUvarint(dst, uint64(len(nz)))
+	dst = binary.AppendUvarint(dst, uint64(k))
 	prev := int64(0)
-	for _, b := range nz {
-		dst = binary.AppendVarint(dst, int64(b.i)-prev)
-		prev = int64(b.i)
-		dst = binary.AppendUvarint(dst, uint64(b.n))
-	}
+	s.each(func(i int32, n int64) {
+		dst = binary.AppendVarint(dst, int64(i)-prev)
+		prev = int64(i)
+		dst = binary.AppendUvarint(dst, uint64(n))
+	})
 	return dst
 }
 

@@ -2,6 +2,7 @@ package rollup
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -251,6 +252,92 @@ func TestSketchProtoBytesExact(t *testing.T) {
 			}
 			if !back.Equal(&s) {
 				t.Fatal("read back differs")
+			}
+		})
+	}
+}
+
+// appendBinaryReference is AppendBinary as it was before it skipped
+// listing the non-zero bins: what TestSketchAppendBinaryExact compares it
+// with (the partials' bytes and snapshot digests must not change).
+func (s *Sketch) appendBinaryReference(dst []byte) []byte {
+	nz := s.nonZero()
+	dst = binary.AppendUvarint(dst, uint64(s.zero))
+	if len(nz) == 0 {
+		return append(dst, 0, 0, 0)
+	}
+	span := int64(nz[len(nz)-1].i) - int64(nz[0].i) + 1
+	if span <= 3*int64(len(nz)) {
+		dst = append(dst, 0)
+		dst = binary.AppendVarint(dst, int64(nz[0].i))
+		dst = binary.AppendUvarint(dst, uint64(span))
+		k := 0
+		for i := nz[0].i; int64(i) <= int64(nz[len(nz)-1].i); i++ {
+			var c int64
+			if nz[k].i == i {
+				c = nz[k].n
+				k++
+			}
+			dst = binary.AppendUvarint(dst, uint64(c))
+		}
+		return dst
+	}
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, uint64(len(nz)))
+	prev := int64(0)
+	for _, b := range nz {
+		dst = binary.AppendVarint(dst, int64(b.i)-prev)
+		prev = int64(b.i)
+		dst = binary.AppendUvarint(dst, uint64(b.n))
+	}
+	return dst
+}
+
+// TestSketchAppendBinaryExact: AppendBinary writes the reference's bytes for
+// sparse and dense sketches of every shape, with removals leaving empty bins
+// (inside and at the edges) and zero counts.
+func TestSketchAppendBinaryExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for n := 0; n <= 600; n = n*2 + 1 {
+		for _, spread := range []float64{0.05, 1, 6} {
+			for _, remove := range []int{0, 2, 5} {
+				var s Sketch
+				vals := make([]int64, n)
+				for i := range vals {
+					vals[i] = int64(1e6 * math.Exp(spread*rng.NormFloat64()))
+					if rng.IntN(15) == 0 {
+						vals[i] = 0
+					}
+					s.Add(vals[i])
+				}
+				for i, v := range vals {
+					if remove > 0 && i%remove == 0 {
+						s.AddN(v, -1)
+					}
+				}
+				got, want := s.AppendBinary([]byte{9}), s.appendBinaryReference([]byte{9})
+				if !bytes.Equal(got, want) {
+					t.Fatalf("n=%d spread=%v remove=%d dense=%v: AppendBinary\n%x\nreference\n%x", n, spread, remove, s.dense, got, want)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkSketchAppendBinary encodes a sparse (40 values) and a dense
+// (5,000 values) sketch, as partials and snapshot digests do.
+func BenchmarkSketchAppendBinary(b *testing.B) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{40, 5000} {
+		var s Sketch
+		for range n {
+			s.Add(int64(1e6 * math.Exp(rng.NormFloat64())))
+		}
+		b.Run(fmt.Sprintf("values=%d", n), func(b *testing.B) {
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = s.AppendBinary(buf[:0])
 			}
 		})
 	}
