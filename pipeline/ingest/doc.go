@@ -89,8 +89,12 @@
 // arrival without being built (wire.JaegerProtoDecoder.Check: every field is
 // validated, nothing allocated) and buffered as the message bytes; a
 // trace's spans are decoded once, when it is emitted, in bulk and without
-// copying (wire.JaegerProtoDecoder.Decode). Other encodings are decoded on
-// arrival and buffered re-encoded as Jaeger protobuf.
+// copying (wire.JaegerProtoDecoder.Decode). Jaeger repeats the whole process
+// in every span: a process seen before is neither validated nor decoded
+// again, the spans of one process share its decoded form, and the output
+// encoder copies its encoded bytes from the trace's first span of that
+// process. Other encodings are decoded on arrival and buffered re-encoded as
+// Jaeger protobuf.
 //
 // # Limits and backpressure
 //
