@@ -67,9 +67,9 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults of `tracepipe replay`: the private
-// stages as the live ones, with the aggregator's intervals shortened (a
-// replay settles within seconds of its last record rather than within the
-// live idle and checkpoint intervals).
+// stages as the live ones, with the ingester's idle timeout and the
+// aggregator's intervals shortened (a replay settles within seconds of its
+// last record rather than within the live idle and checkpoint intervals).
 func DefaultConfig() Config {
 	ac := aggregator.DefaultConfig()
 	ac.FlushInterval = 500 * time.Millisecond
@@ -78,6 +78,14 @@ func DefaultConfig() Config {
 	ac.IdleTimeout = time.Second
 	ic := ingest.DefaultConfig()
 	ic.MetricsAddr = ""
+	// The copy delivers a trace's spans within moments of each other
+	// however far apart they reached Kafka; a span that still comes later
+	// makes a new version (fill writes keep the newer one).
+	ic.IdleTimeout = time.Second
+	// Larger store batches: a backfill wants throughput, not latency (the
+	// embedded store's transactions and Elasticsearch's bulks amortise).
+	xc := index.DefaultConfig()
+	xc.BatchSize, xc.BatchWait = 2000, time.Second
 	return Config{
 		Topic:            ic.SpansTopic,
 		Margin:           2 * time.Minute,
@@ -85,7 +93,7 @@ func DefaultConfig() Config {
 		Aggregate:        true,
 		WorkDir:          "tracepipe-replay",
 		Ingest:           ic,
-		Indexer:          index.DefaultConfig(),
+		Indexer:          xc,
 		Aggregator:       ac,
 		ProgressInterval: time.Second,
 	}

@@ -68,7 +68,7 @@ type live struct {
 	stop    func()
 }
 
-func newLive(t *testing.T) *live {
+func newLive(t testing.TB) *live {
 	t.Helper()
 	l := &live{cfg: liveConfig(t.TempDir()), xc: index.DefaultConfig(), ac: aggregator.DefaultConfig()}
 	l.ac.PartialsPartitions = l.cfg.Partitions
@@ -77,7 +77,7 @@ func newLive(t *testing.T) *live {
 }
 
 // start runs l into store until the test ends.
-func (l *live) start(t *testing.T, store storage.Store) {
+func (l *live) start(t testing.TB, store storage.Store) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []string, 1)
@@ -108,11 +108,14 @@ func (l *live) start(t *testing.T, store storage.Store) {
 		<-done
 		t.Fatal("live pipeline did not start")
 	}
-	l.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("live pipeline: %v", err)
-		}
+	var once sync.Once
+	l.stop = func() { // the test may stop it before its cleanup does
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("live pipeline: %v", err)
+			}
+		})
 	}
 	t.Cleanup(l.stop)
 }
@@ -131,7 +134,7 @@ const workloadTraces = 300
 // from and to bound the spans' record times; er holds the traces' event
 // times: whole minutes just behind now, so the record-time range and the
 // event-time range are both "the last few minutes".
-func (l *live) runWorkload(t *testing.T) (from, to time.Time, er eventRange) {
+func (l *live) runWorkload(t testing.TB) (from, to time.Time, er eventRange) {
 	t.Helper()
 	base := time.Now().Add(-3 * time.Minute).Truncate(time.Minute)
 	w := tracegen.Generate(tracegen.Config{Seed: 5, Traces: workloadTraces, Start: base.Add(time.Second), Interval: 300 * time.Millisecond})
@@ -144,7 +147,7 @@ func (l *live) runWorkload(t *testing.T) (from, to time.Time, er eventRange) {
 }
 
 // publish produces a generated workload's spans, keyed by trace ID.
-func publish(t *testing.T, brokers []string, topic string, w *tracegen.Workload) {
+func publish(t testing.TB, brokers []string, topic string, w *tracegen.Workload) {
 	t.Helper()
 	enc, err := tracegen.EncoderFor(wire.JaegerProto)
 	if err != nil {
@@ -165,7 +168,7 @@ func publish(t *testing.T, brokers []string, topic string, w *tracegen.Workload)
 
 // waitDrained waits until every group has committed its topic's end and
 // nothing moved for settle.
-func waitDrained(t *testing.T, brokers []string, settle time.Duration, groups ...[2]string) {
+func waitDrained(t testing.TB, brokers []string, settle time.Duration, groups ...[2]string) {
 	t.Helper()
 	admin, err := kafka.NewAdmin(kafka.ClientConfig{Brokers: brokers})
 	if err != nil {
@@ -479,7 +482,7 @@ func (a snapshot) only(res time.Duration) snapshot {
 	return out
 }
 
-func openStore(t *testing.T) *embedded.Store {
+func openStore(t testing.TB) *embedded.Store {
 	t.Helper()
 	s, err := embedded.Open(context.Background(), embedded.Options{Path: filepath.Join(t.TempDir(), "store.db")})
 	if err != nil {
@@ -489,7 +492,7 @@ func openStore(t *testing.T) *embedded.Store {
 	return s
 }
 
-func replayConfig(t *testing.T, brokers []string, from, to time.Time, er eventRange) Config {
+func replayConfig(t testing.TB, brokers []string, from, to time.Time, er eventRange) Config {
 	cfg := DefaultConfig()
 	cfg.Source = kafka.ClientConfig{Brokers: brokers}
 	cfg.From, cfg.To = from, to
