@@ -28,6 +28,7 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"testing"
 )
@@ -187,4 +188,28 @@ func clean(s string) string {
 func JaegerQuery(t testing.TB) string {
 	t.Helper()
 	return require(t, EnvJaegerQuery, "Jaeger Query binary: bash deploy/local/jaeger-query.sh")
+}
+
+// CPUProfile starts a CPU profile into the file the environment variable
+// env names and returns what stops it; with env unset it does nothing. A
+// benchmark calls it around its measured part only (e.g.
+// TRACEPIPE_BENCH_REPLAY_CPUPROFILE=/tmp/replay.prof).
+func CPUProfile(tb testing.TB, env string) (stop func()) {
+	name := os.Getenv(env)
+	if name == "" {
+		return func() {}
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		tb.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			tb.Error(err)
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -120,23 +119,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 // benchProfile starts the CPU profile TRACEPIPE_BENCH_INGEST_CPUPROFILE
 // names when last is true and returns what stops it.
 func benchProfile(b *testing.B, last bool) (stop func()) {
-	name := os.Getenv("TRACEPIPE_BENCH_INGEST_CPUPROFILE")
-	if name == "" || !last {
+	if !last {
 		return func() {}
 	}
-	f, err := os.Create(name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
-	}
+	return testenv.CPUProfile(b, "TRACEPIPE_BENCH_INGEST_CPUPROFILE")
 }
 
 // benchEnvInt reads a positive integer from the environment variable name,

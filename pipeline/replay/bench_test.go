@@ -3,12 +3,12 @@ package replay
 import (
 	"context"
 	"os"
-	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/tracegen"
 )
@@ -64,7 +64,7 @@ func BenchmarkReplay(b *testing.B) {
 
 		const settle = 3 * time.Second
 		c0, t0 := cpuTime(b), time.Now()
-		stopProfile := profile(b, os.Getenv("TRACEPIPE_BENCH_LIVE_CPUPROFILE"))
+		stopProfile := testenv.CPUProfile(b, "TRACEPIPE_BENCH_LIVE_CPUPROFILE")
 		b.StartTimer()
 		l.start(b, openStore(b))
 		waitDrained(b, l.brokers, settle, l.groups()...)
@@ -83,7 +83,7 @@ func BenchmarkReplay(b *testing.B) {
 		cfg.Ingest = DefaultConfig().Ingest
 		cfg.Aggregator = DefaultConfig().Aggregator
 		c0, t0 = cpuTime(b), time.Now()
-		stopProfile = profile(b, os.Getenv("TRACEPIPE_BENCH_REPLAY_CPUPROFILE"))
+		stopProfile = testenv.CPUProfile(b, "TRACEPIPE_BENCH_REPLAY_CPUPROFILE")
 		b.StartTimer()
 		phases := map[Phase]time.Duration{}
 		sum, err := Run(context.Background(), cfg, Deps{Store: openStore(b), Progress: func(p Progress) {
@@ -108,24 +108,5 @@ func BenchmarkReplay(b *testing.B) {
 		b.Logf("%d traces, %.0f spans: live %v CPU, %v; replay %v CPU, %v (settling from %v, rollups from %v, done at %v)", n, spans,
 			liveCPU.Round(time.Millisecond), liveWall.Round(time.Millisecond), replayCPU.Round(time.Millisecond), replayWall.Round(time.Millisecond),
 			phases[PhaseSettling].Round(time.Millisecond), phases[PhaseRollups].Round(time.Millisecond), phases[PhaseDone].Round(time.Millisecond))
-	}
-}
-
-// profile writes a CPU profile of what runs until the returned function is
-// called to path ("" : none).
-func profile(b *testing.B, path string) func() {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
 	}
 }

@@ -393,59 +393,57 @@ func (a snapshot) withoutTraces() snapshot {
 // analysis; see model.AssembledTrace).
 func (a snapshot) diff(b snapshot, exact bool) string {
 	var out []string
-	for id, v := range a.Traces {
-		w, ok := b.Traces[id]
+	out = diffMaps(out, "trace", a.Traces, b.Traces, func(v, w model.StoredTrace) string {
 		if !exact {
 			v.Summary.Completion, w.Summary.Completion = 0, 0
 		}
-		if !ok {
-			out = append(out, "trace "+id+" missing")
-		} else if vj, wj := mustJSON(v), mustJSON(w); vj != wj {
-			out = append(out, "trace "+id+" differs: "+firstDiff(vj, wj))
+		if vj, wj := mustJSON(v), mustJSON(w); vj != wj {
+			return firstDiff(vj, wj)
 		}
-	}
-	for id := range b.Traces {
-		if _, ok := a.Traces[id]; !ok {
-			out = append(out, "trace "+id+" extra")
-		}
-	}
-	for id, r := range a.Rollups {
-		w, ok := b.Rollups[id]
+		return ""
+	})
+	out = diffMaps(out, "rollup", a.Rollups, b.Rollups, func(r, w model.Rollup) string {
 		if !exact {
 			r.Version, w.Version = 0, 0
 		}
-		if !ok {
-			out = append(out, "rollup "+id+" missing")
-		} else if !reflect.DeepEqual(r, w) {
-			out = append(out, fmt.Sprintf("rollup %s differs: %+v vs %+v", id, r, w))
+		if !reflect.DeepEqual(r, w) {
+			return fmt.Sprintf("%+v vs %+v", r, w)
 		}
-	}
-	for id := range b.Rollups {
-		if _, ok := a.Rollups[id]; !ok {
-			out = append(out, "rollup "+id+" extra")
-		}
-	}
-	for id, e := range a.Edges {
-		w, ok := b.Edges[id]
+		return ""
+	})
+	out = diffMaps(out, "edge", a.Edges, b.Edges, func(e, w model.EdgeRollup) string {
 		if !exact {
 			e.Version, w.Version = 0, 0
 		}
-		if !ok {
-			out = append(out, "edge "+id+" missing")
-		} else if !reflect.DeepEqual(e, w) {
-			out = append(out, "edge "+id+" differs")
+		if !reflect.DeepEqual(e, w) {
+			return fmt.Sprintf("%+v vs %+v", e, w)
 		}
-	}
-	for id := range b.Edges {
-		if _, ok := a.Edges[id]; !ok {
-			out = append(out, "edge "+id+" extra")
-		}
-	}
+		return ""
+	})
 	sort.Strings(out)
 	if len(out) > 10 {
 		out = append(out[:10], fmt.Sprintf("... %d more", len(out)-10))
 	}
 	return fmt.Sprint(out)
+}
+
+// diffMaps appends to out what is missing from b, extra in b, or differs
+// (how: differ's answer, "" when equal), each named kind and ID.
+func diffMaps[T any](out []string, kind string, a, b map[string]T, differ func(a, b T) string) []string {
+	for id, v := range a {
+		w, ok := b[id]
+		if !ok {
+			out = append(out, kind+" "+id+" missing")
+		} else if d := differ(v, w); d != "" {
+			out = append(out, kind+" "+id+" differs: "+d)
+		}
+	}
+	for id := range b {
+		if _, ok := a[id]; !ok {
+			out = append(out, kind+" "+id+" extra")
+		}
+	}
+	return out
 }
 
 func mustJSON(v any) string {
