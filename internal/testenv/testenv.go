@@ -190,21 +190,22 @@ func JaegerQuery(t testing.TB) string {
 	return require(t, EnvJaegerQuery, "Jaeger Query binary: bash deploy/local/jaeger-query.sh")
 }
 
-// CPUProfile starts a CPU profile into the file the environment variable
-// env names and returns what stops it; with env unset it does nothing. A
-// benchmark calls it around its measured part only (e.g.
-// TRACEPIPE_BENCH_REPLAY_CPUPROFILE=/tmp/replay.prof).
-func CPUProfile(tb testing.TB, env string) (stop func()) {
-	name := os.Getenv(env)
-	if name == "" {
+// CPUProfile starts a CPU profile into path and returns what stops it;
+// with path "" it does nothing. A benchmark calls it around its measured
+// part only, with the path from its own environment variable (e.g.
+// TRACEPIPE_BENCH_REPLAY_CPUPROFILE=/tmp/replay.prof); go test's
+// -cpuprofile would also profile the set-up and checks.
+func CPUProfile(tb testing.TB, path string) (stop func()) {
+	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(name)
+	f, err := os.Create(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		tb.Fatal(err)
+		f.Close()
+		tb.Fatalf("cpu profile: %v (not together with -cpuprofile)", err)
 	}
 	return func() {
 		pprof.StopCPUProfile()

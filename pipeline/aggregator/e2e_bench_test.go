@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -151,23 +150,10 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 // final check). The returned function stops it.
 func startProfile(b *testing.B, i int) func() {
 	path := os.Getenv("TRACEPIPE_BENCH_AGG_CPUPROFILE")
-	if path == "" {
-		return func() {}
+	if path != "" {
+		path += "." + strconv.Itoa(i)
 	}
-	f, err := os.Create(path + "." + strconv.Itoa(i))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		b.Fatalf("cpu profile: %v (not together with -cpuprofile)", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return testenv.CPUProfile(b, path)
 }
 
 // counterSum adds up the series of a counter in reg.

@@ -122,7 +122,7 @@ func benchProfile(b *testing.B, last bool) (stop func()) {
 	if !last {
 		return func() {}
 	}
-	return testenv.CPUProfile(b, "TRACEPIPE_BENCH_INGEST_CPUPROFILE")
+	return testenv.CPUProfile(b, os.Getenv("TRACEPIPE_BENCH_INGEST_CPUPROFILE"))
 }
 
 // benchEnvInt reads a positive integer from the environment variable name,

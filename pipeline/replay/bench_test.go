@@ -64,7 +64,7 @@ func BenchmarkReplay(b *testing.B) {
 
 		const settle = 3 * time.Second
 		c0, t0 := cpuTime(b), time.Now()
-		stopProfile := testenv.CPUProfile(b, "TRACEPIPE_BENCH_LIVE_CPUPROFILE")
+		stopProfile := testenv.CPUProfile(b, os.Getenv("TRACEPIPE_BENCH_LIVE_CPUPROFILE"))
 		b.StartTimer()
 		l.start(b, openStore(b))
 		waitDrained(b, l.brokers, settle, l.groups()...)
@@ -83,7 +83,7 @@ func BenchmarkReplay(b *testing.B) {
 		cfg.Ingest = DefaultConfig().Ingest
 		cfg.Aggregator = DefaultConfig().Aggregator
 		c0, t0 = cpuTime(b), time.Now()
-		stopProfile = testenv.CPUProfile(b, "TRACEPIPE_BENCH_REPLAY_CPUPROFILE")
+		stopProfile = testenv.CPUProfile(b, os.Getenv("TRACEPIPE_BENCH_REPLAY_CPUPROFILE"))
 		b.StartTimer()
 		phases := map[Phase]time.Duration{}
 		sum, err := Run(context.Background(), cfg, Deps{Store: openStore(b), Progress: func(p Progress) {
