@@ -27,21 +27,21 @@ type flakyLog struct {
 	starts     []int64 // the from of every range read
 }
 
-func (l *flakyLog) script() (error, int) {
+func (l *flakyLog) script() (after int, fail error) {
 	i := l.calls
 	l.calls++
 	if i >= len(l.fails) {
-		return nil, 0
+		return 0, nil
 	}
 	n := 0
 	if i < len(l.after) {
 		n = l.after[i]
 	}
-	return l.fails[i], n
+	return n, l.fails[i]
 }
 
 func (l *flakyLog) Offsets(_ context.Context, topic string, partition int) (int64, int64, error) {
-	if err, _ := l.script(); err != nil {
+	if _, err := l.script(); err != nil {
 		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", topic, partition, err)
 	}
 	return l.first, l.end, nil
@@ -51,7 +51,7 @@ func (l *flakyLog) Offsets(_ context.Context, topic string, partition int) (int6
 // reads from the start and reports the missing offsets, with an error too.
 func (l *flakyLog) ReadRange(_ context.Context, topic string, partition int, from, to int64, fn func(tpkafka.Record) error) (missing int64, err error) {
 	l.starts = append(l.starts, from)
-	fail, after := l.script()
+	after, fail := l.script()
 	if from < l.first {
 		missing, from = l.first-from, l.first
 	}
