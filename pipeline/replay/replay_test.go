@@ -406,25 +406,27 @@ func (a snapshot) diff(b snapshot, exact bool) string {
 		if !exact {
 			r.Version, w.Version = 0, 0
 		}
-		if !reflect.DeepEqual(r, w) {
-			return fmt.Sprintf("%+v vs %+v", r, w)
-		}
-		return ""
+		return deepDiff(r, w)
 	})
 	out = diffMaps(out, "edge", a.Edges, b.Edges, func(e, w model.EdgeRollup) string {
 		if !exact {
 			e.Version, w.Version = 0, 0
 		}
-		if !reflect.DeepEqual(e, w) {
-			return fmt.Sprintf("%+v vs %+v", e, w)
-		}
-		return ""
+		return deepDiff(e, w)
 	})
 	sort.Strings(out)
 	if len(out) > 10 {
 		out = append(out[:10], fmt.Sprintf("... %d more", len(out)-10))
 	}
 	return fmt.Sprint(out)
+}
+
+// deepDiff shows a and b when they differ, else "".
+func deepDiff[T any](a, b T) string {
+	if reflect.DeepEqual(a, b) {
+		return ""
+	}
+	return fmt.Sprintf("%+v vs %+v", a, b)
 }
 
 // diffMaps appends to out what is missing from b, extra in b, or differs
