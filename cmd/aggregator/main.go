@@ -131,16 +131,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer dl.Close()
 	// One writer process per embedded store directory.
-	unlock, err := storeCfg.LockEmbedded()
+	store, closeStore, err := storeCfg.OpenWriter(ctx, storeflags.Options{DeadLetter: dl, Registerer: reg, Logger: log.With("component", "elasticsearch")})
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	store, err := storeCfg.Open(ctx, storeflags.Options{DeadLetter: dl, Registerer: reg, Logger: log.With("component", "elasticsearch")})
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	defer store.Close()
+	defer closeStore()
 
 	agg, err := aggregator.New(*cfg, store, aggregator.Options{Logger: log.With("component", "aggregator"), Registry: reg})
 	if err != nil {

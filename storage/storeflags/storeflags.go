@@ -225,6 +225,22 @@ func (c *Config) Open(ctx context.Context, o Options) (storage.Store, error) {
 	return s, nil
 }
 
+// OpenWriter is Open for a process that writes the store: with the
+// embedded store it first takes the store directory's lock
+// (LockEmbedded), so a second writer fails naming the holder. close
+// closes the store, then releases the lock.
+func (c *Config) OpenWriter(ctx context.Context, o Options) (s storage.Store, close func(), err error) {
+	unlock, err := c.LockEmbedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	if s, err = c.Open(ctx, o); err != nil {
+		unlock()
+		return nil, nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, func() { s.Close(); unlock() }, nil
+}
+
 // LockEmbedded is for a process that writes the store: with the embedded
 // store it creates the store's directory and locks it (internal/dirlock),
 // so that a second writer fails with an error naming the holder, until

@@ -152,3 +152,24 @@ func TestLockEmbedded(t *testing.T) {
 		defer u()
 	}
 }
+
+// TestOpenWriter: the embedded store opened for writing holds its lock
+// until closed.
+func TestOpenWriter(t *testing.T) {
+	c := Default()
+	c.Path = filepath.Join(t.TempDir(), "data", "tracepipe.db")
+	ctx := context.Background()
+	_, closeStore, err := c.OpenWriter(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.OpenWriter(ctx, Options{}); err == nil {
+		t.Fatal("a second writer opened the store")
+	}
+	closeStore()
+	_, closeStore, err = c.OpenWriter(ctx, Options{})
+	if err != nil {
+		t.Fatalf("after close: %v", err)
+	}
+	closeStore()
+}
