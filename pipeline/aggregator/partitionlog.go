@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
@@ -23,22 +24,18 @@ type partitionLog interface {
 // or ctx ends (the assignment ends), instead of failing the processor's
 // method, which would discard the partition's state and restart it from
 // its last commit. Other errors are returned at once. Failures are logged
-// at most every 10 s per partition.
+// at most every 10 s per partition and kind of read (internal/ratelog).
 type retryingLog struct {
-	log    partitionLog
-	logger *slog.Logger
-	stage  string // "map" or "reduce", in log messages
-	now    func() time.Time
+	log   partitionLog
+	warn  *ratelog.Logger
+	stage string // "map" or "reduce", in log messages
 	// minBackoff, doubled up to maxBackoff, is the wait between attempts.
 	minBackoff, maxBackoff time.Duration
-	logged                 time.Time
 }
 
 func newRetryingLog(l partitionLog, logger *slog.Logger, stage string, now func() time.Time) *retryingLog {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &retryingLog{log: l, logger: logger, stage: stage, now: now, minBackoff: 200 * time.Millisecond, maxBackoff: 5 * time.Second}
+	return &retryingLog{log: l, warn: ratelog.New(logger, ratelog.DefaultEvery, now), stage: stage,
+		minBackoff: 200 * time.Millisecond, maxBackoff: 5 * time.Second}
 }
 
 // Offsets returns the partition's first retained offset and its end.
@@ -89,11 +86,13 @@ func (l *retryingLog) retry(ctx context.Context, err error, what string, backoff
 	if err == nil || ctx.Err() != nil || !tpkafka.Retriable(err) {
 		return false
 	}
-	if now := l.now(); now.Sub(l.logged) >= 10*time.Second {
-		l.logged = now
-		l.logger.Warn(l.stage+": kafka "+what+" failed; retrying", "err", err)
-	}
-	t := time.NewTimer(backoff)
+	l.warn.Warn("kafka "+what, l.stage+": kafka "+what+" failed; retrying", "err", err)
+	return sleepCtx(ctx, backoff)
+}
+
+// sleepCtx waits d, reporting false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

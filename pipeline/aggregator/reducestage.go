@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/ratelog"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
@@ -43,12 +44,15 @@ type reduceProc struct {
 	// broken: a method failed; the state may be half-way through a rewind
 	// or a write and is neither written nor checkpointed again.
 	broken bool
+	// storeWarn logs store failures being retried, at most every 10 s per
+	// kind of access.
+	storeWarn *ratelog.Logger
 }
 
 func (a *Aggregator) newReduceProc(admin partitionLog, as tpkafka.Assignment) *reduceProc {
 	now := a.now()
 	return &reduceProc{a: a, admin: newRetryingLog(admin, as.Logger, "reduce", a.now), log: as.Logger, part: as.Partition,
-		lastFlush: now, lastCoarse: now, lastCk: now}
+		lastFlush: now, lastCoarse: now, lastCk: now, storeWarn: ratelog.New(as.Logger, ratelog.DefaultEvery, a.now)}
 }
 
 // Open restores the reducer from the group's commit: the re-read start and
@@ -274,24 +278,17 @@ func (w *reduceProc) Release() {
 // for good (storage.ErrPermanent). A store that is down or slow holds the
 // worker here, keeping its partition and its state: the fetcher's buffer
 // fills and fetching stops. Failures are counted (write_errors_total) and
-// logged, at most every 10 s.
+// logged, at most every 10 s per kind of access (internal/ratelog).
 func (w *reduceProc) retryStore(ctx context.Context, what string, op func() error) error {
-	a := w.a
-	var logged time.Time
 	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		err := op()
 		if err == nil || ctx.Err() != nil || errors.Is(err, storage.ErrPermanent) {
 			return err
 		}
-		a.m.writeErrors.WithLabelValues("reduce").Inc()
-		if now := a.now(); now.Sub(logged) >= 10*time.Second {
-			logged = now
-			w.log.Warn("reduce: store "+what+" failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
+		w.a.m.writeErrors.WithLabelValues("reduce").Inc()
+		w.storeWarn.Warn("store "+what, "reduce: store "+what+" failed; retrying", "err", err)
+		if !sleepCtx(ctx, backoff) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
 	}
 }
