@@ -1,12 +1,15 @@
 package elasticsearch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -298,26 +301,9 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 				break
 			}
 		}
-		bulk := w.c.Bulk()
-		if w.cfg.Refresh != "" {
-			bulk = bulk.Refresh(w.cfg.Refresh)
-		}
-		for _, i := range todo {
-			d := docs[i]
-			r := elastic.NewBulkIndexRequest().Index(d.index).Id(d.id).Doc(d.body)
-			switch d.cond {
-			case ifNotOlder:
-				r = r.VersionType("external_gte").Version(d.version)
-			case ifNewer:
-				r = r.VersionType("external").Version(d.version)
-			case ifMissing:
-				r = r.OpType("create")
-			}
-			bulk.Add(r)
-		}
 		t0 := time.Now()
 		ctx, cancel := context.WithTimeout(w.stop, w.cfg.RequestTimeout)
-		resp, err := bulk.Do(ctx)
+		resp, err := w.bulk(ctx, docs, todo)
 		cancel()
 		w.m.latency.Observe(time.Since(t0).Seconds())
 		if err != nil {
@@ -340,6 +326,16 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 				dead = append(dead, Failure{Index: docs[i].index, ID: docs[i].id, Kind: docs[i].kind, Doc: docs[i].body, Reason: err.Error()})
 				deadIdx = append(deadIdx, i)
 			}
+			break
+		}
+		if !resp.Errors {
+			// Every document written (a conflict or any failure sets errors).
+			w.m.bulkRequests.WithLabelValues("ok").Inc()
+			for _, i := range todo {
+				errs[i] = nil
+				w.m.docsWritten.WithLabelValues(docs[i].kind).Inc()
+			}
+			todo = nil
 			break
 		}
 		w.m.bulkRequests.WithLabelValues("ok").Inc()
@@ -407,6 +403,84 @@ func (w *bulkWriter) sendChunk(docs []doc) []error {
 		w.log.Error("documents rejected by Elasticsearch", "count", len(dead), "first_reason", dead[0].Reason, "dead_letter_err", err)
 	}
 	return errs
+}
+
+// bulkParams keep of a bulk response what sendChunk reads: whether any
+// item failed and each item's status and error (not its index, ID,
+// version, shards, ...), a fraction of the bytes to send and decode.
+var bulkParams = url.Values{"filter_path": {"errors,items.*.status,items.*.error"}}
+
+// bulkResponse is a bulk response filtered by bulkParams.
+type bulkResponse struct {
+	Errors bool                                   `json:"errors"`
+	Items  []map[string]*elastic.BulkResponseItem `json:"items"`
+}
+
+// bulk sends docs[todo] in one bulk request. The body is written here, each
+// document's JSON as it is, rather than by olivere's BulkService, which
+// encodes every action twice (once to estimate its size) and re-encodes the
+// documents; the items are decoded only when one failed.
+func (w *bulkWriter) bulk(ctx context.Context, docs []doc, todo []int) (*bulkResponse, error) {
+	n := 0
+	for _, i := range todo {
+		n += len(docs[i].body) + len(docs[i].index) + len(docs[i].id) + 96
+	}
+	b := make([]byte, 0, n)
+	for _, i := range todo {
+		d := &docs[i]
+		op := `{"index":{"_index":`
+		if d.cond == ifMissing {
+			op = `{"create":{"_index":`
+		}
+		b = append(b, op...)
+		b = appendJSONString(b, d.index)
+		b = append(b, `,"_id":`...)
+		b = appendJSONString(b, d.id)
+		switch d.cond {
+		case ifNotOlder:
+			b = append(b, `,"version_type":"external_gte","version":`...)
+			b = strconv.AppendInt(b, d.version, 10)
+		case ifNewer:
+			b = append(b, `,"version_type":"external","version":`...)
+			b = strconv.AppendInt(b, d.version, 10)
+		}
+		b = append(b, "}}\n"...)
+		b = append(b, d.body...)
+		b = append(b, '\n')
+	}
+	params := bulkParams
+	if w.cfg.Refresh != "" {
+		params = url.Values{"filter_path": bulkParams["filter_path"], "refresh": {w.cfg.Refresh}}
+	}
+	res, err := w.c.PerformRequest(ctx, elastic.PerformRequestOptions{
+		Method: "POST", Path: "/_bulk", Params: params, Body: string(b), ContentType: "application/x-ndjson",
+	})
+	if err != nil {
+		return nil, err
+	}
+	// filter_path leaves "errors" first: a response without failures is
+	// recognised without decoding its items.
+	if bytes.HasPrefix(res.Body, []byte(`{"errors":false`)) {
+		return &bulkResponse{}, nil
+	}
+	r := &bulkResponse{}
+	if err := json.Unmarshal(res.Body, r); err != nil {
+		return nil, fmt.Errorf("decode bulk response: %w", err)
+	}
+	return r, nil
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s) // rare: escapes, and invalid UTF-8 replaced as encoding/json does
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // sleep waits the backoff of the attempt; false if the writer is stopping.
