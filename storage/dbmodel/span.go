@@ -16,10 +16,13 @@
 package dbmodel
 
 import (
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,19 +39,19 @@ const (
 
 // Span is Jaeger's stored span (jaeger-span-* indices).
 type Span struct {
-	TraceID         string         `json:"traceID"`
-	SpanID          string         `json:"spanID"`
-	ParentSpanID    string         `json:"parentSpanID,omitempty"` // deprecated by Jaeger; read, never written
-	Flags           uint32         `json:"flags,omitempty"`
-	OperationName   string         `json:"operationName"`
-	References      []Reference    `json:"references"`
-	StartTime       int64          `json:"startTime"`       // µs since the epoch
-	StartTimeMillis int64          `json:"startTimeMillis"` // ms since the epoch, for date range queries
-	Duration        int64          `json:"duration"`        // µs
-	Tags            []KeyValue     `json:"tags"`
-	Tag             map[string]any `json:"tag,omitempty"`
-	Logs            []Log          `json:"logs"`
-	Process         Process        `json:"process"`
+	TraceID         string      `json:"traceID"`
+	SpanID          string      `json:"spanID"`
+	ParentSpanID    string      `json:"parentSpanID,omitempty"` // deprecated by Jaeger; read, never written
+	Flags           uint32      `json:"flags,omitempty"`
+	OperationName   string      `json:"operationName"`
+	References      []Reference `json:"references"`
+	StartTime       int64       `json:"startTime"`       // µs since the epoch
+	StartTimeMillis int64       `json:"startTimeMillis"` // ms since the epoch, for date range queries
+	Duration        int64       `json:"duration"`        // µs
+	Tags            []KeyValue  `json:"tags"`
+	Tag             TagFields   `json:"tag,omitempty"`
+	Logs            []Log       `json:"logs"`
+	Process         Process     `json:"process"`
 }
 
 // Reference is a stored span reference.
@@ -60,9 +63,9 @@ type Reference struct {
 
 // Process is a stored span's process.
 type Process struct {
-	ServiceName string         `json:"serviceName"`
-	Tags        []KeyValue     `json:"tags"`
-	Tag         map[string]any `json:"tag,omitempty"`
+	ServiceName string     `json:"serviceName"`
+	Tags        []KeyValue `json:"tags"`
+	Tag         TagFields  `json:"tag,omitempty"`
 }
 
 // Log is a stored span log.
@@ -101,12 +104,55 @@ type SpanOptions struct {
 	// AllTagsAsFields stores every non-binary tag in the "tag" object instead
 	// (Jaeger's --es.tags-as-fields.all).
 	AllTagsAsFields bool
+	// WellKnownTagsAsFields stores the keys of WellKnownFieldKeys in the
+	// "tag" object (tracepipe's default for Elasticsearch).
+	WellKnownTagsAsFields bool
 	// TagKeysAsFields stores these keys in the "tag" object.
 	TagKeysAsFields []string
 	// DotReplacement replaces "." in keys of the "tag" object (Jaeger's
 	// --es.tags-as-fields.dot-replacement; default "@").
 	DotReplacement string
 }
+
+// WellKnownFieldKeys are tag keys of the OpenTracing, Jaeger and
+// OpenTelemetry conventions whose tags SpanOptions.WellKnownTagsAsFields
+// stores as fields of the span document rather than as nested documents:
+// process tags that jaeger-client-go and the OTel SDKs put on every span
+// (hostname, ip, jaeger.version, host.name, service.instance.id, ...) and
+// common span tags (span.kind, error, http.*, db.*, rpc.*, peer.service,
+// ...). Each nested tag is a Lucene document of its own, so most spans'
+// cost to the search engine falls to a third; the keys are a fixed list,
+// so the mapping stays bounded whatever services send. Jaeger Query finds
+// both layouts (it searches the nested tags and the tag.* fields).
+var WellKnownFieldKeys = []string{
+	// Process (resource) tags.
+	"hostname", "ip", "jaeger.version", "client-uuid",
+	"host.name", "host.id", "host.arch", "host.type", "os.type", "os.description",
+	"process.pid", "process.executable.name", "process.runtime.name", "process.runtime.version", "process.runtime.description",
+	"service.instance.id", "service.namespace", "service.version",
+	"telemetry.sdk.name", "telemetry.sdk.language", "telemetry.sdk.version", "telemetry.auto.version", "telemetry.distro.name", "telemetry.distro.version",
+	"deployment.environment", "deployment.environment.name",
+	"k8s.cluster.name", "k8s.namespace.name", "k8s.pod.name", "k8s.pod.uid", "k8s.node.name", "k8s.deployment.name", "k8s.container.name",
+	"container.id", "container.name", "container.image.name",
+	"cloud.provider", "cloud.platform", "cloud.region", "cloud.availability_zone", "cloud.account.id",
+	// Span tags.
+	"span.kind", "error", "component", "peer.service", "internal.span.format", "sampler.type",
+	"otel.status_code", "otel.scope.name", "otel.scope.version", "otel.library.name", "otel.library.version",
+	"http.method", "http.request.method", "http.status_code", "http.response.status_code", "http.route", "http.scheme", "http.url", "http.target",
+	"url.full", "url.path", "url.scheme",
+	"rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code",
+	"db.system", "db.name", "db.operation", "db.statement", "db.namespace", "db.operation.name", "db.query.text",
+	"messaging.system", "messaging.operation", "messaging.destination", "messaging.destination.name",
+	"net.peer.name", "net.peer.port", "server.address", "server.port", "network.protocol.name",
+}
+
+var wellKnownFieldKeys = func() map[string]bool {
+	m := make(map[string]bool, len(WellKnownFieldKeys))
+	for _, k := range WellKnownFieldKeys {
+		m[k] = true
+	}
+	return m
+}()
 
 func (o SpanOptions) dot() string {
 	if o.DotReplacement == "" {
@@ -115,16 +161,14 @@ func (o SpanOptions) dot() string {
 	return o.DotReplacement
 }
 
+// asField says whether a tag with key k goes to the "tag" object. A key
+// that cannot be a field name (empty) or whose field name would read back as
+// another key (it holds the dot replacement) stays nested.
 func (o SpanOptions) asField(k string) bool {
-	if o.AllTagsAsFields {
-		return true
+	if !o.AllTagsAsFields && !(o.WellKnownTagsAsFields && wellKnownFieldKeys[k]) && !slices.Contains(o.TagKeysAsFields, k) {
+		return false
 	}
-	for _, f := range o.TagKeysAsFields {
-		if f == k {
-			return true
-		}
-	}
-	return false
+	return k != "" && !strings.Contains(k, o.dot())
 }
 
 // Tag keys that carry model.Span's Kind and Status in Jaeger's schema.
@@ -216,14 +260,17 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-func fromKeyValues(kvs model.KeyValues, o SpanOptions) ([]KeyValue, map[string]any) {
+// fromKeyValues splits kvs into the nested list and the "tag" object. A key
+// repeated in kvs keeps its first value as the field and the others nested,
+// and a float that JSON cannot hold (NaN, ±Inf) stays nested as text, so
+// nothing is lost. Floats are written with a decimal point (1.0, not 1) so
+// that they read back as floats, here and in Jaeger Query.
+func fromKeyValues(kvs model.KeyValues, o SpanOptions) ([]KeyValue, TagFields) {
 	out := make([]KeyValue, 0, len(kvs))
-	var fields map[string]any
+	var fields TagFields
 	for _, kv := range kvs {
 		if kv.Type != model.BinaryType && o.asField(kv.Key) {
-			if fields == nil {
-				fields = map[string]any{}
-			}
+			k := strings.ReplaceAll(kv.Key, ".", o.dot())
 			var v any
 			switch kv.Type {
 			case model.BoolType:
@@ -231,16 +278,51 @@ func fromKeyValues(kvs model.KeyValues, o SpanOptions) ([]KeyValue, map[string]a
 			case model.Int64Type:
 				v = kv.Int64Value()
 			case model.Float64Type:
-				v = kv.Float64Value()
+				v = floatNumber(kv.Float64Value())
 			default:
 				v = kv.Str
 			}
-			fields[strings.ReplaceAll(kv.Key, ".", o.dot())] = v
-			continue
+			if _, dup := fields[k]; !dup && v != nil {
+				if fields == nil {
+					fields = TagFields{}
+				}
+				fields[k] = v
+				continue
+			}
 		}
 		out = append(out, fromKeyValue(kv))
 	}
 	return out, fields
+}
+
+// floatNumber is f as a JSON number that reads back as a float (with a
+// decimal point or an exponent), nil for NaN and ±Inf.
+func floatNumber(f float64) any {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".e") {
+		s += ".0"
+	}
+	return json.Number(s)
+}
+
+// TagFields is the "tag" object of a span or process: tags stored as fields
+// (Jaeger's tags-as-fields). Numbers are decoded as json.Number, so that
+// integers keep every digit and floats stay floats.
+type TagFields map[string]any
+
+// UnmarshalJSON decodes the object with numbers as json.Number.
+func (f *TagFields) UnmarshalJSON(b []byte) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		return err
+	}
+	*f = m
+	return nil
 }
 
 func fromKeyValue(kv model.KeyValue) KeyValue {
@@ -343,7 +425,7 @@ func ToDomainSpan(d *Span, o SpanOptions) (*model.Span, error) {
 	return s, nil
 }
 
-func toKeyValues(kvs []KeyValue, fields map[string]any, o SpanOptions) (model.KeyValues, error) {
+func toKeyValues(kvs []KeyValue, fields TagFields, o SpanOptions) (model.KeyValues, error) {
 	if len(kvs) == 0 && len(fields) == 0 {
 		return nil, nil
 	}
@@ -369,7 +451,19 @@ func toKeyValues(kvs []KeyValue, fields map[string]any, o SpanOptions) (model.Ke
 			out = append(out, model.Bool(key, v))
 		case int64:
 			out = append(out, model.Int64(key, v))
-		case float64:
+		case json.Number: // as decoded: an integer unless written with a point or exponent
+			if !strings.ContainsAny(string(v), ".eE") {
+				if n, err := v.Int64(); err == nil {
+					out = append(out, model.Int64(key, n))
+					continue
+				}
+			}
+			f, err := v.Float64()
+			if err != nil {
+				return nil, fmt.Errorf("tag field %q: %w", k, err)
+			}
+			out = append(out, model.Float64(key, f))
+		case float64: // set in code, not decoded: as Jaeger reads it
 			if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
 				out = append(out, model.Int64(key, int64(v)))
 			} else {

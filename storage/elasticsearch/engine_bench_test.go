@@ -313,10 +313,12 @@ func jaegerWrite(ctx context.Context, c *elastic.Client, x indices, traces []mod
 
 // engineBenchConfig is the default Config, with TRACEPIPE_BENCH_REFRESH
 // (a duration), TRACEPIPE_BENCH_CODEC, TRACEPIPE_BENCH_BATCH_DOCS and
-// TRACEPIPE_BENCH_TAGS_AS_FIELDS ("all" or a comma-separated key list: Jaeger's
-// tags-as-fields options) to measure other choices.
+// TRACEPIPE_BENCH_TAGS_AS_FIELDS ("none": Jaeger's nested layout, "all" or a
+// comma-separated key list: Jaeger's tags-as-fields options) to measure other
+// choices.
 func engineBenchConfig(b *testing.B, url, prefix string) Config {
-	cfg := Config{URLs: []string{url}, IndexPrefix: prefix}
+	// As storeflags.Default: the well-known tags as fields.
+	cfg := Config{URLs: []string{url}, IndexPrefix: prefix, SpanOptions: dbmodel.SpanOptions{WellKnownTagsAsFields: true}}
 	if v := os.Getenv("TRACEPIPE_BENCH_REFRESH"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -327,6 +329,8 @@ func engineBenchConfig(b *testing.B, url, prefix string) Config {
 	cfg.Codec = os.Getenv("TRACEPIPE_BENCH_CODEC")
 	switch v := os.Getenv("TRACEPIPE_BENCH_TAGS_AS_FIELDS"); v {
 	case "":
+	case "none": // Jaeger's default layout
+		cfg.SpanOptions.WellKnownTagsAsFields = false
 	case "all":
 		cfg.SpanOptions.AllTagsAsFields = true
 	default:

@@ -18,7 +18,7 @@ func TestEngineLoadFlags(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	c.RegisterFlags(fs, "")
 	if err := fs.Parse([]string{"--es-url", "http://es:9200", "--es-refresh-interval", "30s", "--es-index-codec", "best_compression",
-		"--es-tags-as-fields-all", "--es-tags-as-fields-keys", "hostname,ip", "--es-tags-as-fields-dot-replacement", "_"}); err != nil {
+		"--es-tags-as-fields-all", "--es-tags-as-fields-well-known=false", "--es-tags-as-fields-keys", "hostname,ip", "--es-tags-as-fields-dot-replacement", "_"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Validate(); err != nil {
@@ -31,6 +31,9 @@ func TestEngineLoadFlags(t *testing.T) {
 	want := dbmodel.SpanOptions{AllTagsAsFields: true, TagKeysAsFields: []string{"hostname", "ip"}, DotReplacement: "_"}
 	if !reflect.DeepEqual(es.SpanOptions, want) {
 		t.Errorf("span options %+v, want %+v", es.SpanOptions, want)
+	}
+	if d := Default(); !d.Elasticsearch(Options{}).SpanOptions.WellKnownTagsAsFields {
+		t.Error("well-known tags are not fields by default")
 	}
 	if Default().RefreshInterval != 10*time.Second {
 		t.Errorf("default refresh interval %v", Default().RefreshInterval)

@@ -56,9 +56,12 @@ type Config struct {
 	Codec           string
 	// Jaeger's tags-as-fields options (dbmodel.SpanOptions): tags stored
 	// as fields of the span document instead of nested documents.
-	TagsAsFieldsAll    bool
-	TagsAsFieldsKeys   []string
-	TagsDotReplacement string
+	TagsAsFieldsAll bool
+	// TagsAsFieldsWellKnown stores dbmodel.WellKnownFieldKeys as fields
+	// (default true).
+	TagsAsFieldsWellKnown bool
+	TagsAsFieldsKeys      []string
+	TagsDotReplacement    string
 
 	// Elasticsearch authentication (basic or API key) and TLS.
 	Username, Password string
@@ -70,14 +73,15 @@ type Config struct {
 // default promoted tags, and elasticsearch.Config's defaults written out.
 func Default() Config {
 	return Config{
-		Path:              DefaultPath,
-		PromotedTags:      model.DefaultPromotedTags(),
-		Shards:            1,
-		BulkActions:       5000,
-		BulkBytes:         8 << 20,
-		BulkFlushInterval: 100 * time.Millisecond,
-		BulkWorkers:       2,
-		RefreshInterval:   10 * time.Second,
+		Path:                  DefaultPath,
+		PromotedTags:          model.DefaultPromotedTags(),
+		Shards:                1,
+		BulkActions:           5000,
+		BulkBytes:             8 << 20,
+		BulkFlushInterval:     100 * time.Millisecond,
+		BulkWorkers:           2,
+		RefreshInterval:       10 * time.Second,
+		TagsAsFieldsWellKnown: true,
 	}
 }
 
@@ -100,6 +104,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.DurationVar(&c.RefreshInterval, p("es-refresh-interval"), c.RefreshInterval, "Elasticsearch: refresh interval of each new daily index, how long written documents may stay unsearchable (longer: less engine CPU per span)")
 	fs.StringVar(&c.Codec, p("es-index-codec"), c.Codec, "Elasticsearch: codec of each new daily index: empty (the engine's default) or best_compression (smaller, more engine CPU)")
 	fs.BoolVar(&c.TagsAsFieldsAll, p("es-tags-as-fields-all"), c.TagsAsFieldsAll, "Elasticsearch: store every span and process tag as a field of the span document instead of a nested document (Jaeger's --es.tags-as-fields.all; less engine CPU, more mapped fields)")
+	fs.BoolVar(&c.TagsAsFieldsWellKnown, p("es-tags-as-fields-well-known"), c.TagsAsFieldsWellKnown, "Elasticsearch: store the tags of well-known keys (process tags such as hostname, ip, host.name; span.kind, error, http.*, db.*, rpc.*, peer.service ...: the README lists them) as fields of the span document, not nested documents (a fixed list: the mapping stays bounded; false: Jaeger's default layout)")
 	fs.Var(config.List{P: &c.TagsAsFieldsKeys}, p("es-tags-as-fields-keys"), "Elasticsearch: tag keys stored as fields of the span document, comma-separated (Jaeger's --es.tags-as-fields.config-file keys)")
 	fs.StringVar(&c.TagsDotReplacement, p("es-tags-as-fields-dot-replacement"), c.TagsDotReplacement, "Elasticsearch: replaces '.' in the keys of tags stored as fields (Jaeger's --es.tags-as-fields.dot-replacement; empty: @)")
 	fs.StringVar(&c.Username, p("es-username"), c.Username, "Elasticsearch basic-auth user name")
@@ -140,7 +145,7 @@ func (c *Config) Elasticsearch(o Options) elasticsearch.Config {
 		Shards: c.Shards, Replicas: c.Replicas,
 		BatchDocs: c.BulkActions, BatchBytes: c.BulkBytes, FlushInterval: c.BulkFlushInterval, Workers: c.BulkWorkers,
 		RefreshInterval: c.RefreshInterval, Codec: c.Codec,
-		SpanOptions: dbmodel.SpanOptions{AllTagsAsFields: c.TagsAsFieldsAll, TagKeysAsFields: c.TagsAsFieldsKeys, DotReplacement: c.TagsDotReplacement},
+		SpanOptions: dbmodel.SpanOptions{AllTagsAsFields: c.TagsAsFieldsAll, WellKnownTagsAsFields: c.TagsAsFieldsWellKnown, TagKeysAsFields: c.TagsAsFieldsKeys, DotReplacement: c.TagsDotReplacement},
 		Username:    c.Username, Password: c.Password, APIKey: c.APIKey, TLS: c.TLS,
 		SkipTemplates: o.ReadOnly, DeadLetter: o.DeadLetter, Registerer: o.Registerer, Logger: o.Logger,
 	}
