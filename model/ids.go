@@ -89,6 +89,9 @@ func (s SpanID) String() string {
 	return string(appendHex64(buf[:0], uint64(s)))
 }
 
+// AppendHex appends String's form to dst without allocating.
+func (s SpanID) AppendHex(dst []byte) []byte { return appendHex64(dst, uint64(s)) }
+
 // Bytes returns the 8-byte big-endian form.
 func (s SpanID) Bytes() [8]byte {
 	var b [8]byte

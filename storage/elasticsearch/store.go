@@ -347,6 +347,8 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		traceCond, serviceCond = ifNewer, ifMissing
 	}
 	var docs []doc
+	// The span documents share one buffer, each a capped slice of it.
+	var buf []byte
 	for i := range traces {
 		at := &traces[i]
 		v := int64(at.Version)
@@ -354,11 +356,12 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 			v = 1
 		}
 		for _, sp := range at.Trace.Spans {
-			d := dbmodel.FromDomainSpan(sp, s.cfg.SpanOptions)
-			body, err := json.Marshal(&d)
-			if err != nil {
-				return fmt.Errorf("encode span %s: %w", sp.SpanID, err)
+			if cap(buf)-len(buf) < 4096 {
+				buf = make([]byte, 0, 256<<10)
 			}
+			n := len(buf)
+			buf = dbmodel.AppendSpanJSON(buf, sp, s.cfg.SpanOptions)
+			body := buf[n:len(buf):len(buf)]
 			docs = append(docs, doc{kind: "span", index: s.x.span(sp.Start), id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), cond: traceCond, version: v, body: body})
 			if sd, ok := s.serviceDoc(sp); ok {
 				sd.cond = serviceCond
