@@ -20,7 +20,7 @@ import (
 // TemplateVersion is written into every index template's "version" field.
 // Start installs a template when it is missing or older, never downgrades
 // one; bump it whenever a mapping below changes.
-const TemplateVersion = 2
+const TemplateVersion = 3
 
 // Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
 // span's start, the trace's start or the rollup window's start); rollup and
@@ -162,8 +162,18 @@ const serviceMapping = `{
   "properties":{"serviceName":` + keyword + `,"operationName":` + keyword + `}
 }`
 
+// Field types of the summaries' nested per-operation entries (one Lucene
+// document each, about 15 per trace) that TopBottlenecks only aggregates:
+// doc values without an index.
+const (
+	keywordAggregated = `{"type":"keyword","index":false}`
+	longAggregated    = `{"type":"long","index":false}`
+)
+
 // Trace summaries: see dbmodel.Trace. Unknown fields are kept in _source but
-// not indexed; promoted tags (tag.*) are keywords; the analysis is stored only.
+// not indexed; promoted tags (tag.*) are keywords; the analysis is stored only;
+// the per-operation entries index their key and operation (searched) and keep
+// the rest as doc values only (aggregated, never searched).
 const tracesMapping = `{
   "dynamic":false,
   "properties":{
@@ -180,13 +190,13 @@ const tracesMapping = `{
     "services":{"type":"keyword"},
     "operations":{"type":"nested","dynamic":false,"properties":{
       "key":{"type":"keyword"},
-      "service":{"type":"keyword"},
+      "service":` + keywordAggregated + `,
       "operation":{"type":"keyword"},
-      "count":{"type":"long"},
-      "errors":{"type":"long"},
-      "durationNanos":{"type":"long"},
-      "selfNanos":{"type":"long"},
-      "criticalPathNanos":{"type":"long"}
+      "count":` + longAggregated + `,
+      "errors":` + longAggregated + `,
+      "durationNanos":` + longAggregated + `,
+      "selfNanos":` + longAggregated + `,
+      "criticalPathNanos":` + longAggregated + `
     }},
     "tag":{"type":"object","dynamic":true},
     "bottleneck":{"properties":{"service":{"type":"keyword"},"operation":{"type":"keyword"},"criticalPathNanos":{"type":"long"}}},
