@@ -16,6 +16,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
@@ -62,19 +63,39 @@ type jaegerTrace struct {
 // TestJaegerQueryReadsOurIndices runs an unmodified Jaeger Query on the same
 // cluster and prefix and fetches tracepipe-written traces by ID, by service
 // and operation, and by tag, as the Jaeger UI does.
+//
+// It does so for Jaeger's default tag layout (every tag nested) and for
+// tracepipe's default (well-known keys such as hostname, span.kind and
+// error as fields).
 func TestJaegerQueryReadsOurIndices(t *testing.T) {
 	bin := jaegerQuery(t)
+	for _, c := range []struct {
+		name string
+		o    dbmodel.SpanOptions
+	}{
+		{"nested-tags", dbmodel.SpanOptions{}},
+		{"well-known-tags-as-fields", dbmodel.SpanOptions{WellKnownTagsAsFields: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) { testJaegerQueryReads(t, bin, c.o) })
+	}
+}
+
+func testJaegerQueryReads(t *testing.T, bin string, o dbmodel.SpanOptions) {
 	esu := esURL(t)
 	prefix := testPrefix(t, esu)
 	ctx := context.Background()
-	s := newTestStore(t, Config{URLs: []string{esu}, IndexPrefix: prefix, Refresh: "wait_for"})
+	s := newTestStore(t, Config{URLs: []string{esu}, IndexPrefix: prefix, Refresh: "wait_for", SpanOptions: o})
 	defer s.Close()
 	// Jaeger searches only recent indices (--es.max-span-age), so the traces start now.
 	now := model.TimestampOf(time.Now().Add(-10 * time.Minute).Truncate(time.Millisecond))
 	var ats []model.AssembledTrace
 	for i := 1; i <= 3; i++ {
-		ats = append(ats, storagetest.Trace(storagetest.Spec{ID: model.TraceID{High: 0xfeed, Low: uint64(i)}, Start: now.Add(time.Duration(i) * time.Second),
-			Shard: fmt.Sprint(i), Host: "h1", Error: i == 2, ExtraSpans: 1}))
+		at := storagetest.Trace(storagetest.Spec{ID: model.TraceID{High: 0xfeed, Low: uint64(i)}, Start: now.Add(time.Duration(i) * time.Second),
+			Shard: fmt.Sprint(i), Host: "h1", Error: i == 2, ExtraSpans: 1})
+		for _, sp := range at.Trace.Spans { // a well-known process tag, as jaeger-client-go sets it
+			sp.Process.Tags = append(sp.Process.Tags, model.String("hostname", fmt.Sprintf("host-%d", i)))
+		}
+		ats = append(ats, at)
 	}
 	if err := s.WriteTraces(ctx, ats); err != nil {
 		t.Fatal(err)
@@ -197,6 +218,12 @@ func TestJaegerQueryReadsOurIndices(t *testing.T) {
 	}
 	if got := find(url.Values{"service": {"db"}, "tags": {`{"host":"h1","error":"true"}`}}); len(got) != 1 || got[0] != id(2) {
 		t.Errorf("by process and span tag: %v", got)
+	}
+	if got := find(url.Values{"service": {"payments"}, "tags": {`{"hostname":"host-3"}`}}); len(got) != 1 || got[0] != id(3) {
+		t.Errorf("by a well-known process tag: %v", got)
+	}
+	if got := find(url.Values{"service": {"db"}, "tags": {`{"hostname":"host-2","error":"true"}`}}); len(got) != 1 || got[0] != id(2) {
+		t.Errorf("by well-known process and span tags: %v", got)
 	}
 
 	// The System Architecture view: /api/dependencies reads the links
