@@ -79,8 +79,10 @@ func newTestStore(t testing.TB, cfg Config) *Store {
 
 func TestConformance(t *testing.T) {
 	url := esURL(t)
+	// With the tag layout tracepipe's binaries use (storeflags.Default).
 	storagetest.Run(t, func(t *testing.T) storage.Store {
-		return newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for"})
+		return newTestStore(t, Config{URLs: []string{url}, IndexPrefix: testPrefix(t, url), Refresh: "wait_for",
+			SpanOptions: dbmodel.SpanOptions{WellKnownTagsAsFields: true}})
 	})
 }
 
