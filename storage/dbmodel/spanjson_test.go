@@ -78,7 +78,7 @@ func FuzzAppendSpanJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key, val string, fl float64, n int64, flags uint32, op string, b bool) {
 		s := &model.Span{
 			TraceID: tid128, SpanID: model.SpanID(n), Operation: op, Flags: flags, Start: model.Timestamp(n), Duration: time.Duration(n),
-			Tags: model.KeyValues{model.String(key, val), model.Float64(key, fl), model.Int64(key+".n", n), model.Bool(val, b), model.Binary(key, []byte(val))},
+			Tags:    model.KeyValues{model.String(key, val), model.Float64(key, fl), model.Int64(key+".n", n), model.Bool(val, b), model.Binary(key, []byte(val))},
 			Logs:    []model.Log{{Timestamp: model.Timestamp(n), Fields: model.KeyValues{model.String(val, key)}}},
 			Process: model.Process{ServiceName: val, Tags: model.KeyValues{model.String(key, op), model.Float64("hostname", fl)}},
 		}

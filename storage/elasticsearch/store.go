@@ -277,7 +277,7 @@ type Store struct {
 	w   *bulkWriter
 
 	mu       sync.Mutex
-	services map[string]struct{} // index/serviceDocID written by this process
+	services map[serviceKey]struct{} // service documents written by this process
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -326,7 +326,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		c.Stop()
 		return nil, err
 	}
-	return &Store{c: c, cfg: cfg, x: x, w: newBulkWriter(c, cfg, m, cfg.Logger), services: map[string]struct{}{}}, nil
+	return &Store{c: c, cfg: cfg, x: x, w: newBulkWriter(c, cfg, m, cfg.Logger), services: map[serviceKey]struct{}{}}, nil
 }
 
 // Close sends pending documents (retrying for at most CloseTimeout) and
@@ -349,6 +349,7 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 	var docs []doc
 	// The span documents share one buffer, each a capped slice of it.
 	var buf []byte
+	days := dayIndex{x: s.x}
 	for i := range traces {
 		at := &traces[i]
 		v := int64(at.Version)
@@ -362,8 +363,9 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 			n := len(buf)
 			buf = dbmodel.AppendSpanJSON(buf, sp, s.cfg.SpanOptions)
 			body := buf[n:len(buf):len(buf)]
-			docs = append(docs, doc{kind: "span", index: s.x.span(sp.Start), id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), cond: traceCond, version: v, body: body})
-			if sd, ok := s.serviceDoc(sp); ok {
+			spanIndex, serviceIndex := days.of(sp.Start)
+			docs = append(docs, doc{kind: "span", index: spanIndex, id: dbmodel.SpanDocID(sp.TraceID, sp.SpanID), cond: traceCond, version: v, body: body})
+			if sd, ok := s.serviceDoc(sp, serviceIndex); ok {
 				sd.cond = serviceCond
 				docs = append(docs, sd)
 			}
@@ -383,23 +385,47 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 	return nil
 }
 
-// serviceDoc returns the span's jaeger-service document unless this process
-// already wrote it today.
-func (s *Store) serviceDoc(sp *model.Span) (doc, bool) {
-	svc := dbmodel.Service{ServiceName: sp.Process.ServiceName, OperationName: sp.Operation}
-	index, id := s.x.service(sp.Start), svc.ID()
-	key := index + "/" + id
+// serviceDoc returns the span's jaeger-service document (in index, the
+// service index of the span's day) unless this process already wrote it.
+func (s *Store) serviceDoc(sp *model.Span, index string) (doc, bool) {
+	key := serviceKey{index: index, service: sp.Process.ServiceName, operation: sp.Operation}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.services[key]; ok {
+		s.mu.Unlock()
 		return doc{}, false
 	}
 	if len(s.services) >= s.cfg.ServiceCacheSize {
 		clear(s.services)
 	}
 	s.services[key] = struct{}{}
+	s.mu.Unlock()
+	svc := dbmodel.Service{ServiceName: sp.Process.ServiceName, OperationName: sp.Operation}
 	body, _ := json.Marshal(svc)
-	return doc{kind: "service", index: index, id: id, body: body}, true
+	return doc{kind: "service", index: index, id: svc.ID(), body: body, service: key}, true
+}
+
+// serviceKey names a jaeger-service document written by this process.
+type serviceKey struct{ index, service, operation string }
+
+// dayIndex remembers the span and service index names of the last UTC day
+// asked for: the spans of one write mostly share a day, and formatting it
+// per span was a noticeable share of the writer's CPU.
+type dayIndex struct {
+	x             indices
+	day           int64
+	known         bool
+	span, service string
+}
+
+func (d *dayIndex) of(t model.Timestamp) (span, service string) {
+	n := int64(t) / int64(24*time.Hour)
+	if int64(t) < 0 && int64(t)%int64(24*time.Hour) != 0 {
+		n--
+	}
+	if !d.known || n != d.day {
+		d.day, d.known, d.span, d.service = n, true, d.x.span(t), d.x.service(t)
+	}
+	return d.span, d.service
 }
 
 // forgetServices drops failed service docs from the cache so a retry rewrites them.
@@ -408,7 +434,7 @@ func (s *Store) forgetServices(docs []doc) {
 	defer s.mu.Unlock()
 	for _, d := range docs {
 		if d.kind == "service" {
-			delete(s.services, d.index+"/"+d.id)
+			delete(s.services, d.service)
 		}
 	}
 }

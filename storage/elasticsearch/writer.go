@@ -45,6 +45,7 @@ type doc struct {
 	cond            cond
 	version         int64 // the external version of ifNotOlder and ifNewer
 	body            json.RawMessage
+	service         serviceKey // of a service document: its key in Store.services
 }
 
 // cond says when a doc replaces a stored document with its ID. A doc that
