@@ -39,6 +39,12 @@ import (
 //     (issue 16's goal: at most 150);
 //   - cpu-s: the process's CPU time (utime+stime) from start to the last
 //     trace emitted, GC included.
+//
+// The log line also has the scraped peaks of the Go heap in use, the
+// runtime's total and the encoded output in flight
+// (tracepipe_ingester_output_inflight_bytes, bounded by
+// --max-output-bytes-in-flight; TRACEPIPE_BENCH_INGESTER_ENV may set
+// TRACEPIPE_MAX_OUTPUT_BYTES_IN_FLIGHT).
 func BenchmarkBurstMemory(b *testing.B) {
 	if os.Getenv(testenv.EnvKafka) == "" {
 		b.Skip(testenv.HowToStart)
@@ -91,7 +97,7 @@ func BenchmarkBurstMemory(b *testing.B) {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
-		var peak, heap, sys float64
+		var peak, heap, sys, outPeak float64
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
 			m, err := scrape("http://" + addr + "/metrics")
@@ -99,6 +105,7 @@ func BenchmarkBurstMemory(b *testing.B) {
 				peak = max(peak, m["tracepipe_ingester_inflight_bytes"])
 				heap = max(heap, m["go_memstats_heap_inuse_bytes"])
 				sys = max(sys, m["go_memstats_sys_bytes"])
+				outPeak = max(outPeak, m["tracepipe_ingester_output_inflight_bytes"])
 				if m["tracepipe_ingester_traces_out_total"] >= float64(traces) && m["tracepipe_ingester_spans_in_total"] >= float64(spans) {
 					break
 				}
@@ -117,8 +124,8 @@ func BenchmarkBurstMemory(b *testing.B) {
 		peakRSS += hwm
 		buffered += peak
 		cpu += c
-		b.Logf("%d traces, %d spans: peak buffered %.1f MiB, peak RSS %.1f MiB (scraped peaks: heap in use %.1f MiB, runtime total %.1f MiB), CPU %.2f s",
-			traces, spans, peak/(1<<20), hwm/(1<<20), heap/(1<<20), sys/(1<<20), c)
+		b.Logf("%d traces, %d spans: peak buffered %.1f MiB, peak RSS %.1f MiB (scraped peaks: heap in use %.1f MiB, runtime total %.1f MiB, output in flight %.1f MiB), CPU %.2f s",
+			traces, spans, peak/(1<<20), hwm/(1<<20), heap/(1<<20), sys/(1<<20), outPeak/(1<<20), c)
 	}
 	n := float64(b.N)
 	b.ReportMetric(buffered/n/(1<<20), "buffered-MiB")

@@ -33,8 +33,12 @@ type Config struct {
 	MaxSpansPerTrace  int
 	MaxTracesInFlight int64
 	MaxBytesInFlight  int64
-	MaxTombstones     int
-	MaxMessageBytes   int
+	// MaxOutputBytesInFlight bounds the encoded trace output produced and
+	// not yet acknowledged, per instance: due traces beyond it wait (see
+	// the package doc, Limits).
+	MaxOutputBytesInFlight int64
+	MaxTombstones          int
+	MaxMessageBytes        int
 
 	FlushOnShutdown bool
 	ShutdownGrace   time.Duration
@@ -51,27 +55,31 @@ type Config struct {
 	CreateTopics int
 }
 
+// DefaultMaxOutputBytesInFlight is --max-output-bytes-in-flight's default.
+const DefaultMaxOutputBytesInFlight = 8 << 20
+
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		ClientConfig:      kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
-		SpansTopic:        "jaeger-spans",
-		TracesTopic:       "tracepipe-traces",
-		DLQTopic:          "tracepipe-ingester-dlq",
-		Group:             "tracepipe-ingester",
-		Encoding:          wire.Auto,
-		MetricsAddr:       "127.0.0.1:9464",
-		IdleTimeout:       assemble.DefaultIdleTimeout,
-		MaxWait:           assemble.DefaultMaxWait,
-		LateHorizon:       assemble.DefaultLateHorizon,
-		MaxSpansPerTrace:  2000,
-		MaxTracesInFlight: 200_000,
-		MaxBytesInFlight:  1 << 30,
-		MaxTombstones:     assemble.DefaultMaxTombstones,
-		MaxMessageBytes:   1 << 20,
-		ShutdownGrace:     10 * time.Second,
-		CommitInterval:    time.Second,
-		SessionTimeout:    10 * time.Second,
+		ClientConfig:           kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
+		SpansTopic:             "jaeger-spans",
+		TracesTopic:            "tracepipe-traces",
+		DLQTopic:               "tracepipe-ingester-dlq",
+		Group:                  "tracepipe-ingester",
+		Encoding:               wire.Auto,
+		MetricsAddr:            "127.0.0.1:9464",
+		IdleTimeout:            assemble.DefaultIdleTimeout,
+		MaxWait:                assemble.DefaultMaxWait,
+		LateHorizon:            assemble.DefaultLateHorizon,
+		MaxSpansPerTrace:       2000,
+		MaxTracesInFlight:      200_000,
+		MaxBytesInFlight:       1 << 30,
+		MaxOutputBytesInFlight: DefaultMaxOutputBytesInFlight,
+		MaxTombstones:          assemble.DefaultMaxTombstones,
+		MaxMessageBytes:        1 << 20,
+		ShutdownGrace:          10 * time.Second,
+		CommitInterval:         time.Second,
+		SessionTimeout:         10 * time.Second,
 	}
 }
 
@@ -110,6 +118,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.MaxSpansPerTrace, p("max-spans-per-trace"), c.MaxSpansPerTrace, "drop further spans of a trace (trace marked truncated)")
 	fs.Int64Var(&c.MaxTracesInFlight, p("max-traces-in-flight"), c.MaxTracesInFlight, "buffered+retained traces per instance before fetching pauses")
 	fs.Int64Var(&c.MaxBytesInFlight, p("max-bytes-in-flight"), c.MaxBytesInFlight, "buffered+retained span bytes per instance before fetching pauses")
+	fs.Int64Var(&c.MaxOutputBytesInFlight, p("max-output-bytes-in-flight"), c.MaxOutputBytesInFlight, "encoded trace output produced and not yet acknowledged per instance before due traces wait (each partition may exceed it by one trace)")
 	fs.IntVar(&c.MaxTombstones, p("max-tombstones"), c.MaxTombstones, "evicted trace IDs remembered per partition to drop too-late spans")
 	fs.IntVar(&c.MaxMessageBytes, p("max-message-bytes"), c.MaxMessageBytes, "largest output message; larger traces are dropped and counted")
 	fs.BoolVar(&c.FlushOnShutdown, p("flush-on-shutdown"), c.FlushOnShutdown, "on shutdown or partition loss, emit half-built traces (completion shutdown)")
@@ -165,6 +174,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBytesInFlight < 1<<20 {
 		bad("--max-bytes-in-flight must be at least 1 MiB (got %d)", c.MaxBytesInFlight)
+	}
+	if c.MaxOutputBytesInFlight <= 0 {
+		bad("--max-output-bytes-in-flight must be positive (got %d)", c.MaxOutputBytesInFlight)
 	}
 	if c.MaxMessageBytes < 1<<10 {
 		bad("--max-message-bytes must be at least 1 KiB (got %d)", c.MaxMessageBytes)

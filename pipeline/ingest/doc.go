@@ -111,6 +111,20 @@
 // within an idle timeout plus the late horizon) therefore emits traces early
 // and, once their retention is evicted for space, drops their later spans as
 // too late — size the budget from the in-flight metrics.
+// --max-output-bytes-in-flight (default 8 MiB) bounds the encoded trace
+// output per instance that is produced and not yet acknowledged. Due traces
+// are decoded, analysed and encoded one at a time while it has room; the
+// rest stay due, in order, buffered (holding the commit like any buffered
+// trace), and are emitted as acknowledgements free room or at the next tick
+// (tracepipe_ingester_emit_waiting_partitions counts partitions with traces
+// waiting). A partition with nothing in flight always emits one trace, so
+// none stalls and each may exceed the bound by one trace. So a burst that
+// falls due at once (the traces of a backlog read after a restart, or of a
+// paused partition) costs the memory of its buffered spans plus the bound,
+// not a decoded, analysed and encoded copy of every due trace at the same
+// moment; emission then runs at the pace of the acknowledgements. A flush
+// on shutdown (--flush-on-shutdown) emits every buffered trace at once: it
+// cannot wait for acknowledgements.
 // --max-spans-per-trace truncates a trace (excess spans counted, the trace
 // flagged). A trace version whose encoding exceeds --max-message-bytes is
 // dropped and counted (dropped_traces_total{reason="too_large"}).
@@ -132,7 +146,7 @@
 // late_spans_total, duplicate_spans_total, dropped_spans_total{reason},
 // dropped_traces_total{reason}, produce_errors_total, rekeyed_messages_total,
 // inflight_traces, inflight_spans, inflight_bytes, fetch_paused_partitions,
-// assembly_delay_seconds (histogram), committed_offset{partition},
+// output_inflight_bytes, emit_waiting_partitions, assembly_delay_seconds (histogram), committed_offset{partition},
 // commit_lag{partition}, consumer_lag{partition}. Partition labels above 255
 // share "__overflow__". Membership, assignment and commits are the
 // runtime's tracepipe_kafka_*{stage="ingester"} (partitions_assigned and

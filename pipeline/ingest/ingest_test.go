@@ -250,6 +250,8 @@ func TestConfig(t *testing.T) {
 		{"every problem at once", []string{"--kafka-brokers=", "--spans-topic=", "--max-spans-per-trace=0", "--kafka-sasl-mechanism=NOPE"}, nil,
 			"at least one broker|--spans-topic is empty|--max-spans-per-trace must be positive|NOPE"},
 		{"sasl from env", nil, map[string]string{"TRACEPIPE_KAFKA_SASL_MECHANISM": "PLAIN"}, "needs a username"},
+		{"no output budget", []string{"--max-output-bytes-in-flight=0"}, nil, "--max-output-bytes-in-flight must be positive"},
+		{"output budget from env", nil, map[string]string{"TRACEPIPE_MAX_OUTPUT_BYTES_IN_FLIGHT": "1048576"}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ type Ingester struct {
 	drops   *ratelog.Logger // drop reasons, rate-limited
 	metrics *Metrics
 	budget  *assemble.Budget
+	output  *outputBudget
 	group   *kafka.Group
 }
 
@@ -78,6 +79,7 @@ func New(cfg Config, opts Options) (*Ingester, error) {
 		metrics: NewMetrics(opts.Registry),
 		budget:  &assemble.Budget{MaxTraces: cfg.MaxTracesInFlight, MaxBytes: cfg.MaxBytesInFlight},
 	}
+	in.output = &outputBudget{max: cfg.MaxOutputBytesInFlight, gauge: in.metrics.OutputInFlightBytes}
 	wc := kafka.DefaultWriterConfig()
 	wc.BatchBytes = int64(cfg.MaxMessageBytes)
 	newProc := in.newAssembler
@@ -167,6 +169,7 @@ func parseLookback(meta string) (int64, bool) {
 type pending struct {
 	token  assemble.Token
 	offset int64 // source offset for dead letters and re-keyed messages
+	bytes  int64 // a trace's encoded bytes, counted in the output budget
 	kind   int8
 }
 

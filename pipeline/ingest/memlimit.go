@@ -14,11 +14,18 @@ import (
 // GOGC (TuneGC's) still decides when the collector runs while memory is
 // plentiful; once the heap reaches the limit the collector runs earlier, so
 // a burst takes about Factor × its buffered bytes plus a fixed overhead
-// instead of GOGC's multiple of the live heap. The live heap of buffered
-// spans is about 1.6× their bytes (BenchmarkBufferedMemory), so Factor 2
-// leaves room for the garbage between collections. Issue 16's goal: peak RSS
+// instead of GOGC's multiple of the live heap. Issue 16's goal: peak RSS
 // at most 2 × buffered bytes + 150 MiB (BenchmarkBurstMemory in cmd/ingester
-// measures it).
+// measures it). The defaults put the limit at that goal less the resident
+// memory outside the heap: at a burst's peak the live heap is 1.3-1.4 ×
+// the buffered bytes (as the budget counts them) plus a fixed part, since
+// due traces are emitted in portions under --max-output-bytes-in-flight, so
+// Factor 2 leaves the collector 0.6-0.7 × the buffered bytes of room. Chosen by
+// measurement (README, "ingester peak memory under a burst"): a lower
+// limit costs CPU that grows with the burst: Factor 1.5 saved 65 MiB at
+// 143 MiB buffered for about the same CPU, 130 MiB at 286 MiB buffered for
+// 5-20% more; with an Overhead of 64 MiB as well, 180 MiB there for 40-50%
+// more.
 //
 // Run is used by cmd/ingester when TuneGC tuned the collector (not when the
 // operator set GOGC or GOMEMLIMIT).

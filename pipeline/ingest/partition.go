@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,20 +16,51 @@ import (
 	"github.com/tracepipe/tracepipe/wire/assembledpb"
 )
 
+// producer is what a worker needs of its assignment's output
+// (kafka.Output; tests fake it).
+type producer interface {
+	Produce(ctx context.Context, msgs ...kafka.OutMessage) error
+}
+
+// outputBudget bounds the encoded trace output of an instance that is
+// produced and not yet acknowledged (--max-output-bytes-in-flight). Workers
+// add to it as they encode and take back as acknowledgements arrive.
+type outputBudget struct {
+	max   int64
+	bytes atomic.Int64
+	gauge prometheus.Gauge
+}
+
+func (b *outputBudget) add(n int64) {
+	b.bytes.Add(n)
+	b.gauge.Add(float64(n))
+}
+
+// room reports whether more output may be produced.
+func (b *outputBudget) room() bool { return b.bytes.Load() < b.max }
+
 // worker is the owner of one partition's assembly state for one
 // assignment: the kafka.Processor the runtime drives on the partition's
 // goroutine.
 type worker struct {
 	in        *Ingester
 	a         kafka.Assignment
+	out       producer
 	partition int
 	asm       *assemble.Assembler
+	// ctx is the assignment's context (Open's): Acked, which has none,
+	// emits with it.
+	ctx context.Context
 
 	next         int64 // next offset to read; -1 until known
 	committed    int64
 	pendingDLQ   map[int64]int // source offsets with unacknowledged dead letters
 	lastCounters assemble.Counters
 	outs         []assemble.Output
+	msgs         []kafka.OutMessage
+	outBytes     int64 // this partition's share of in.output
+	waiting      bool  // due traces wait for room in in.output
+	closed       bool  // Close ran: nothing more is emitted
 	spans        []*model.Span
 	dec          wire.JaegerProtoDecoder
 	scratch      []byte
@@ -42,7 +74,7 @@ type worker struct {
 func (in *Ingester) newAssembler(a kafka.Assignment) (kafka.Processor, error) {
 	label := partitionLabel(a.Partition)
 	return &worker{
-		in: in, a: a, partition: a.Partition,
+		in: in, a: a, out: a.Out, partition: a.Partition, ctx: context.Background(),
 		asm:          assemble.New(in.cfg.assembleConfig(), in.clock, in.budget),
 		next:         -1,
 		committed:    -1,
@@ -58,6 +90,7 @@ func (in *Ingester) newAssembler(a kafka.Assignment) (kafka.Processor, error) {
 // commit as a shadow range (see assemble): traces that straddle the
 // committed offset are rebuilt from their first span.
 func (w *worker) Open(ctx context.Context, c kafka.Commit) (int64, error) {
+	w.ctx = ctx
 	if !c.Committed() {
 		return kafka.FirstOffset, nil
 	}
@@ -136,7 +169,7 @@ func (w *worker) handle(ctx context.Context, m *kafka.Record) error {
 		return nil
 	}
 	w.in.metrics.DecodeErrors.Inc()
-	return deadLetter(ctx, w.in, w.a.Out, w.pendingDLQ, m, fmt.Errorf("decode %s: %w", enc, err))
+	return deadLetter(ctx, w.in, w.out, w.pendingDLQ, m, fmt.Errorf("decode %s: %w", enc, err))
 }
 
 // empty counts and logs a message without spans.
@@ -147,7 +180,7 @@ func (w *worker) empty(m *kafka.Record) {
 
 // deadLetter writes m to the dead-letter topic with the error and its
 // coordinates as headers. Its offset counts as done once acknowledged.
-func deadLetter(ctx context.Context, in *Ingester, out *kafka.Output, pendingDLQ map[int64]int, m *kafka.Record, cause error) error {
+func deadLetter(ctx context.Context, in *Ingester, out producer, pendingDLQ map[int64]int, m *kafka.Record, cause error) error {
 	value := m.Value
 	var cut []kafka.Header
 	if limit := in.cfg.MaxMessageBytes - 4096; len(value) > limit {
@@ -170,60 +203,115 @@ func deadLetter(ctx context.Context, in *Ingester, out *kafka.Output, pendingDLQ
 	})
 }
 
-// Tick emits the traces that are due.
+// Tick emits the traces that are due, as far as the output budget allows
+// (emitDue).
 func (w *worker) Tick(ctx context.Context, now time.Time) error {
-	w.outs = w.asm.Expire(w.outs[:0])
-	err := w.publish(ctx)
+	err := w.emitDue(ctx)
 	w.observe()
 	w.setPaused(w.asm.MakeRoom())
 	return err
 }
 
-func (w *worker) publish(ctx context.Context) error {
-	if len(w.outs) == 0 {
-		return nil
-	}
-	msgs := make([]kafka.OutMessage, 0, len(w.outs))
-	for _, o := range w.outs {
-		t := o.Trace
-		w.in.metrics.AssemblyDelay.Observe(t.EmittedAt.Sub(t.FirstSeen).Seconds())
-		// Encode into a reused scratch buffer, then copy out exactly: the
-		// writer keeps the value until its completion callback.
-		w.scratch = assembledpb.Encode(w.scratch[:0], t)
-		b := append([]byte(nil), w.scratch...)
-		if len(b) > w.in.cfg.MaxMessageBytes-512 {
-			// Cannot be published: counted and treated as done.
-			w.in.metrics.DroppedTraces.WithLabelValues("too_large").Inc()
-			w.in.drops.Warn("too-large", "trace version too large to publish dropped (lower --max-spans-per-trace or raise --max-message-bytes)", "trace", t.Trace.TraceID.String(), "spans", len(t.Trace.Spans), "bytes", len(b))
-			w.asm.Acked(o.Token)
-			continue
+// emitDue emits due traces one at a time, encoding each before the next is
+// decoded, while the instance's encoded output not yet acknowledged is
+// under --max-output-bytes-in-flight, and always at least one while this
+// partition has none in flight (so that no partition stalls, whatever the
+// size of a trace). The rest stay due, in order, and wait (w.waiting) for
+// the next Tick or acknowledgement: a burst of traces falling due together
+// is never decoded, analysed and encoded all at once, and a slow broker
+// holds at most the bound in encoded output, not every due trace. Retained
+// traces past the late horizon are evicted either way.
+func (w *worker) emitDue(ctx context.Context) error {
+	for {
+		n := 0
+		if w.outBytes == 0 || w.in.output.room() {
+			n = 1
 		}
-		msgs = append(msgs, kafka.OutMessage{
-			Topic: w.in.cfg.TracesTopic,
-			Key:   t.Trace.TraceID.AppendHex(make([]byte, 0, 32)), // one allocation
-			Value: b,
-			Token: &pending{token: o.Token, kind: kindTrace},
-		})
+		var more bool
+		w.outs, more = w.asm.ExpireUpTo(w.outs[:0], n)
+		for _, o := range w.outs {
+			w.msgs = w.encode(w.msgs, o)
+		}
+		clear(w.outs)
+		if n == 0 || !more {
+			w.setWaiting(more)
+			return w.produce(ctx)
+		}
 	}
-	clear(w.outs)
-	if len(msgs) == 0 {
+}
+
+// setWaiting records whether due traces wait for output room (a gauge
+// counts such partitions).
+func (w *worker) setWaiting(waiting bool) {
+	if waiting == w.waiting {
+		return
+	}
+	w.waiting = waiting
+	if waiting {
+		w.in.metrics.EmitWaiting.Inc()
+	} else {
+		w.in.metrics.EmitWaiting.Dec()
+	}
+}
+
+// encode appends o's output message to msgs and counts its bytes in the
+// output budget; a trace too large to publish is dropped, counted and
+// treated as done.
+func (w *worker) encode(msgs []kafka.OutMessage, o assemble.Output) []kafka.OutMessage {
+	t := o.Trace
+	w.in.metrics.AssemblyDelay.Observe(t.EmittedAt.Sub(t.FirstSeen).Seconds())
+	// Encode into a reused scratch buffer, then copy out exactly: the
+	// writer keeps the value until its completion callback.
+	w.scratch = assembledpb.Encode(w.scratch[:0], t)
+	if len(w.scratch) > w.in.cfg.MaxMessageBytes-512 {
+		// Cannot be published: counted and treated as done.
+		w.in.metrics.DroppedTraces.WithLabelValues("too_large").Inc()
+		w.in.drops.Warn("too-large", "trace version too large to publish dropped (lower --max-spans-per-trace or raise --max-message-bytes)", "trace", t.Trace.TraceID.String(), "spans", len(t.Trace.Spans), "bytes", len(w.scratch))
+		w.asm.Acked(o.Token)
+		return msgs
+	}
+	b := append([]byte(nil), w.scratch...)
+	size := int64(len(b))
+	w.outBytes += size
+	w.in.output.add(size)
+	return append(msgs, kafka.OutMessage{
+		Topic: w.in.cfg.TracesTopic,
+		Key:   t.Trace.TraceID.AppendHex(make([]byte, 0, 32)), // one allocation
+		Value: b,
+		Token: &pending{token: o.Token, kind: kindTrace, bytes: size},
+	})
+}
+
+// produce hands the encoded messages to the output (they are acknowledged
+// through Acked, also when it fails).
+func (w *worker) produce(ctx context.Context) error {
+	if len(w.msgs) == 0 {
 		return nil
 	}
-	if err := w.a.Out.Produce(ctx, msgs...); err != nil && ctx.Err() == nil {
+	err := w.out.Produce(ctx, w.msgs...)
+	clear(w.msgs)
+	w.msgs = w.msgs[:0]
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
 }
 
 // Acked takes an output's acknowledgement; a failed output stops the
-// partition (it restarts from its commit).
+// partition (it restarts from its commit). An acknowledged trace frees its
+// bytes of the output budget, and due traces waiting for that room are
+// emitted (until Close).
 func (w *worker) Acked(a kafka.Ack) error {
+	p := a.Token.(*pending)
+	if p.kind == kindTrace {
+		w.outBytes -= p.bytes
+		w.in.output.add(-p.bytes)
+	}
 	if a.Err != nil {
 		w.failed = true
 		w.in.metrics.ProduceErrors.Inc()
 		return fmt.Errorf("produce to %s: %w", w.in.cfg.TracesTopic, a.Err)
 	}
-	p := a.Token.(*pending)
 	switch p.kind {
 	case kindTrace:
 		w.asm.Acked(p.token)
@@ -233,8 +321,12 @@ func (w *worker) Acked(a kafka.Ack) error {
 			delete(w.pendingDLQ, p.offset)
 		}
 	}
+	var err error
+	if w.waiting && !w.closed && (w.outBytes == 0 || w.in.output.room()) {
+		err = w.emitDue(w.ctx)
+	}
 	w.setPaused(w.asm.MakeRoom())
-	return nil
+	return err
 }
 
 // limit is the offset below which every message is fully reflected in
@@ -300,22 +392,36 @@ func (w *worker) observe() {
 // Close runs after fetching stopped: optionally flush half-built traces.
 // The runtime then waits (bounded by ShutdownGrace) for outstanding
 // outputs, commits what is safe and calls Release.
+//
+// Due traces waiting for output room are not emitted any more: they stay
+// buffered, below the commit, and the partition's next owner emits them.
+// A flush emits every buffered trace at once, whatever the output budget
+// (Close must not wait for acknowledgements).
 func (w *worker) Close(ctx context.Context) error {
+	w.closed = true
+	w.setWaiting(false)
 	if w.paused {
 		w.paused = false
 		w.in.metrics.Paused.Dec()
 	}
 	if w.in.cfg.FlushOnShutdown {
 		w.outs = w.asm.Flush(w.outs[:0])
-		if err := w.publish(ctx); err != nil {
+		for _, o := range w.outs {
+			w.msgs = w.encode(w.msgs, o)
+		}
+		clear(w.outs)
+		if err := w.produce(ctx); err != nil {
 			return fmt.Errorf("flush on shutdown: %w", err)
 		}
 	}
 	return nil
 }
 
-// Release frees the assembler's memory and its share of the budget.
+// Release frees the assembler's memory and its shares of the budgets
+// (output never acknowledged included).
 func (w *worker) Release() {
+	w.in.output.add(-w.outBytes)
+	w.outBytes = 0
 	w.observe()
 	w.asm.Close()
 	w.observe()

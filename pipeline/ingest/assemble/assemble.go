@@ -439,20 +439,24 @@ func (t *trace) has(k spanKey) bool {
 // wait), evicts retained traces past the late horizon, and appends the
 // emissions to dst.
 func (a *Assembler) Expire(dst []Output) []Output {
+	dst, _ = a.ExpireUpTo(dst, -1)
+	return dst
+}
+
+// ExpireUpTo is Expire handling at most n due traces (every one when n is
+// negative, none when it is 0: then it only evicts). The traces left stay
+// due, first in line: a later call emits them before any that falls due
+// after them, so the order of emissions is Expire's. more reports whether
+// due traces are left. A caller bounding its output calls it with n = 1
+// until its bound is reached (pipeline/ingest does).
+func (a *Assembler) ExpireUpTo(dst []Output, n int) (_ []Output, more bool) {
 	now := a.clock.Now()
-	for {
-		t := a.lists[lIdle].head
-		if t == nil || now.Sub(t.last) < a.cfg.IdleTimeout {
+	for ; n != 0; n-- {
+		t, c := a.due(now)
+		if t == nil {
 			break
 		}
-		dst = a.emit(dst, t, model.CompletionIdle, now)
-	}
-	for {
-		t := a.lists[lWait].head
-		if t == nil || now.Sub(t.since) < a.cfg.MaxWait {
-			break
-		}
-		dst = a.emit(dst, t, model.CompletionMaxWait, now)
+		dst = a.emit(dst, t, c, now)
 	}
 	for {
 		t := a.lists[lRetained].head
@@ -461,7 +465,21 @@ func (a *Assembler) Expire(dst []Output) []Output {
 		}
 		a.evict(t)
 	}
-	return dst
+	t, _ := a.due(now)
+	return dst, t != nil
+}
+
+// due returns the trace to emit next at now and its completion, nil when
+// none is due: the longest idle one past the idle timeout first, then the
+// oldest past the maximum wait.
+func (a *Assembler) due(now time.Time) (*trace, model.Completion) {
+	if t := a.lists[lIdle].head; t != nil && now.Sub(t.last) >= a.cfg.IdleTimeout {
+		return t, model.CompletionIdle
+	}
+	if t := a.lists[lWait].head; t != nil && now.Sub(t.since) >= a.cfg.MaxWait {
+		return t, model.CompletionMaxWait
+	}
+	return nil, 0
 }
 
 // NextDeadline returns when Expire will next have work (zero when nothing is

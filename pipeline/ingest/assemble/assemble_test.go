@@ -316,3 +316,67 @@ func TestReplayDeterminism(t *testing.T) {
 		t.Errorf("slow run should emit more versions (%d vs %d)", len(slow), len(fast))
 	}
 }
+
+// TestExpireUpToKeepsExpireOrder emits due traces one portion at a time
+// (as pipeline/ingest does under its output bound) and checks that the
+// emissions are Expire's, in Expire's order: idle ones first, then those
+// past the maximum wait, the rest staying due and first in line.
+func TestExpireUpToKeepsExpireOrder(t *testing.T) {
+	build := func() (*Assembler, *fakeClock) {
+		clk := newClock()
+		a := New(Config{IdleTimeout: time.Second, MaxWait: 3 * time.Second, LateHorizon: time.Hour}, clk, nil)
+		// Traces 1-3 start at 0 s and receive a span every 900 ms until
+		// 3.6 s (never idle): due by the maximum wait. Traces 4-9 arrive at
+		// 2.7 s: idle-due at 3.7 s.
+		for i := 0; i < 5; i++ {
+			if i == 3 {
+				for tr := uint64(4); tr <= 9; tr++ {
+					a.Add(100+int64(tr), []*model.Span{span(tr, 1, 0, "a")})
+				}
+			}
+			for tr := uint64(1); tr <= 3; tr++ {
+				a.Add(int64(10*i)+int64(tr), []*model.Span{span(tr, uint64(i+1), 0, "a")})
+			}
+			if i < 4 {
+				clk.Advance(900 * time.Millisecond)
+			}
+		}
+		clk.Advance(100 * time.Millisecond)
+		return a, clk
+	}
+	key := func(outs []Output) (ks []string) {
+		for _, o := range outs {
+			ks = append(ks, fmt.Sprintf("%d/%s", o.Trace.Trace.TraceID.Low, o.Trace.Completion))
+		}
+		return ks
+	}
+	ref, _ := build()
+	want := key(ref.Expire(nil))
+	if fmt.Sprint(want) != "[4/idle 5/idle 6/idle 7/idle 8/idle 9/idle 1/max_wait 2/max_wait 3/max_wait]" {
+		t.Fatalf("reference emitted %v", want)
+	}
+	for _, n := range []int{1, 2, 4} {
+		a, clk := build()
+		var got []string
+		if outs, more := a.ExpireUpTo(nil, 0); len(outs) != 0 || !more {
+			t.Fatalf("n=0 emitted %d, more %v: want nothing emitted, more due", len(outs), more)
+		}
+		for calls := 0; ; calls++ {
+			if calls > 9 {
+				t.Fatalf("n=%d: still due after %d calls", n, calls)
+			}
+			outs, more := a.ExpireUpTo(nil, n)
+			if len(outs) > n {
+				t.Fatalf("n=%d: %d emissions in one call", n, len(outs))
+			}
+			got = append(got, key(outs)...)
+			if !more {
+				break
+			}
+			clk.Advance(10 * time.Millisecond) // time passes between portions
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("n=%d: emitted %v, want %v", n, got, want)
+		}
+	}
+}
