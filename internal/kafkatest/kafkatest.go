@@ -179,7 +179,10 @@ func Produce(t testing.TB, brokers []string, topic string, msgs ...kafka.Message
 // group that never committed has an empty map.
 func Committed(t testing.TB, brokers []string, group, topic string, partitions int) map[int]int64 {
 	t.Helper()
-	tr := &kafka.Transport{}
+	// The metadata of topic only: tests poll this, and the shared test
+	// broker holds thousands of topics whose metadata a plain transport
+	// fetches and decodes on every call.
+	tr := &kafka.Transport{MetadataTopics: []string{topic}}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: timeout}
 	ps := make([]int, partitions)

@@ -42,6 +42,7 @@ func (a *Aggregator) newGroups(opts Options) error {
 		wc := tpkafka.DefaultWriterConfig()
 		wc.BatchBytes = 16 << 20
 		wc.Linger = 2 * time.Millisecond
+		wc.Topics = []string{a.cfg.PartialsTopic}
 		cfg := base
 		cfg.Group, cfg.Topic, cfg.Stage, cfg.Writer = a.cfg.Group, a.cfg.TracesTopic, MapStage, &wc
 		var g *tpkafka.Group

@@ -82,6 +82,10 @@ func New(cfg Config, opts Options) (*Ingester, error) {
 	in.output = &outputBudget{max: cfg.MaxOutputBytesInFlight, gauge: in.metrics.OutputInFlightBytes}
 	wc := kafka.DefaultWriterConfig()
 	wc.BatchBytes = int64(cfg.MaxMessageBytes)
+	wc.Topics = []string{cfg.TracesTopic, cfg.DLQTopic}
+	if cfg.RekeyTo != "" {
+		wc.Topics = []string{cfg.RekeyTo, cfg.DLQTopic}
+	}
 	newProc := in.newAssembler
 	if cfg.RekeyTo != "" {
 		newProc = in.newRekeyer

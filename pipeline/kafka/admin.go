@@ -23,8 +23,12 @@ type Admin struct {
 	dialer *kafkago.Dialer
 }
 
-// NewAdmin builds an Admin for the cluster of cc; it connects lazily.
-func NewAdmin(cc ClientConfig) (*Admin, error) {
+// NewAdmin builds an Admin for the cluster of cc; it connects lazily. With
+// topics, it keeps the metadata of these only and works on no other topic
+// (kafka-go would otherwise fetch and decode every topic's metadata at each
+// refresh, every 6 s: on a cluster with thousands of topics a tenth of an
+// ingester's CPU).
+func NewAdmin(cc ClientConfig, topics ...string) (*Admin, error) {
 	if err := cc.Validate(); err != nil {
 		return nil, err
 	}
@@ -32,6 +36,7 @@ func NewAdmin(cc ClientConfig) (*Admin, error) {
 	if err != nil {
 		return nil, err
 	}
+	tr.MetadataTopics = topics
 	d, err := cc.Dialer()
 	if err != nil {
 		return nil, err

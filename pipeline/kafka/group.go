@@ -143,7 +143,7 @@ func NewGroup(cfg GroupConfig, opts GroupOptions) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka group %s: register metrics: %w", cfg.Stage, err)
 	}
-	admin, err := NewAdmin(cfg.Client)
+	admin, err := NewAdmin(cfg.Client, cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
