@@ -188,7 +188,7 @@ func (g *Group) setMember(b bool) {
 // error only when the group cannot be built.
 func (g *Group) Run(ctx context.Context) error {
 	defer g.admin.Close()
-	if err := WaitForTopics(ctx, g.cfg.Client.Brokers, []string{g.cfg.Topic}, TopicWait{Logger: g.log, Stage: g.cfg.Stage, Client: &g.cfg.Client}); err != nil {
+	if err := WaitForTopics(ctx, g.cfg.Client.Brokers, []string{g.cfg.Topic}, TopicWait{Logger: g.log, Client: &g.cfg.Client}); err != nil {
 		return nil // ctx cancelled: WaitForTopics returns only then
 	}
 	var w *writer

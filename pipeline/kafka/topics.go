@@ -17,7 +17,8 @@ import (
 type TopicWait struct {
 	// Logger receives the waiting lines (nil: discard).
 	Logger *slog.Logger
-	// Stage names the waiting stage in the log lines.
+	// Stage names the waiting stage in the log lines (leave it empty when
+	// Logger already carries it).
 	Stage string
 	// MinBackoff and MaxBackoff bound the delay between metadata polls,
 	// which doubles from MinBackoff (default 100ms) to MaxBackoff (default
@@ -55,13 +56,16 @@ func WaitForTopics(ctx context.Context, brokers []string, topics []string, w Top
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if w.Stage != "" {
+		log = log.With("stage", w.Stage)
+	}
 	rl := ratelog.New(log, w.LogEvery, nil)
 	waited := false
 	for backoff := w.MinBackoff; ; backoff = min(2*backoff, w.MaxBackoff) {
 		notReady, err := topicsNotReady(ctx, brokers, topics, w.Client)
 		if err == nil && len(notReady) == 0 {
 			if waited {
-				log.Info("topics ready", "stage", w.Stage, "topics", topics)
+				log.Info("topics ready", "topics", topics)
 			}
 			return nil
 		}
@@ -70,10 +74,10 @@ func WaitForTopics(ctx context.Context, brokers []string, topics []string, w Top
 		}
 		waited = true
 		if err != nil {
-			rl.Log(slog.LevelWarn, "brokers", "waiting for topics: brokers unavailable", "stage", w.Stage, "brokers", brokers, "topics", topics, "err", err)
+			rl.Log(slog.LevelWarn, "brokers", "waiting for topics: brokers unavailable", "brokers", brokers, "topics", topics, "err", err)
 		}
 		for _, t := range notReady {
-			rl.Log(slog.LevelWarn, "topic "+t.name, "waiting for topic "+t.name+" to exist", "stage", w.Stage, "topic", t.name, "state", t.why.Error())
+			rl.Log(slog.LevelWarn, "topic "+t.name, "waiting for topic "+t.name+" to exist", "topic", t.name, "state", t.why.Error())
 		}
 		select {
 		case <-ctx.Done():
