@@ -279,3 +279,76 @@ func (s writerSender) Send(ctx context.Context, msgs []tracegen.Message) error {
 	}
 	return s.w.WriteMessages(ctx, kms...)
 }
+
+// Progress polls end offsets and committed offsets through one client, for
+// tests and benchmarks that wait for consumer groups to finish.
+type Progress struct {
+	tr *kafka.Transport
+	c  *kafka.Client
+}
+
+// NewProgress connects lazily to brokers. With topics, its client keeps
+// the metadata of these only (a plain transport refetches every topic's
+// metadata every 6 s, which a benchmark measuring its own process's CPU
+// would count); it then works on no other topic.
+func NewProgress(brokers []string, topics ...string) *Progress {
+	tr := &kafka.Transport{MetadataTopics: topics}
+	return &Progress{tr: tr, c: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: timeout}}
+}
+
+// Close closes the client's connections.
+func (p *Progress) Close() { p.tr.CloseIdleConnections() }
+
+// Ends returns the end offset of each partition of topic.
+func (p *Progress) Ends(t testing.TB, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	var reqs []kafka.OffsetRequest
+	for i := 0; i < partitions; i++ {
+		reqs = append(reqs, kafka.LastOffsetOf(i))
+	}
+	resp, err := p.c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[int]int64{}
+	for _, pt := range resp.Topics[topic] {
+		if pt.Error != nil {
+			t.Fatalf("end offset of %s/%d: %v", topic, pt.Partition, pt.Error)
+		}
+		ends[pt.Partition] = pt.LastOffset
+	}
+	return ends
+}
+
+// CommittedTo reports whether group committed every partition of topic to
+// ends (false while its coordinator is still moving or loading).
+func (p *Progress) CommittedTo(t testing.TB, group, topic string, ends map[int]int64) bool {
+	t.Helper()
+	ps := make([]int, 0, len(ends))
+	for i := range ends {
+		ps = append(ps, i)
+	}
+	resp, err := p.c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err == nil {
+		err = resp.Error
+	}
+	switch {
+	case coordinatorBusy(err) || errors.Is(err, kafka.GroupIdNotFound):
+		return false
+	case err != nil:
+		t.Fatalf("committed offsets of %s on %s: %v", group, topic, err)
+	}
+	c := map[int]int64{}
+	for _, pt := range resp.Topics[topic] {
+		if pt.Error != nil {
+			return false
+		}
+		c[pt.Partition] = pt.CommittedOffset
+	}
+	for i, end := range ends {
+		if got, ok := c[i]; !ok || got < end {
+			return false
+		}
+	}
+	return true
+}

@@ -270,9 +270,9 @@ func publishWorkload(b *testing.B, brokers []string) workload {
 		b.Fatal(err)
 	}
 	w := workload{topic: topic, traces: n, spans: gen.Truth().Spans, partitions: partitions}
-	pr := newProgress(brokers)
-	defer pr.close()
-	w.ends = pr.ends(b, topic, partitions)
+	pr := kafkatest.NewProgress(brokers)
+	defer pr.Close()
+	w.ends = pr.Ends(b, topic, partitions)
 	return w
 }
 
@@ -363,7 +363,7 @@ func (e env) runJaeger(b *testing.B, eng *engine, cfg, group, prefix string) res
 	e.measure(b, eng, prefix, &r, func(s *session) {
 		s.start(b, "jaeger", e.jaeger, append([]string{"--config", file}, strings.Fields(os.Getenv(envJFlags))...)...)
 	}, func(s *session) bool {
-		return s.pr.committedTo(b, group, e.w.topic, e.w.ends)
+		return s.pr.CommittedTo(b, group, e.w.topic, e.w.ends)
 	})
 	return r
 }
@@ -378,7 +378,7 @@ func (e env) tracepipeKafka(b *testing.B, _ *engine) result {
 	e.measure(b, nil, "", &r, func(s *session) {
 		s.start(b, "ingester", filepath.Join(e.bins, "ingester"), e.ingesterArgs(group, traces, dlq)...)
 	}, func(s *session) bool {
-		return s.pr.committedTo(b, group, e.w.topic, e.w.ends)
+		return s.pr.CommittedTo(b, group, e.w.topic, e.w.ends)
 	})
 	return r
 }
@@ -415,14 +415,14 @@ func (e env) tracepipeES(b *testing.B, eng *engine) result {
 			"--indexer-group", xg, "--metrics-addr", "", "--log-level", "warn")
 	}, func(s *session) bool {
 		if tracesEnds == nil {
-			if !s.pr.committedTo(b, ig, e.w.topic, e.w.ends) {
+			if !s.pr.CommittedTo(b, ig, e.w.topic, e.w.ends) {
 				return false
 			}
 			// The ingester acknowledged every trace: the traces topic is complete.
-			tracesEnds = s.pr.ends(b, traces, e.w.partitions)
+			tracesEnds = s.pr.Ends(b, traces, e.w.partitions)
 		}
-		return s.pr.committedTo(b, xg, traces, tracesEnds) && s.pr.committedTo(b, ag, traces, tracesEnds) &&
-			s.pr.committedTo(b, rg, partials, s.pr.ends(b, partials, e.w.partitions))
+		return s.pr.CommittedTo(b, xg, traces, tracesEnds) && s.pr.CommittedTo(b, ag, traces, tracesEnds) &&
+			s.pr.CommittedTo(b, rg, partials, s.pr.Ends(b, partials, e.w.partitions))
 	})
 	return r
 }
@@ -430,7 +430,7 @@ func (e env) tracepipeES(b *testing.B, eng *engine) result {
 // session is one system's run: its processes and a progress poller.
 type session struct {
 	procs []*proc
-	pr    *progress
+	pr    *kafkatest.Progress
 }
 
 type proc struct {
@@ -489,8 +489,8 @@ func (e env) measure(b *testing.B, eng *engine, prefix string, r *result, start 
 			b.Fatal(err)
 		}
 	}
-	s := &session{pr: newProgress(e.brokers)}
-	defer s.pr.close()
+	s := &session{pr: kafkatest.NewProgress(e.brokers)}
+	defer s.pr.Close()
 	t0 := time.Now()
 	start(s)
 	defer s.stop()
@@ -568,72 +568,6 @@ func (s *session) outputs() string {
 		fmt.Fprintf(&sb, "--- %s:\n%s\n", p.name, tail(p.out.String()))
 	}
 	return sb.String()
-}
-
-// progress polls end offsets and committed offsets through one client.
-type progress struct {
-	tr *kafka.Transport
-	c  *kafka.Client
-}
-
-func newProgress(brokers []string) *progress {
-	tr := &kafka.Transport{}
-	return &progress{tr: tr, c: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
-}
-
-func (p *progress) close() { p.tr.CloseIdleConnections() }
-
-// ends returns the end offset of each partition of topic.
-func (p *progress) ends(b *testing.B, topic string, partitions int) map[int]int64 {
-	var reqs []kafka.OffsetRequest
-	for i := 0; i < partitions; i++ {
-		reqs = append(reqs, kafka.LastOffsetOf(i))
-	}
-	resp, err := p.c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		b.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	ends := map[int]int64{}
-	for _, pt := range resp.Topics[topic] {
-		if pt.Error != nil {
-			b.Fatalf("end offset of %s/%d: %v", topic, pt.Partition, pt.Error)
-		}
-		ends[pt.Partition] = pt.LastOffset
-	}
-	return ends
-}
-
-// committedTo reports whether group committed every partition of topic to
-// ends (false while its coordinator is still moving or loading).
-func (p *progress) committedTo(b *testing.B, group, topic string, ends map[int]int64) bool {
-	ps := make([]int, 0, len(ends))
-	for i := range ends {
-		ps = append(ps, i)
-	}
-	resp, err := p.c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err == nil {
-		err = resp.Error
-	}
-	switch {
-	case errors.Is(err, kafka.GroupIdNotFound), errors.Is(err, kafka.NotCoordinatorForGroup),
-		errors.Is(err, kafka.GroupCoordinatorNotAvailable), errors.Is(err, kafka.GroupLoadInProgress):
-		return false
-	case err != nil:
-		b.Fatalf("committed offsets of %s on %s: %v", group, topic, err)
-	}
-	c := map[int]int64{}
-	for _, pt := range resp.Topics[topic] {
-		if pt.Error != nil {
-			return false
-		}
-		c[pt.Partition] = pt.CommittedOffset
-	}
-	for i, end := range ends {
-		if got, ok := c[i]; !ok || got < end {
-			return false
-		}
-	}
-	return true
 }
 
 // procMemCPU returns VmHWM (bytes) and utime+stime (seconds) of pid.

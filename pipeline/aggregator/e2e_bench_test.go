@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
 	"github.com/tracepipe/tracepipe/internal/testenv"
@@ -112,17 +110,17 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		// afresh each time: a tenth of the measured CPU went to the
 		// harness's connections; polling every 100 ms cost 0.04-0.06 CPU-s
 		// over a run's 10 s).
-		pr := newProgress(brokers)
-		tracesEnd := pr.ends(b, topic, 4)
+		pr := kafkatest.NewProgress(brokers, topic, cfg.PartialsTopic)
+		tracesEnd := pr.Ends(b, topic, 4)
 		deadline := time.Now().Add(10 * time.Minute)
-		for !pr.committedTo(b, cfg.Group, topic, tracesEnd) ||
-			!pr.committedTo(b, cfg.ReduceGroup, cfg.PartialsTopic, pr.ends(b, cfg.PartialsTopic, cfg.PartialsPartitions)) {
+		for !pr.CommittedTo(b, cfg.Group, topic, tracesEnd) ||
+			!pr.CommittedTo(b, cfg.ReduceGroup, cfg.PartialsTopic, pr.Ends(b, cfg.PartialsTopic, cfg.PartialsPartitions)) {
 			if time.Now().After(deadline) {
 				b.Fatal("the aggregator did not commit the traces and partials topics within 10 minutes")
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
-		pr.close()
+		pr.Close()
 		cpu += processCPU() - c0
 		wall += time.Since(t0)
 		stopProfile()
@@ -172,74 +170,6 @@ func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
-}
-
-// progress polls end offsets and committed offsets through one client.
-type progress struct {
-	tr *kafka.Transport
-	c  *kafka.Client
-}
-
-func newProgress(brokers []string) *progress {
-	tr := &kafka.Transport{}
-	return &progress{tr: tr, c: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
-}
-
-func (p *progress) close() { p.tr.CloseIdleConnections() }
-
-// ends returns the end offset of each partition.
-func (p *progress) ends(t testing.TB, topic string, partitions int) map[int]int64 {
-	t.Helper()
-	var reqs []kafka.OffsetRequest
-	for i := 0; i < partitions; i++ {
-		reqs = append(reqs, kafka.LastOffsetOf(i))
-	}
-	resp, err := p.c.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ends := map[int]int64{}
-	for _, pt := range resp.Topics[topic] {
-		if pt.Error != nil {
-			t.Fatalf("end offset of %s/%d: %v", topic, pt.Partition, pt.Error)
-		}
-		ends[pt.Partition] = pt.LastOffset
-	}
-	return ends
-}
-
-// committedTo reports whether group committed every partition of topic to
-// ends (false while its coordinator is still moving or loading).
-func (p *progress) committedTo(t testing.TB, group, topic string, ends map[int]int64) bool {
-	t.Helper()
-	ps := make([]int, 0, len(ends))
-	for i := range ends {
-		ps = append(ps, i)
-	}
-	resp, err := p.c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err == nil {
-		err = resp.Error
-	}
-	switch {
-	case errors.Is(err, kafka.GroupIdNotFound), errors.Is(err, kafka.NotCoordinatorForGroup),
-		errors.Is(err, kafka.GroupCoordinatorNotAvailable), errors.Is(err, kafka.GroupLoadInProgress):
-		return false
-	case err != nil:
-		t.Fatalf("committed offsets of %s on %s: %v", group, topic, err)
-	}
-	c := map[int]int64{}
-	for _, pt := range resp.Topics[topic] {
-		if pt.Error != nil {
-			return false
-		}
-		c[pt.Partition] = pt.CommittedOffset
-	}
-	for i, end := range ends {
-		if got, ok := c[i]; !ok || got < end {
-			return false
-		}
-	}
-	return true
 }
 
 func processCPU() time.Duration {
