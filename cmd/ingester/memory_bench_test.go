@@ -116,16 +116,17 @@ func BenchmarkBurstMemory(b *testing.B) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		hwm, c, err := procMemCPU(cmd.Process.Pid)
+		c, rss, err := testenv.ProcUsage(cmd.Process.Pid)
+		hwm := float64(rss)
 		stop()
 		if err != nil {
 			b.Fatal(err)
 		}
 		peakRSS += hwm
 		buffered += peak
-		cpu += c
+		cpu += c.Seconds()
 		b.Logf("%d traces, %d spans: peak buffered %.1f MiB, peak RSS %.1f MiB (scraped peaks: heap in use %.1f MiB, runtime total %.1f MiB, output in flight %.1f MiB), CPU %.2f s",
-			traces, spans, peak/(1<<20), hwm/(1<<20), heap/(1<<20), sys/(1<<20), outPeak/(1<<20), c)
+			traces, spans, peak/(1<<20), hwm/(1<<20), heap/(1<<20), sys/(1<<20), outPeak/(1<<20), c.Seconds())
 	}
 	n := float64(b.N)
 	b.ReportMetric(buffered/n/(1<<20), "buffered-MiB")
@@ -178,32 +179,6 @@ func scrape(url string) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
-}
-
-// procMemCPU returns VmHWM (bytes) and utime+stime (seconds) of pid.
-func procMemCPU(pid int) (hwm, cpu float64, err error) {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(st), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			hwm = kb * 1024
-		}
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 || hwm == 0 {
-		return 0, 0, fmt.Errorf("unreadable /proc/%d", pid)
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	stm, _ := strconv.ParseFloat(f[12], 64)
-	return hwm, (ut + stm) / 100, nil
 }
 
 func tail(s string) string {

@@ -529,10 +529,11 @@ func (e env) measure(b *testing.B, eng *engine, prefix string, r *result, start 
 	r.wall = time.Since(t0)
 	var details []string
 	for _, p := range s.procs {
-		hwm, cpu, err := procMemCPU(p.cmd.Process.Pid)
+		c, rss, err := testenv.ProcUsage(p.cmd.Process.Pid)
 		if err != nil {
 			b.Fatalf("%s: %v", p.name, err)
 		}
+		cpu, hwm := c.Seconds(), float64(rss)
 		r.cpu += cpu
 		r.rss += hwm
 		if len(s.procs) > 1 {
@@ -570,44 +571,6 @@ func (s *session) outputs() string {
 	return sb.String()
 }
 
-// procMemCPU returns VmHWM (bytes) and utime+stime (seconds) of pid.
-func procMemCPU(pid int) (hwm, cpu float64, err error) {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(st), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			hwm = kb * 1024
-		}
-	}
-	cpu, err = procCPU(pid)
-	if err == nil && hwm == 0 {
-		err = fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-	}
-	return hwm, cpu, err
-}
-
-// procCPU is utime+stime of /proc/<pid>/stat in seconds (USER_HZ 100).
-func procCPU(pid int) (float64, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	stm, err2 := strconv.ParseFloat(f[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return (ut + stm) / 100, nil
-}
-
 // engine is the search engine node whose JVM CPU is measured.
 type engine struct {
 	url string
@@ -633,15 +596,14 @@ func newEngine(url string) (*engine, error) {
 	for _, n := range info.Nodes {
 		e.pid = n.Process.ID
 	}
-	if _, err := procCPU(e.pid); err != nil {
+	if _, err := testenv.ProcCPU(e.pid); err != nil {
 		return nil, fmt.Errorf("the engine's process %d is not readable on this host: %w", e.pid, err)
 	}
 	return e, nil
 }
 
 func (e *engine) cpu() (time.Duration, error) {
-	s, err := procCPU(e.pid)
-	return time.Duration(s * float64(time.Second)), err
+	return testenv.ProcCPU(e.pid)
 }
 
 // idleRate is the engine's CPU per second of wall time over d.

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -171,5 +172,23 @@ func TestAddTargetAndQuery(t *testing.T) {
 	}
 	if _, err := p.Query(context.Background(), "bad("); err == nil || !strings.Contains(err.Error(), "parse error") {
 		t.Fatalf("Query(bad) error %v", err)
+	}
+}
+
+func TestProcCPUAndPeakRSS(t *testing.T) {
+	pid := os.Getpid()
+	end := time.Now().Add(30 * time.Millisecond)
+	for time.Now().Before(end) { // some CPU to see
+	}
+	cpu, err := ProcCPU(pid)
+	if err != nil || cpu <= 0 {
+		t.Errorf("ProcCPU = %v, %v", cpu, err)
+	}
+	rss, err := ProcPeakRSS(pid)
+	if err != nil || rss < 1<<20 {
+		t.Errorf("ProcPeakRSS = %d, %v", rss, err)
+	}
+	if _, err := ProcCPU(-1); err == nil {
+		t.Error("ProcCPU of no process: no error")
 	}
 }

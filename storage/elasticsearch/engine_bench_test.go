@@ -18,6 +18,7 @@ import (
 	"github.com/olivere/elastic/v7"
 
 	"github.com/tracepipe/tracepipe/dag"
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage/dbmodel"
 	"github.com/tracepipe/tracepipe/tracegen"
@@ -152,38 +153,15 @@ func newEngineProbe(ctx context.Context, c *elastic.Client) (*engineProbe, error
 			p.pid = n.Process.ID
 		}
 	}
-	if _, err := p.procCPU(); err != nil {
+	if _, err := testenv.ProcCPU(p.pid); err != nil {
 		p.pid = 0 // not on this host, or not readable: ask the node
 	}
 	return p, nil
 }
 
-// procCPU is utime+stime of /proc/<pid>/stat (in USER_HZ ticks of 10 ms).
-func (p *engineProbe) procCPU() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state); utime is field 14, stime 15
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat times")
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
 func (p *engineProbe) cpu(ctx context.Context) (time.Duration, error) {
 	if p.pid > 0 {
-		return p.procCPU()
+		return testenv.ProcCPU(p.pid)
 	}
 	st, err := p.c.NodesStats().Metric("process").Do(ctx)
 	if err != nil {
