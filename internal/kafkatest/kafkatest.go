@@ -107,7 +107,7 @@ func CreateTopicWith(t testing.TB, brokers []string, topic string, partitions in
 	for k, v := range configs {
 		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
 	}
-	tr := &kafka.Transport{}
+	tr := &kafka.Transport{MetadataTopics: []string{topic}} // not the metadata of every topic of the shared broker
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: timeout}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -151,7 +151,7 @@ func led(ps []kafka.Partition) bool {
 // acknowledged.
 func Produce(t testing.TB, brokers []string, topic string, msgs ...kafka.Message) {
 	t.Helper()
-	tr := &kafka.Transport{}
+	tr := &kafka.Transport{MetadataTopics: []string{topic}}
 	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
