@@ -277,20 +277,29 @@ func (p *Producer) TryProduce(msgs []Message, done func(error)) error {
 	return nil
 }
 
-// Send produces msgs (TryProduce, waiting while the buffer is full) and
-// returns once every one is acknowledged (nil), one was given up on, or ctx
-// is done. After ctx is done the messages taken may still be delivered.
+// Send produces msgs (TryProduce, waiting while the buffer is full or the
+// topic's partitions cannot be looked up for a reason that passes, such as
+// a broker restarting that does not know the topic yet) and returns once
+// every one is acknowledged (nil), one was given up on, or ctx is done.
+// After ctx is done the messages taken may still be delivered.
 func (p *Producer) Send(ctx context.Context, msgs []Message) error {
 	done := make(chan error, 1)
-	for {
+	for failures := 0; ; {
 		err := p.TryProduce(msgs, func(err error) { done <- err })
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrFull) {
+		wait := 20 * time.Millisecond
+		switch {
+		case errors.Is(err, ErrFull):
+		case errors.Is(err, ErrClosed) || !retriable(err):
 			return err
+		default:
+			failures++
+			wait = backoff(failures)
+			p.log.Warn("produce: topic metadata unavailable, retrying", "topic", p.cfg.Topic, "attempt", failures, "err", err)
 		}
-		t := time.NewTimer(20 * time.Millisecond)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,3 +246,49 @@ func TestProducerCloseGivesUp(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// TestProducerSendWaitsOutUnknownTopic: while the brokers' metadata does
+// not know the topic yet (a broker restarting, say), Send retries with
+// backoff instead of failing, and delivers once it does.
+func TestProducerSendWaitsOutUnknownTopic(t *testing.T) {
+	cl := kafkatest.NewCluster(t)
+	cl.CreateTopic(t, "t", 1)
+	var unknown atomic.Int32
+	cl.Fake.ControlKey(kmsg.Metadata.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		if unknown.Add(1) > 3 {
+			return nil, nil, false // from now on the cluster answers, and this control is dropped
+		}
+		cl.Fake.KeepControl()
+		req := kr.(*kmsg.MetadataRequest)
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		for _, b := range cl.Fake.ListenAddrs() {
+			host, port, _ := strings.Cut(b, ":")
+			n, _ := strconv.Atoi(port)
+			mb := kmsg.NewMetadataResponseBroker()
+			mb.Host, mb.Port = host, int32(n)
+			resp.Brokers = append(resp.Brokers, mb)
+		}
+		for _, rt := range req.Topics {
+			mt := kmsg.NewMetadataResponseTopic()
+			mt.Topic = rt.Topic
+			mt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			resp.Topics = append(resp.Topics, mt)
+		}
+		return resp, nil, true
+	})
+	p, _ := newTestProducer(t, cl, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Send(ctx, msgs("s", 5, 10)); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if unknown.Load() <= 3 {
+		t.Fatalf("the topic was never unknown (%d metadata requests)", unknown.Load())
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, cl.Brokers, 1); n != 5 {
+		t.Errorf("%d messages in Kafka, want 5", n)
+	}
+}
