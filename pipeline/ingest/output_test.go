@@ -207,8 +207,8 @@ func TestOutputBudgetReleasedWithoutAcks(t *testing.T) {
 	if err := w.Tick(context.Background(), clock.t); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.msgs) != 1 || !w.waiting {
-		t.Fatalf("emitted %d, waiting %v: want one trace and the rest waiting", len(out.msgs), w.waiting)
+	if len(out.msgs) != 1 || !w.waiting.on {
+		t.Fatalf("emitted %d, waiting %v: want one trace and the rest waiting", len(out.msgs), w.waiting.on)
 	}
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)

@@ -58,14 +58,14 @@ type worker struct {
 	lastCounters assemble.Counters
 	outs         []assemble.Output
 	msgs         []kafka.OutMessage
-	outBytes     int64 // this partition's share of in.output
-	waiting      bool  // due traces wait for room in in.output
-	closed       bool  // Close ran: nothing more is emitted
+	outBytes     int64      // this partition's share of in.output
+	waiting      gaugedFlag // due traces wait for room in in.output
+	closed       bool       // Close ran: nothing more is emitted
 	spans        []*model.Span
 	dec          wire.JaegerProtoDecoder
 	scratch      []byte
-	paused       bool
-	failed       bool // an output failed: nothing more is committed
+	paused       gaugedFlag // the in-flight budget is full: fetching waits
+	failed       bool       // an output failed: nothing more is committed
 
 	committedG, commitLagG, consumerLagG prometheus.Gauge
 	hwm                                  int64
@@ -75,6 +75,8 @@ func (in *Ingester) newAssembler(a kafka.Assignment) (kafka.Processor, error) {
 	label := partitionLabel(a.Partition)
 	return &worker{
 		in: in, a: a, out: a.Out, partition: a.Partition, ctx: context.Background(),
+		paused:       gaugedFlag{gauge: in.metrics.Paused},
+		waiting:      gaugedFlag{gauge: in.metrics.EmitWaiting},
 		asm:          assemble.New(in.cfg.assembleConfig(), in.clock, in.budget),
 		next:         -1,
 		committed:    -1,
@@ -111,7 +113,7 @@ func (w *worker) Open(ctx context.Context, c kafka.Commit) (int64, error) {
 // after the next Acked or Tick, and fetches nothing meanwhile).
 func (w *worker) Handle(ctx context.Context, recs []kafka.Record) (int, error) {
 	for i := range recs {
-		if w.setPaused(w.asm.MakeRoom()); w.paused {
+		if w.paused.set(w.asm.MakeRoom()); w.paused.on {
 			return i, nil
 		}
 		if err := w.handle(ctx, &recs[i]); err != nil {
@@ -119,21 +121,26 @@ func (w *worker) Handle(ctx context.Context, recs []kafka.Record) (int, error) {
 		}
 	}
 	w.consumerLagG.Set(float64(max(w.hwm-w.next, 0)))
-	w.setPaused(w.asm.MakeRoom())
+	w.paused.set(w.asm.MakeRoom())
 	return len(recs), nil
 }
 
-// setPaused records whether the budget is full (a gauge counts paused
-// partitions).
-func (w *worker) setPaused(full bool) {
-	if full == w.paused {
+// gaugedFlag is a partition's state that a gauge counts across partitions
+// (paused, waiting): set moves the gauge only when the state changes.
+type gaugedFlag struct {
+	on    bool
+	gauge prometheus.Gauge
+}
+
+func (f *gaugedFlag) set(on bool) {
+	if on == f.on {
 		return
 	}
-	w.paused = full
-	if full {
-		w.in.metrics.Paused.Inc()
+	f.on = on
+	if on {
+		f.gauge.Inc()
 	} else {
-		w.in.metrics.Paused.Dec()
+		f.gauge.Dec()
 	}
 }
 
@@ -208,7 +215,7 @@ func deadLetter(ctx context.Context, in *Ingester, out producer, pendingDLQ map[
 func (w *worker) Tick(ctx context.Context, now time.Time) error {
 	err := w.emitDue(ctx)
 	w.observe()
-	w.setPaused(w.asm.MakeRoom())
+	w.paused.set(w.asm.MakeRoom())
 	return err
 }
 
@@ -224,34 +231,30 @@ func (w *worker) Tick(ctx context.Context, now time.Time) error {
 func (w *worker) emitDue(ctx context.Context) error {
 	for {
 		n := 0
-		if w.outBytes == 0 || w.in.output.room() {
+		if w.mayEmit() {
 			n = 1
 		}
 		var more bool
 		w.outs, more = w.asm.ExpireUpTo(w.outs[:0], n)
-		for _, o := range w.outs {
-			w.msgs = w.encode(w.msgs, o)
-		}
-		clear(w.outs)
+		w.encodeOuts()
 		if n == 0 || !more {
-			w.setWaiting(more)
+			w.waiting.set(more)
 			return w.produce(ctx)
 		}
 	}
 }
 
-// setWaiting records whether due traces wait for output room (a gauge
-// counts such partitions).
-func (w *worker) setWaiting(waiting bool) {
-	if waiting == w.waiting {
-		return
+// mayEmit says whether the next due trace may be emitted: while the
+// instance's output budget has room, and always while this partition has
+// nothing in flight (so that none stalls).
+func (w *worker) mayEmit() bool { return w.outBytes == 0 || w.in.output.room() }
+
+// encodeOuts encodes w.outs into w.msgs and clears w.outs.
+func (w *worker) encodeOuts() {
+	for _, o := range w.outs {
+		w.msgs = w.encode(w.msgs, o)
 	}
-	w.waiting = waiting
-	if waiting {
-		w.in.metrics.EmitWaiting.Inc()
-	} else {
-		w.in.metrics.EmitWaiting.Dec()
-	}
+	clear(w.outs)
 }
 
 // encode appends o's output message to msgs and counts its bytes in the
@@ -322,10 +325,10 @@ func (w *worker) Acked(a kafka.Ack) error {
 		}
 	}
 	var err error
-	if w.waiting && !w.closed && (w.outBytes == 0 || w.in.output.room()) {
+	if w.waiting.on && !w.closed && w.mayEmit() {
 		err = w.emitDue(w.ctx)
 	}
-	w.setPaused(w.asm.MakeRoom())
+	w.paused.set(w.asm.MakeRoom())
 	return err
 }
 
@@ -399,17 +402,11 @@ func (w *worker) observe() {
 // (Close must not wait for acknowledgements).
 func (w *worker) Close(ctx context.Context) error {
 	w.closed = true
-	w.setWaiting(false)
-	if w.paused {
-		w.paused = false
-		w.in.metrics.Paused.Dec()
-	}
+	w.waiting.set(false)
+	w.paused.set(false)
 	if w.in.cfg.FlushOnShutdown {
 		w.outs = w.asm.Flush(w.outs[:0])
-		for _, o := range w.outs {
-			w.msgs = w.encode(w.msgs, o)
-		}
-		clear(w.outs)
+		w.encodeOuts()
 		if err := w.produce(ctx); err != nil {
 			return fmt.Errorf("flush on shutdown: %w", err)
 		}
