@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
+	"github.com/tracepipe/tracepipe/internal/wait"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 )
 
@@ -87,17 +88,5 @@ func (l *retryingLog) retry(ctx context.Context, err error, what string, backoff
 		return false
 	}
 	l.warn.Warn("kafka "+what, l.stage+": kafka "+what+" failed; retrying", "err", err)
-	return sleepCtx(ctx, backoff)
-}
-
-// sleepCtx waits d, reporting false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return wait.Sleep(ctx, backoff)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
+	"github.com/tracepipe/tracepipe/internal/wait"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/pipeline/aggregator/rollup"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
@@ -287,7 +288,7 @@ func (w *reduceProc) retryStore(ctx context.Context, what string, op func() erro
 		}
 		w.a.m.writeErrors.WithLabelValues("reduce").Inc()
 		w.storeWarn.Warn("store "+what, "reduce: store "+what+" failed; retrying", "err", err)
-		if !sleepCtx(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 	}

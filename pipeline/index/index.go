@@ -53,6 +53,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracepipe/tracepipe/internal/ratelog"
+	"github.com/tracepipe/tracepipe/internal/wait"
 	"github.com/tracepipe/tracepipe/model"
 	tpkafka "github.com/tracepipe/tracepipe/pipeline/kafka"
 	"github.com/tracepipe/tracepipe/storage"
@@ -255,7 +256,7 @@ func (x *Indexer) retry(ctx context.Context, traces []model.AssembledTrace) (boo
 			return true, err
 		}
 		x.log.Warn("store write failed; retrying", "traces", len(traces), "backoff", backoff, "err", err)
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return false, nil
 		}
 		backoff = min(2*backoff, x.cfg.MaxBackoff)
@@ -276,7 +277,7 @@ func (x *Indexer) reject(ctx context.Context, m tpkafka.Record, t *model.Assembl
 			return false
 		}
 		x.log.Warn("dead letter failed; retrying", "backoff", backoff, "err", err)
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return false
 		}
 		backoff = min(2*backoff, x.cfg.MaxBackoff)
@@ -285,15 +286,4 @@ func (x *Indexer) reject(ctx context.Context, m tpkafka.Record, t *model.Assembl
 	x.drop.Error("rejected", "trace rejected by the store for good; skipped", "trace", t.Trace.TraceID.String(),
 		"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "dead_lettered", x.dl != nil, "err", cause)
 	return true
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

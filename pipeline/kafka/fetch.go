@@ -10,6 +10,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/internal/wait"
 )
 
 // Fetch settings every stage uses.
@@ -97,7 +99,7 @@ func (f *fetcher) stop() {
 func (f *fetcher) run(ctx context.Context, offset int64) error {
 	failures := 0
 	for {
-		if failures > 0 && !sleep(ctx, backoff(failures)) {
+		if failures > 0 && !wait.Sleep(ctx, backoff(failures)) {
 			return nil
 		}
 		conn, err := f.dial(ctx)
@@ -193,7 +195,7 @@ func (f *fetcher) read(ctx context.Context, conn *kafkago.Conn, offset int64) (i
 			if offset, err = f.seek(conn, offset); err != nil {
 				return offset, progressed, err
 			}
-			if !sleep(ctx, FetchMaxWait) {
+			if !wait.Sleep(ctx, FetchMaxWait) {
 				return offset, progressed, nil
 			}
 		default:
@@ -302,15 +304,4 @@ func retriable(err error) bool {
 
 func backoff(failures int) time.Duration {
 	return min(100*time.Millisecond<<(failures-1), 5*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/internal/wait"
 )
 
 // GroupConfig configures a Group: one consumer group on one topic.
@@ -276,7 +278,7 @@ func (g *Group) partition(gctx context.Context, gen *kafkago.Generation, p int, 
 		}
 		g.m.restarts.WithLabelValues(g.cfg.Stage).Inc()
 		log.Warn("partition stopped; restarting it from its commit", "err", err, "backoff", backoff(failures))
-		if !sleep(gctx, backoff(failures)) {
+		if !wait.Sleep(gctx, backoff(failures)) {
 			return
 		}
 	}
@@ -303,7 +305,7 @@ func (g *Group) run(gctx context.Context, gen *kafkago.Generation, p int, w *wri
 			return nil
 		}
 		log.Warn("read the group's commit; retrying", "err", err)
-		if !sleep(gctx, backoff(failures)) {
+		if !wait.Sleep(gctx, backoff(failures)) {
 			return nil
 		}
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/tracepipe/tracepipe/internal/wait"
 )
 
 // ErrFull is returned by TryProduce when the messages do not fit in the
@@ -289,22 +291,18 @@ func (p *Producer) Send(ctx context.Context, msgs []Message) error {
 		if err == nil {
 			break
 		}
-		wait := 20 * time.Millisecond
+		pause := 20 * time.Millisecond
 		switch {
 		case errors.Is(err, ErrFull):
 		case errors.Is(err, ErrClosed) || !retriable(err):
 			return err
 		default:
 			failures++
-			wait = backoff(failures)
+			pause = backoff(failures)
 			p.log.Warn("produce: topic metadata unavailable, retrying", "topic", p.cfg.Topic, "attempt", failures, "err", err)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !wait.Sleep(ctx, pause) {
 			return fmt.Errorf("send to %s: %w", p.cfg.Topic, ctx.Err())
-		case <-t.C:
 		}
 	}
 	select {
