@@ -31,7 +31,7 @@ func AppendSpanJSON(b []byte, s *model.Span, o SpanOptions) []byte {
 		b = strconv.AppendUint(b, uint64(s.Flags), 10)
 	}
 	b = append(b, `,"operationName":`...)
-	b = appendString(b, s.Operation)
+	b = AppendJSONString(b, s.Operation)
 	b = append(b, `,"references":[`...)
 	for i, r := range s.References {
 		if i > 0 {
@@ -74,7 +74,7 @@ func AppendSpanJSON(b []byte, s *model.Span, o SpanOptions) []byte {
 		b = append(b, "]}"...)
 	}
 	b = append(b, `],"process":{"serviceName":`...)
-	b = appendString(b, s.Process.ServiceName)
+	b = AppendJSONString(b, s.Process.ServiceName)
 	b = append(b, `,"tags":`...)
 	b = appendTags(b, s.Process.Tags, o)
 	return append(b, "}}"...)
@@ -119,7 +119,7 @@ func appendTags(b []byte, kvs model.KeyValues, o SpanOptions) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, f.name)
+		b = AppendJSONString(b, f.name)
 		b = append(b, ':')
 		switch f.kv.Type {
 		case model.BoolType:
@@ -129,7 +129,7 @@ func appendTags(b []byte, kvs model.KeyValues, o SpanOptions) []byte {
 		case model.Float64Type:
 			b = append(b, floatNumber(f.kv.Float64Value()).(json.Number)...)
 		default:
-			b = appendString(b, f.kv.Str)
+			b = AppendJSONString(b, f.kv.Str)
 		}
 	}
 	return append(b, '}')
@@ -138,21 +138,21 @@ func appendTags(b []byte, kvs model.KeyValues, o SpanOptions) []byte {
 // appendKeyValue appends fromKeyValue(kv)'s JSON.
 func appendKeyValue(b []byte, kv model.KeyValue) []byte {
 	b = append(b, `{"key":`...)
-	b = appendString(b, kv.Key)
+	b = AppendJSONString(b, kv.Key)
 	if t := kv.Type.String(); t != "" {
 		b = append(b, `,"type":`...)
-		b = appendString(b, t)
+		b = AppendJSONString(b, t)
 	}
 	b = append(b, `,"value":`...)
-	b = appendString(b, kv.AsString())
+	b = AppendJSONString(b, kv.AsString())
 	return append(b, '}')
 }
 
-// appendString appends s as encoding/json writes a string: as it is when
+// AppendJSONString appends s as encoding/json writes a string: as it is when
 // every byte is printable ASCII that needs no escape (the common case),
 // else through json.Marshal (escapes, HTML-safe <, > and &, invalid UTF-8
 // replaced).
-func appendString(b []byte, s string) []byte {
+func AppendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			q, _ := json.Marshal(s)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tracepipe/tracepipe/internal/logerr"
 	"github.com/tracepipe/tracepipe/storage"
+	"github.com/tracepipe/tracepipe/storage/dbmodel"
 )
 
 // Failure is a document Elasticsearch rejected for a reason retrying cannot
@@ -435,9 +436,9 @@ func (w *bulkWriter) bulk(ctx context.Context, docs []doc, todo []int) (*bulkRes
 			op = `{"create":{"_index":`
 		}
 		b = append(b, op...)
-		b = appendJSONString(b, d.index)
+		b = dbmodel.AppendJSONString(b, d.index)
 		b = append(b, `,"_id":`...)
-		b = appendJSONString(b, d.id)
+		b = dbmodel.AppendJSONString(b, d.id)
 		switch d.cond {
 		case ifNotOlder:
 			b = append(b, `,"version_type":"external_gte","version":`...)
@@ -471,19 +472,6 @@ func (w *bulkWriter) bulk(ctx context.Context, docs []doc, todo []int) (*bulkRes
 		return nil, fmt.Errorf("decode bulk response: %w", err)
 	}
 	return r, nil
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			q, _ := json.Marshal(s) // rare: escapes, and invalid UTF-8 replaced as encoding/json does
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // sleep waits the backoff of the attempt; false if the writer is stopping.
