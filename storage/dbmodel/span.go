@@ -268,39 +268,55 @@ func floorDiv(a, b int64) int64 {
 func fromKeyValues(kvs model.KeyValues, o SpanOptions) ([]KeyValue, TagFields) {
 	out := make([]KeyValue, 0, len(kvs))
 	var fields TagFields
-	for _, kv := range kvs {
-		if kv.Type != model.BinaryType && o.asField(kv.Key) {
-			k := strings.ReplaceAll(kv.Key, ".", o.dot())
-			var v any
-			switch kv.Type {
-			case model.BoolType:
-				v = kv.BoolValue()
-			case model.Int64Type:
-				v = kv.Int64Value()
-			case model.Float64Type:
-				v = floatNumber(kv.Float64Value())
-			default:
-				v = kv.Str
-			}
-			if _, dup := fields[k]; !dup && v != nil {
+	for i := range kvs {
+		kv := &kvs[i]
+		if k, ok := o.fieldName(kv); ok {
+			if _, dup := fields[k]; !dup {
 				if fields == nil {
 					fields = TagFields{}
 				}
-				fields[k] = v
+				fields[k] = fieldValue(kv)
 				continue
 			}
 		}
-		out = append(out, fromKeyValue(kv))
+		out = append(out, fromKeyValue(*kv))
 	}
 	return out, fields
 }
 
-// floatNumber is f as a JSON number that reads back as a float (with a
-// decimal point or an exponent), nil for NaN and ±Inf.
-func floatNumber(f float64) any {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return nil
+// fieldName is the "tag" object key under which kv is stored as a field
+// (dots replaced), ok=false when kv stays nested: its key is not chosen as a
+// field, its value is binary, or it is a float JSON cannot hold (NaN, ±Inf).
+// A key repeated in one span keeps its first value as the field and the
+// others nested; callers check that.
+func (o SpanOptions) fieldName(kv *model.KeyValue) (string, bool) {
+	if kv.Type == model.BinaryType || !o.asField(kv.Key) {
+		return "", false
 	}
+	if f := kv.Float64Value(); kv.Type == model.Float64Type && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		return "", false
+	}
+	return strings.ReplaceAll(kv.Key, ".", o.dot()), true
+}
+
+// fieldValue is the JSON value of a tag stored as a field (one fieldName
+// accepts).
+func fieldValue(kv *model.KeyValue) any {
+	switch kv.Type {
+	case model.BoolType:
+		return kv.BoolValue()
+	case model.Int64Type:
+		return kv.Int64Value()
+	case model.Float64Type:
+		return floatNumber(kv.Float64Value())
+	default:
+		return kv.Str
+	}
+}
+
+// floatNumber is a finite f as a JSON number that reads back as a float
+// (with a decimal point or an exponent).
+func floatNumber(f float64) json.Number {
 	s := strconv.FormatFloat(f, 'g', -1, 64)
 	if !strings.ContainsAny(s, ".e") {
 		s += ".0"

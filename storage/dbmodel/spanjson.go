@@ -95,9 +95,7 @@ func appendTags(b []byte, kvs model.KeyValues, o SpanOptions) []byte {
 	n := 0
 	for i := range kvs {
 		kv := &kvs[i]
-		if kv.Type != model.BinaryType && o.asField(kv.Key) &&
-			!(kv.Type == model.Float64Type && floatNumber(kv.Float64Value()) == nil) {
-			name := strings.ReplaceAll(kv.Key, ".", o.dot())
+		if name, ok := o.fieldName(kv); ok {
 			if !slices.ContainsFunc(fields, func(f field) bool { return f.name == name }) {
 				fields = append(fields, field{name, kv})
 				continue
@@ -127,7 +125,7 @@ func appendTags(b []byte, kvs model.KeyValues, o SpanOptions) []byte {
 		case model.Int64Type:
 			b = strconv.AppendInt(b, f.kv.Int64Value(), 10)
 		case model.Float64Type:
-			b = append(b, floatNumber(f.kv.Float64Value()).(json.Number)...)
+			b = append(b, floatNumber(f.kv.Float64Value())...)
 		default:
 			b = AppendJSONString(b, f.kv.Str)
 		}
