@@ -179,47 +179,26 @@ func Produce(t testing.TB, brokers []string, topic string, msgs ...kafka.Message
 // group that never committed has an empty map.
 func Committed(t testing.TB, brokers []string, group, topic string, partitions int) map[int]int64 {
 	t.Helper()
-	// The metadata of topic only: tests poll this, and the shared test
-	// broker holds thousands of topics whose metadata a plain transport
-	// fetches and decodes on every call.
-	tr := &kafka.Transport{MetadataTopics: []string{topic}}
-	defer tr.CloseIdleConnections()
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: timeout}
+	p := NewProgress(brokers, topic)
+	defer p.Close()
 	ps := make([]int, partitions)
-	for p := range ps {
-		ps[p] = p
+	for i := range ps {
+		ps[i] = i
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var resp *kafka.OffsetFetchResponse
-	var err error
 	for {
-		resp, err = cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-		if err == nil {
-			err = resp.Error
-		}
+		out, err := p.committed(ctx, group, topic, ps)
 		// A new group's coordinator may still be moving or loading: ask again.
-		if !coordinatorBusy(err) || ctx.Err() != nil {
-			break
+		if coordinatorBusy(err) && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	out := make(map[int]int64)
-	if errors.Is(err, kafka.GroupIdNotFound) {
-		return out // kfake's answer for a group that never committed; Kafka answers with offsets of -1
-	}
-	if err != nil {
-		t.Fatalf("kafkatest: committed offsets of %s on %s: %v", group, topic, err)
-	}
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			t.Fatalf("kafkatest: committed offset of %s on %s/%d: %v", group, topic, p.Partition, p.Error)
+		if err != nil {
+			t.Fatalf("kafkatest: committed offsets of %s on %s: %v", group, topic, err)
 		}
-		if p.CommittedOffset >= 0 {
-			out[p.Partition] = p.CommittedOffset
-		}
+		return out
 	}
-	return out
 }
 
 // Messages returns n messages with keys "k0".."k<n-1>" and values "<prefix>0"...
@@ -321,29 +300,21 @@ func (p *Progress) Ends(t testing.TB, topic string, partitions int) map[int]int6
 }
 
 // CommittedTo reports whether group committed every partition of topic to
-// ends (false while its coordinator is still moving or loading).
+// ends (false while its coordinator is still moving or loading, or a
+// partition answers an error).
 func (p *Progress) CommittedTo(t testing.TB, group, topic string, ends map[int]int64) bool {
 	t.Helper()
 	ps := make([]int, 0, len(ends))
 	for i := range ends {
 		ps = append(ps, i)
 	}
-	resp, err := p.c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err == nil {
-		err = resp.Error
-	}
+	c, err := p.committed(context.Background(), group, topic, ps)
+	var pe partitionError
 	switch {
-	case coordinatorBusy(err) || errors.Is(err, kafka.GroupIdNotFound):
+	case coordinatorBusy(err), errors.As(err, &pe):
 		return false
 	case err != nil:
 		t.Fatalf("committed offsets of %s on %s: %v", group, topic, err)
-	}
-	c := map[int]int64{}
-	for _, pt := range resp.Topics[topic] {
-		if pt.Error != nil {
-			return false
-		}
-		c[pt.Partition] = pt.CommittedOffset
 	}
 	for i, end := range ends {
 		if got, ok := c[i]; !ok || got < end {
@@ -352,3 +323,38 @@ func (p *Progress) CommittedTo(t testing.TB, group, topic string, ends map[int]i
 	}
 	return true
 }
+
+// committed asks for group's commits on partitions ps of topic; a
+// partition without a commit is absent. A partition's error is a
+// partitionError.
+func (p *Progress) committed(ctx context.Context, group, topic string, ps []int) (map[int]int64, error) {
+	resp, err := p.c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err == nil {
+		err = resp.Error
+	}
+	out := make(map[int]int64)
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		return out, nil // kfake's answer for a group that never committed; Kafka answers with offsets of -1
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, pt := range resp.Topics[topic] {
+		if pt.Error != nil {
+			return nil, partitionError{pt.Partition, pt.Error}
+		}
+		if pt.CommittedOffset >= 0 {
+			out[pt.Partition] = pt.CommittedOffset
+		}
+	}
+	return out, nil
+}
+
+// partitionError is one partition's error in an answer.
+type partitionError struct {
+	partition int
+	err       error
+}
+
+func (e partitionError) Error() string { return fmt.Sprintf("partition %d: %v", e.partition, e.err) }
+func (e partitionError) Unwrap() error { return e.err }

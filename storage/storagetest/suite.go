@@ -120,12 +120,12 @@ func testGetTrace(t *testing.T, s storage.Store) {
 // tags-as-fields) reads them back after the nested ones, sorted by key, as
 // Jaeger does; Jaeger's own storage tests compare sorted tags too.
 func canonical(t model.Trace) model.Trace {
+	byKey := func(a, b model.KeyValue) int { return strings.Compare(a.Key, b.Key) }
 	spans := make([]*model.Span, len(t.Spans))
 	for i, sp := range t.Spans {
 		c := *sp
 		c.Tags = slices.Clone(sp.Tags)
 		c.Process.Tags = slices.Clone(sp.Process.Tags)
-		byKey := func(a, b model.KeyValue) int { return strings.Compare(a.Key, b.Key) }
 		slices.SortStableFunc(c.Tags, byKey)
 		slices.SortStableFunc(c.Process.Tags, byKey)
 		spans[i] = &c
