@@ -284,18 +284,9 @@ func (e env) jaegerKafka(b *testing.B, _ *engine) result {
     traces:
       receivers: [kafka]
       exporters: [nop]
-%sreceivers:
-  kafka:
-    brokers: [%s]
-    client_id: %s
-    group_id: %s
-    initial_offset: earliest
-    traces:
-      topic: %s
-      encoding: jaeger_proto
-exporters:
+%s%sexporters:
   nop:
-`, jaegerTelemetry(b), strings.Join(e.brokers, ", "), group, group, e.w.topic)
+`, jaegerTelemetry(b), e.kafkaReceiver(group))
 	return e.runJaeger(b, nil, cfg, group, "")
 }
 
@@ -318,7 +309,19 @@ func (e env) jaegerES(b *testing.B, eng *engine) result {
           server_urls: [%s]
           indices:
             index_prefix: %s
-receivers:
+%sprocessors:
+  batch:
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: es
+`, jaegerTelemetry(b), eng.url, prefix, e.kafkaReceiver(group))
+	return e.runJaeger(b, eng, cfg, group, prefix)
+}
+
+// kafkaReceiver is the receivers section: the kafka receiver reading the
+// workload's topic as consumer group (and client ID) group.
+func (e env) kafkaReceiver(group string) string {
+	return fmt.Sprintf(`receivers:
   kafka:
     brokers: [%s]
     client_id: %s
@@ -327,13 +330,7 @@ receivers:
     traces:
       topic: %s
       encoding: jaeger_proto
-processors:
-  batch:
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: es
-`, jaegerTelemetry(b), eng.url, prefix, strings.Join(e.brokers, ", "), group, group, e.w.topic)
-	return e.runJaeger(b, eng, cfg, group, prefix)
+`, strings.Join(e.brokers, ", "), group, group, e.w.topic)
 }
 
 // jaegerTelemetry is the service.telemetry section: warnings logged, Jaeger's
