@@ -39,6 +39,13 @@ SPARE_PORT=${TRACEPIPE_SPARE_ES_PORT:-9271}
 SPARE_TRANSPORT_PORT=${TRACEPIPE_SPARE_ES_TRANSPORT_PORT:-9371}
 SPARE_HEAP=${TRACEPIPE_SPARE_ES_HEAP:-512m}
 START_TIMEOUT=${TRACEPIPE_START_TIMEOUT:-180}
+# The test broker's data is disposable. A broker loads every partition before it answers (on this kind of machine
+# about 30 a second), so one that has gathered thousands of test topics can take minutes to start: kafka_up
+# deletes the data first when it holds more than KAFKA_MAX_PARTITIONS partitions or KAFKA_MAX_DATA_MB megabytes,
+# or always when TRACEPIPE_KAFKA_FRESH=1 (scripts/check.sh sets it, so CI starts from an empty broker).
+KAFKA_MAX_PARTITIONS=${TRACEPIPE_KAFKA_MAX_PARTITIONS:-1500}
+KAFKA_MAX_DATA_MB=${TRACEPIPE_KAFKA_MAX_DATA_MB:-8192}
+KAFKA_FRESH=${TRACEPIPE_KAFKA_FRESH:-0}
 STOP_TIMEOUT=${TRACEPIPE_STOP_TIMEOUT:-30}
 # Extra arguments for every mvn call, e.g. -Dmaven.repo.local=/tmp/m2 to measure a cold start.
 read -r -a MVN_ARGS <<<"${TRACEPIPE_MAVEN_ARGS:-}"
@@ -252,6 +259,25 @@ kafka_healthy() {
 		--bootstrap-server "$HOST:$KAFKA_PORT" --list
 }
 
+# kafka_bound_data DATA: delete the stopped test broker's DATA when KAFKA_FRESH=1 or it holds more partitions or
+# megabytes than the bounds above (kafka_up formats it again with the same cluster id).
+kafka_bound_data() {
+	local data=$1 parts mb why=
+	[ -d "$data" ] || return 0
+	parts=$(find "$data" -mindepth 1 -maxdepth 1 -type d | wc -l)
+	mb=$(du -sm "$data" | cut -f1)
+	if [ "$KAFKA_FRESH" = 1 ]; then
+		why="TRACEPIPE_KAFKA_FRESH=1"
+	elif ((parts > KAFKA_MAX_PARTITIONS)); then
+		why="more than TRACEPIPE_KAFKA_MAX_PARTITIONS=$KAFKA_MAX_PARTITIONS partitions"
+	elif ((mb > KAFKA_MAX_DATA_MB)); then
+		why="more than TRACEPIPE_KAFKA_MAX_DATA_MB=$KAFKA_MAX_DATA_MB MB"
+	fi
+	[ -n "$why" ] || return 0
+	log "kafka: deleting the test broker's data ($parts partitions, $mb MB; $why)"
+	rm -rf "$data"
+}
+
 kafka_up() {
 	local d="$DIR/kafka" pid
 	if pid=$(running_pid kafka); then
@@ -262,6 +288,7 @@ kafka_up() {
 	port_free_or_die kafka "$KAFKA_CONTROLLER_PORT" TRACEPIPE_KAFKA_CONTROLLER_PORT
 	local t0
 	t0=$(now)
+	kafka_bound_data "$d/data"
 	mkdir -p "$d/data" "$d/logs"
 	fetch_jars kafka
 	cat >"$d/server.properties" <<EOF
@@ -286,7 +313,8 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
-log.retention.hours=24
+log.retention.hours=2
+log.roll.hours=1
 log.segment.bytes=67108864
 EOF
 	if [ ! -f "$d/data/meta.properties" ]; then
@@ -421,7 +449,8 @@ group.initial.rebalance.delay.ms=0
 # A killed node is fenced (and dropped from every ISR) after 6 s without a heartbeat (defaults 2 s / 9 s).
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=6000
-log.retention.hours=24
+log.retention.hours=2
+log.roll.hours=1
 log.segment.bytes=67108864
 EOF
 	if [ ! -f "$d/data/meta.properties" ]; then
