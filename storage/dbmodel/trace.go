@@ -14,7 +14,8 @@ import (
 // assembly, so reading a trace never recomputes it.
 //
 // Searchable fields: traceID, rootService, rootOperation, services,
-// operations (nested: service, operation and totals), startNanos,
+// operations (nested: service, operation and totals; in the compact form
+// operationKeys and operationNames, see Compact), startNanos,
 // startTimeMillis (date), durationNanos, tag (one keyword field per promoted
 // tag key, dots replaced by "@", values of all spans), bottleneck. Analysis
 // is stored, not indexed.
@@ -30,7 +31,12 @@ type Trace struct {
 	ErrorCount      int         `json:"errorCount"`
 	WarningCount    int         `json:"warningCount"`
 	Services        []string    `json:"services"`
-	Operations      []Operation `json:"operations"`
+	Operations      []Operation `json:"operations,omitempty"`
+	// The compact form of Operations (see Compact): OperationStats is read
+	// back; OperationKeys and OperationNames are only searched.
+	OperationStats []string `json:"operationStats,omitempty"`
+	OperationKeys  []string `json:"operationKeys,omitempty"`
+	OperationNames []string `json:"operationNames,omitempty"`
 	// Tag maps promoted tag keys (dots replaced by "@") to their values.
 	Tag        map[string][]string `json:"tag,omitempty"`
 	Bottleneck *Bottleneck         `json:"bottleneck,omitempty"`
@@ -63,9 +69,11 @@ type Bottleneck struct {
 // already hold.
 type Analysis struct {
 	RootSpanID   string            `json:"rootSpanID,omitempty"`
-	CriticalPath []CriticalSection `json:"criticalPath"`
-	Spans        []SpanStats       `json:"spans"`
+	CriticalPath []CriticalSection `json:"criticalPath,omitempty"`
+	Spans        []SpanStats       `json:"spans,omitempty"`
 	Warnings     []Warning         `json:"warnings,omitempty"`
+	// Packed is CriticalPath and Spans in the compact form (see Compact).
+	Packed []byte `json:"packed,omitempty"`
 }
 
 // CriticalSection is one piece of the critical path.

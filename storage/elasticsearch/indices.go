@@ -20,7 +20,7 @@ import (
 // TemplateVersion is written into every index template's "version" field.
 // Start installs a template when it is missing or older, never downgrades
 // one; bump it whenever a mapping below changes.
-const TemplateVersion = 3
+const TemplateVersion = 4
 
 // Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
 // span's start, the trace's start or the rollup window's start); rollup and
@@ -162,20 +162,27 @@ const serviceMapping = `{
   "properties":{"serviceName":` + keyword + `,"operationName":` + keyword + `}
 }`
 
-// Field types of the summaries' nested per-operation entries (one Lucene
-// document each, about 15 per trace) that TopBottlenecks only aggregates:
-// doc values without an index.
+// Field types of the summaries' per-operation entries that TopBottlenecks
+// only aggregates: doc values without an index. operationStats keeps
+// values of up to 8,191 characters (Lucene's limit is 32,766 bytes); a
+// longer one stays in _source but out of the aggregation.
 const (
 	keywordAggregated = `{"type":"keyword","index":false}`
 	longAggregated    = `{"type":"long","index":false}`
+	statsAggregated   = `{"type":"keyword","index":false,"ignore_above":8191}`
 )
 
 // Trace summaries: see dbmodel.Trace. Unknown fields are kept in _source but
-// not indexed; promoted tags (tag.*) are keywords; the analysis is stored only;
-// the per-operation entries index their key and operation (searched) and keep
-// the rest as doc values only (aggregated, never searched).
+// not indexed; promoted tags (tag.*) are keywords; the analysis is stored
+// only. The Store writes summaries in their compact form (dbmodel.Trace.Compact,
+// template version 4): one Lucene document per trace, operationKeys and
+// operationNames searched and left out of _source, operationStats kept as doc
+// values for TopBottlenecks' script, the per-span analysis packed. The nested
+// operations of earlier versions' summaries stay mapped, so that searches
+// and TopBottlenecks read indices of both forms.
 const tracesMapping = `{
   "dynamic":false,
+  "_source":{"excludes":["operationKeys","operationNames"]},
   "properties":{
     "traceID":{"type":"keyword"},
     "version":{"type":"long"},
@@ -188,6 +195,9 @@ const tracesMapping = `{
     "errorCount":{"type":"integer"},
     "warningCount":{"type":"integer"},
     "services":{"type":"keyword"},
+    "operationKeys":` + keywordSearch + `,
+    "operationNames":` + keywordSearch + `,
+    "operationStats":` + statsAggregated + `,
     "operations":{"type":"nested","dynamic":false,"properties":{
       "key":{"type":"keyword"},
       "service":` + keywordAggregated + `,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/olivere/elastic/v7"
@@ -49,6 +50,9 @@ func (s *Store) GetTrace(ctx context.Context, id model.TraceID) (model.StoredTra
 		var d dbmodel.Trace
 		if err := json.Unmarshal(h.Source, &d); err != nil {
 			return model.StoredTrace{}, fmt.Errorf("get trace %s: decode summary: %w", id, err)
+		}
+		if err := d.Expand(); err != nil {
+			return model.StoredTrace{}, fmt.Errorf("get trace %s: %w", id, err)
 		}
 		if best == nil || d.Version > best.Version {
 			best = &d
@@ -128,10 +132,17 @@ func filter(service, operation string, tags map[string]string, minD, maxD time.D
 		q = q.Filter(r)
 	}
 	switch {
+	// Operations: the compact summaries' keyword arrays, or the nested
+	// entries of summaries written before template version 4.
 	case service != "" && operation != "":
-		q = q.Filter(elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.key", dbmodel.OperationKey(service, operation))))
+		key := dbmodel.OperationKey(service, operation)
+		q = q.Filter(elastic.NewBoolQuery().MinimumNumberShouldMatch(1).Should(
+			elastic.NewTermQuery("operationKeys", key),
+			elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.key", key))))
 	case operation != "":
-		q = q.Filter(elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.operation", operation)))
+		q = q.Filter(elastic.NewBoolQuery().MinimumNumberShouldMatch(1).Should(
+			elastic.NewTermQuery("operationNames", operation),
+			elastic.NewNestedQuery("operations", elastic.NewTermQuery("operations.operation", operation))))
 	case service != "":
 		q = q.Filter(elastic.NewTermQuery("services", service))
 	}
@@ -158,7 +169,7 @@ func (s *Store) FindTraces(ctx context.Context, q model.TraceQuery) ([]model.Tra
 	res, err := s.search(s.x.tracesPattern()).
 		Query(filter(q.Service, q.Operation, q.Tags, q.MinDuration, q.MaxDuration, q.Start, q.End)).
 		SortBy(sorts...).Size(q.Limit).
-		FetchSourceContext(elastic.NewFetchSourceContext(true).Exclude("analysis", "operations")).
+		FetchSourceContext(elastic.NewFetchSourceContext(true).Exclude("analysis", "operations", "operationStats")).
 		TrackTotalHits(false).Do(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("find traces: %w", err)
@@ -169,6 +180,9 @@ func (s *Store) FindTraces(ctx context.Context, q model.TraceQuery) ([]model.Tra
 		var d dbmodel.Trace
 		if err := json.Unmarshal(h.Source, &d); err != nil {
 			return nil, fmt.Errorf("find traces: decode summary: %w", err)
+		}
+		if err := d.Expand(); err != nil {
+			return nil, fmt.Errorf("find traces: %w", err)
 		}
 		sum, err := d.ToDomainSummary(s.cfg.PromotedTags)
 		if err != nil {
@@ -188,9 +202,52 @@ func (s *Store) FindTraces(ctx context.Context, q model.TraceQuery) ([]model.Tra
 
 // maxOperations bounds the distinct operations TopBottlenecks ranks; with
 // one shard per index (the default) the ranking is exact up to that many.
+// Past it, the script counts the operations it leaves out (logged).
 const maxOperations = 10000
 
-// TopBottlenecks aggregates the summaries' nested per-operation totals.
+// Painless scripts of TopBottlenecks' scripted_metric aggregation over the
+// compact summaries' operationStats (dbmodel.OperationStat: five numbers,
+// then the operation key): per key, the sums of critical path, count,
+// errors, self and duration, and the number of traces.
+const (
+	bottlenecksInit = `state.m = new HashMap(); state.over = 0L;`
+	bottlenecksMap  = `if (doc.containsKey('operationStats')) {
+  for (String s : doc['operationStats']) {
+    int p = 0; long[] v = new long[5];
+    for (int i = 0; i < 5; i++) { int q = s.indexOf(' ', p); v[i] = Long.parseLong(s.substring(p, q)); p = q + 1; }
+    String k = s.substring(p);
+    List t = state.m.get(k);
+    if (t == null) {
+      if (state.m.size() >= params.max) { state.over += 1L; continue; }
+      t = new ArrayList(); for (int i = 0; i < 6; i++) { t.add(0L); }
+      state.m.put(k, t);
+    }
+    for (int i = 0; i < 5; i++) { t.set(i, t.get(i) + v[i]); }
+    t.set(5, t.get(5) + 1L);
+  }
+}`
+	bottlenecksCombine = `return state;`
+	bottlenecksReduce  = `Map m = new HashMap(); long over = 0L;
+for (def s : states) {
+  if (s == null) { continue; }
+  over += s.over;
+  for (def e : s.m.entrySet()) {
+    List t = m.get(e.getKey());
+    if (t == null) {
+      if (m.size() >= params.max) { over += 1L; continue; }
+      m.put(e.getKey(), e.getValue());
+    } else {
+      for (int i = 0; i < 6; i++) { t.set(i, t.get(i) + e.getValue().get(i)); }
+    }
+  }
+}
+return ['ops': m, 'over': over];`
+)
+
+// TopBottlenecks aggregates the summaries' per-operation totals: the
+// compact summaries' operationStats by script, and the nested entries of
+// summaries written before template version 4 by a nested terms
+// aggregation, summed per operation.
 func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error) {
 	q, err := q.Normalize()
 	if err != nil {
@@ -199,6 +256,11 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 	if err := model.CheckPromoted(q.Tags, s.cfg.PromotedTags); err != nil {
 		return nil, err
 	}
+	params := map[string]interface{}{"max": maxOperations}
+	script := func(src string) *elastic.Script { return elastic.NewScript(src).Lang("painless").Params(params) }
+	stats := elastic.NewScriptedMetricAggregation().
+		InitScript(script(bottlenecksInit)).MapScript(script(bottlenecksMap)).
+		CombineScript(script(bottlenecksCombine)).ReduceScript(script(bottlenecksReduce))
 	terms := elastic.NewTermsAggregation().Field("operations.key").Size(maxOperations).
 		Order("cp", false).
 		SubAggregation("cp", elastic.NewSumAggregation().Field("operations.criticalPathNanos")).
@@ -211,6 +273,7 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 	res, err := s.search(s.x.tracesPattern()).
 		Query(filter(q.Service, "", q.Tags, 0, 0, q.Start, q.End)).Size(0).TrackTotalHits(false).
 		Aggregation("total", elastic.NewSumAggregation().Field("durationNanos")).
+		Aggregation("stats", stats).
 		Aggregation("ops", elastic.NewNestedAggregation().Path("operations").SubAggregation("keys", terms)).
 		Do(ctx)
 	if err != nil {
@@ -220,14 +283,77 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 	if t, ok := res.Aggregations.Sum("total"); ok && t.Value != nil {
 		total = *t.Value
 	}
-	rows := []model.BottleneckRow{}
-	ops, ok := res.Aggregations.Nested("ops")
+	byKey := map[model.OperationKey]*model.BottleneckRow{}
+	add := func(r model.BottleneckRow) {
+		if have, ok := byKey[r.OperationKey]; ok {
+			have.CriticalPath += r.CriticalPath
+			have.Traces += r.Traces
+			have.Count += r.Count
+			have.Errors += r.Errors
+			have.Self += r.Self
+			have.Duration += r.Duration
+			return
+		}
+		byKey[r.OperationKey] = &r
+	}
+	over, err := scriptedBottlenecks(res.Aggregations["stats"], add)
+	if err != nil {
+		return nil, fmt.Errorf("bottlenecks: %w", err)
+	}
+	if over > 0 {
+		s.cfg.Logger.Warn("bottlenecks: more distinct operations than ranked; the rest left out", "max", maxOperations, "left_out", over)
+	}
+	nestedBottlenecks(res.Aggregations, add)
+	rows := make([]model.BottleneckRow, 0, len(byKey))
+	for _, r := range byKey {
+		rows = append(rows, *r)
+	}
+	return storage.RankBottlenecks(rows, time.Duration(total), q.Limit), nil
+}
+
+// scriptedBottlenecks reads the scripted_metric result of TopBottlenecks
+// ({"value":{"ops":{key:[cp,count,errors,self,duration,traces]},"over":n}})
+// into rows, and returns how many operations the script left out.
+func scriptedBottlenecks(raw json.RawMessage, add func(model.BottleneckRow)) (over int64, _ error) {
+	if len(raw) == 0 {
+		return 0, nil
+	}
+	var v struct {
+		Value *struct {
+			Ops  map[string][6]int64 `json:"ops"`
+			Over int64               `json:"over"`
+		} `json:"value"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, fmt.Errorf("operation stats: %w", err)
+	}
+	if v.Value == nil {
+		return 0, nil
+	}
+	for key, t := range v.Value.Ops {
+		svc, op, ok := strings.Cut(key, "\x1f")
+		if !ok {
+			return 0, fmt.Errorf("operation stats: key %q without service", key)
+		}
+		add(model.BottleneckRow{
+			OperationKey: model.OperationKey{Service: svc, Operation: op},
+			CriticalPath: time.Duration(t[0]), Count: int(t[1]), Errors: int(t[2]),
+			Self: time.Duration(t[3]), Duration: time.Duration(t[4]), Traces: int(t[5]),
+		})
+	}
+	return v.Value.Over, nil
+}
+
+// nestedBottlenecks reads the nested terms aggregation over the
+// per-operation entries of summaries written before template version 4.
+func nestedBottlenecks(aggs elastic.Aggregations, add func(model.BottleneckRow)) {
+	ops, ok := aggs.Nested("ops")
 	if !ok {
-		return rows, nil
+		return
 	}
 	keys, ok := ops.Terms("keys")
 	if !ok {
-		return rows, nil
+		return
 	}
 	sum := func(b *elastic.AggregationBucketKeyItem, name string) int64 {
 		if v, ok := b.Sum(name); ok && v.Value != nil {
@@ -244,13 +370,12 @@ func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]
 		return ""
 	}
 	for _, b := range keys.Buckets {
-		rows = append(rows, model.BottleneckRow{
+		add(model.BottleneckRow{
 			OperationKey: model.OperationKey{Service: first(b, "service"), Operation: first(b, "operation")},
 			CriticalPath: time.Duration(sum(b, "cp")), Traces: int(b.DocCount), Count: int(sum(b, "count")),
 			Errors: int(sum(b, "errors")), Self: time.Duration(sum(b, "self")), Duration: time.Duration(sum(b, "duration")),
 		})
 	}
-	return storage.RankBottlenecks(rows, time.Duration(total), q.Limit), nil
 }
 
 // RollupSeries reads the rollups of one operation and resolution.

@@ -372,6 +372,7 @@ func (s *Store) WriteTraces(ctx context.Context, traces []model.AssembledTrace) 
 		}
 		sum := storage.Summarize(at, s.cfg.PromotedTags)
 		td := dbmodel.FromDomainTrace(&sum, &at.Analysis)
+		td.Compact()
 		body, err := json.Marshal(&td)
 		if err != nil {
 			return fmt.Errorf("encode trace %s: %w", sum.TraceID, err)

@@ -1,0 +1,113 @@
+package dbmodel
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/tracepipe/tracepipe/model"
+)
+
+// TestTraceCompactGolden: the compact summary the Elasticsearch store
+// writes, and its way back to the same summary and analysis.
+func TestTraceCompactGolden(t *testing.T) {
+	s, a := traceCase()
+	d := FromDomainTrace(&s, &a)
+	full := d
+	d.Compact()
+	if len(d.Operations) != 0 || len(d.Analysis.Spans) != 0 || len(d.Analysis.CriticalPath) != 0 || len(d.Analysis.Packed) == 0 {
+		t.Fatalf("compact form keeps the full fields: %+v", d)
+	}
+	golden(t, "trace_compact.stored.json", d)
+	var back Trace
+	readStored(t, "trace_compact.stored.json", &back)
+	if err := back.Expand(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, full) {
+		t.Errorf("expanded:\n%+v\nwant\n%+v", back, full)
+	}
+	gotS, err := back.ToDomainSummary(model.DefaultPromotedTags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotS, s) {
+		t.Errorf("summary round trip:\ngot  %+v\nwant %+v", gotS, s)
+	}
+	gotA, err := back.ToDomainAnalysis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotA, a) {
+		t.Errorf("analysis round trip:\ngot  %+v\nwant %+v", gotA, a)
+	}
+	// A summary in the full form is left as it is.
+	again := full
+	if err := again.Expand(); err != nil || !reflect.DeepEqual(again, full) {
+		t.Errorf("Expand changed a full summary (%v):\n%+v", err, again)
+	}
+}
+
+func TestOperationStat(t *testing.T) {
+	o := Operation{Key: OperationKey("svc a", "GET /x y"), Service: "svc a", Operation: "GET /x y",
+		Count: 3, Errors: 1, DurationNanos: 9_000_000_000_000, SelfNanos: 7, CriticalPathNanos: -2}
+	got, err := ParseOperationStat(OperationStat(o))
+	if err != nil || got != o {
+		t.Errorf("round trip: %+v, %v; want %+v", got, err, o)
+	}
+	for _, bad := range []string{"", "1 2 3 4 svc\x1fop", "1 2 x 4 5 svc\x1fop", "1 2 3 4 5 svc-op", "99999999999999999999 2 3 4 5 s\x1fo"} {
+		if _, err := ParseOperationStat(bad); err == nil {
+			t.Errorf("ParseOperationStat(%q): no error", bad)
+		}
+	}
+}
+
+func TestExpandErrors(t *testing.T) {
+	s, a := traceCase()
+	good := FromDomainTrace(&s, &a)
+	good.Compact()
+	cases := map[string]func(d *Trace){
+		"bad stats":          func(d *Trace) { d.OperationStats = []string{"nope"} },
+		"unknown version":    func(d *Trace) { d.Analysis.Packed = append([]byte{9}, d.Analysis.Packed[1:]...) },
+		"cut short":          func(d *Trace) { d.Analysis.Packed = d.Analysis.Packed[:len(d.Analysis.Packed)-1] },
+		"trailing bytes":     func(d *Trace) { d.Analysis.Packed = append(append([]byte(nil), d.Analysis.Packed...), 0) },
+		"count beyond bytes": func(d *Trace) { d.Analysis.Packed = []byte{packedVersion, 200, 1} },
+	}
+	for name, mutate := range cases {
+		d := good
+		d.OperationStats = append([]string(nil), good.OperationStats...)
+		mutate(&d)
+		if err := d.Expand(); err == nil || !strings.Contains(err.Error(), good.TraceID) {
+			t.Errorf("%s: Expand() = %v, want an error naming the trace", name, err)
+		}
+	}
+}
+
+// FuzzExpand: no stored summary makes Expand panic, and a compact summary
+// that expands compacts to the same document again.
+func FuzzExpand(f *testing.F) {
+	s, a := traceCase()
+	d := FromDomainTrace(&s, &a)
+	d.Compact()
+	f.Add(d.Analysis.Packed, strings.Join(d.OperationStats, "\n"))
+	f.Add([]byte{packedVersion, 0, 0}, "")
+	f.Fuzz(func(t *testing.T, packed []byte, stats string) {
+		d := Trace{TraceID: "t", Analysis: Analysis{Packed: packed}}
+		if stats != "" {
+			d.OperationStats = strings.Split(stats, "\n")
+		}
+		if err := d.Expand(); err != nil {
+			return
+		}
+		before, _ := json.Marshal(d)
+		d.Compact()
+		if err := d.Expand(); err != nil {
+			t.Fatalf("expanded summary does not expand again: %v", err)
+		}
+		after, _ := json.Marshal(d)
+		if string(before) != string(after) {
+			t.Fatalf("compact and expand changed the summary:\n%s\n%s", before, after)
+		}
+	})
+}
