@@ -170,6 +170,10 @@ const (
 	keywordAggregated = `{"type":"keyword","index":false}`
 	longAggregated    = `{"type":"long","index":false}`
 	statsAggregated   = `{"type":"keyword","index":false,"ignore_above":8191}`
+	// The summaries' operation keys and names: searched only, up to 8,191
+	// characters (an operation name may be a long SQL statement; a term
+	// over Lucene's limit would fail the whole document).
+	keywordSearchLong = `{"type":"keyword","ignore_above":8191,"doc_values":false}`
 )
 
 // Trace summaries: see dbmodel.Trace. Unknown fields are kept in _source but
@@ -195,8 +199,8 @@ const tracesMapping = `{
     "errorCount":{"type":"integer"},
     "warningCount":{"type":"integer"},
     "services":{"type":"keyword"},
-    "operationKeys":` + keywordSearch + `,
-    "operationNames":` + keywordSearch + `,
+    "operationKeys":` + keywordSearchLong + `,
+    "operationNames":` + keywordSearchLong + `,
     "operationStats":` + statsAggregated + `,
     "operations":{"type":"nested","dynamic":false,"properties":{
       "key":{"type":"keyword"},

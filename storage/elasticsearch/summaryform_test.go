@@ -3,9 +3,11 @@ package elasticsearch
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tracepipe/tracepipe/dag"
 	"github.com/tracepipe/tracepipe/model"
 	"github.com/tracepipe/tracepipe/storage"
 	"github.com/tracepipe/tracepipe/storage/dbmodel"
@@ -51,6 +53,21 @@ func TestSummariesOfBothForms(t *testing.T) {
 			t.Fatal(err)
 		}
 		return r
+	}
+	// An operation name longer than the span index's 256 characters is still
+	// found (the summaries index names up to 8,191).
+	long := storagetest.Trace(storagetest.Spec{ID: model.TraceID{Low: 0xc3}, Start: day.Add(2 * time.Second), Backend: "sql"})
+	longName := strings.Repeat("SELECT x ", 40)
+	long.Trace.Spans[1].Operation = longName
+	long.Analysis = dag.Analyze(&long.Trace, dag.Options{})
+	if err := s.WriteTraces(ctx, []model.AssembledTrace{long}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []model.TraceQuery{{Service: "sql", Operation: longName, Limit: 10}, {Operation: longName, Limit: 10}} {
+		got, err := s.FindTraces(ctx, q)
+		if err != nil || len(got) != 1 || got[0].TraceID != long.Trace.TraceID {
+			t.Errorf("FindTraces by a %d-character operation (service %q): %+v, %v", len(longName), q.Service, got, err)
+		}
 	}
 	compact := read()
 	if len(compact.byKey) != 1 || len(compact.byName) != 2 || len(compact.bottleneck) == 0 ||
