@@ -34,7 +34,7 @@ type Trace struct {
 	Operations      []Operation `json:"operations,omitempty"`
 	// The compact form of Operations (see Compact): OperationStats is read
 	// back; OperationKeys and OperationNames are only searched.
-	OperationStats []string `json:"operationStats,omitempty"`
+	OperationStats []byte   `json:"operationStats,omitempty"`
 	OperationKeys  []string `json:"operationKeys,omitempty"`
 	OperationNames []string `json:"operationNames,omitempty"`
 	// Tag maps promoted tag keys (dots replaced by "@") to their values.

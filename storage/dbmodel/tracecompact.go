@@ -11,14 +11,18 @@ import (
 )
 
 // The compact summary: how the Elasticsearch store writes a summary since
-// template version 4, so that the search engine indexes one Lucene document
+// template version 5, so that the search engine indexes one Lucene document
 // per trace and parses a short _source:
 //
-//   - the per-operation totals become OperationStats, one string per
+//   - the per-operation totals become OperationStats, one record per
 //     operation ("<criticalPathNanos> <count> <errors> <selfNanos>
-//     <durationNanos> <service>\x1f<operation>", aggregated from doc values
-//     by a script), plus OperationKeys and OperationNames (searched, and left
-//     out of _source by the mapping), instead of one nested document each;
+//     <durationNanos> <service>\x1f<operation>", see OperationStat), the
+//     records separated by \x1e, in one binary field (base64 in JSON) that
+//     the engine keeps as a single binary doc value and a script sums; plus
+//     OperationKeys and OperationNames (searched, and left out of _source by
+//     the mapping) — instead of one nested document per operation. A
+//     summary with a service or operation name holding \x1e or \x1f keeps
+//     its nested Operations (the records could not be told apart);
 //   - the analysis's per-span stats and critical path become Analysis.Packed
 //     (binary: base64 in JSON), instead of three JSON fields per entry.
 //
@@ -30,21 +34,23 @@ import (
 // Analysis.Packed. Span IDs that do not parse stay where they are (never
 // the case for summaries FromDomainTrace builds).
 func (d *Trace) Compact() {
-	if len(d.Operations) > 0 {
-		d.OperationStats = make([]string, len(d.Operations))
+	if len(d.Operations) > 0 && separable(d.Operations) {
+		var stats []byte
 		d.OperationKeys = make([]string, len(d.Operations))
 		names := make([]string, 0, len(d.Operations))
 		seen := make(map[string]bool, len(d.Operations))
 		for i, o := range d.Operations {
-			d.OperationStats[i] = OperationStat(o)
+			if i > 0 {
+				stats = append(stats, statsSep)
+			}
+			stats = append(stats, OperationStat(o)...)
 			d.OperationKeys[i] = o.Key
 			if !seen[o.Operation] {
 				seen[o.Operation] = true
 				names = append(names, o.Operation)
 			}
 		}
-		d.OperationNames = names
-		d.Operations = nil
+		d.OperationStats, d.OperationNames, d.Operations = stats, names, nil
 	}
 	if p, ok := packAnalysis(&d.Analysis); ok {
 		d.Analysis.Packed, d.Analysis.Spans, d.Analysis.CriticalPath = p, nil, nil
@@ -56,8 +62,9 @@ func (d *Trace) Compact() {
 // the full form is left as it is.
 func (d *Trace) Expand() error {
 	if len(d.Operations) == 0 && len(d.OperationStats) > 0 {
-		d.Operations = make([]Operation, len(d.OperationStats))
-		for i, s := range d.OperationStats {
+		records := strings.Split(string(d.OperationStats), string(rune(statsSep)))
+		d.Operations = make([]Operation, len(records))
+		for i, s := range records {
 			o, err := ParseOperationStat(s)
 			if err != nil {
 				return fmt.Errorf("trace summary %s: %w", d.TraceID, err)
@@ -75,7 +82,21 @@ func (d *Trace) Expand() error {
 	return nil
 }
 
-// OperationStat renders one operation's totals as an OperationStats entry.
+// statsSep separates the records of OperationStats.
+const statsSep = '\x1e'
+
+// separable says whether the operations' records can be told apart in
+// OperationStats: no service or operation name holds a separator.
+func separable(ops []Operation) bool {
+	for _, o := range ops {
+		if strings.ContainsAny(o.Service, "\x1e\x1f") || strings.ContainsAny(o.Operation, "\x1e\x1f") {
+			return false
+		}
+	}
+	return true
+}
+
+// OperationStat renders one operation's totals as an OperationStats record.
 func OperationStat(o Operation) string {
 	b := make([]byte, 0, 48+len(o.Key))
 	b = strconv.AppendInt(b, o.CriticalPathNanos, 10)
@@ -94,7 +115,7 @@ func OperationStat(o Operation) string {
 	return string(b)
 }
 
-// ParseOperationStat reads an OperationStats entry.
+// ParseOperationStat reads an OperationStats record.
 func ParseOperationStat(s string) (Operation, error) {
 	var n [5]int64
 	rest := s

@@ -49,6 +49,25 @@ func TestTraceCompactGolden(t *testing.T) {
 	}
 }
 
+// TestCompactKeepsInseparableOperations: a name holding a record or key
+// separator keeps the nested form for the operations (the analysis is
+// still packed), and reads back the same.
+func TestCompactKeepsInseparableOperations(t *testing.T) {
+	for _, name := range []string{"odd\x1ename", "odd\x1fname"} {
+		s, a := traceCase()
+		s.Operations[0].Operation = name
+		d := FromDomainTrace(&s, &a)
+		full := d
+		d.Compact()
+		if len(d.Operations) != len(full.Operations) || d.OperationStats != nil || d.OperationKeys != nil || len(d.Analysis.Packed) == 0 {
+			t.Errorf("%q: compacted to %+v", name, d)
+		}
+		if err := d.Expand(); err != nil || !reflect.DeepEqual(d, full) {
+			t.Errorf("%q: expanded (%v) to\n%+v\nwant\n%+v", name, err, d, full)
+		}
+	}
+}
+
 func TestOperationStat(t *testing.T) {
 	o := Operation{Key: OperationKey("svc a", "GET /x y"), Service: "svc a", Operation: "GET /x y",
 		Count: 3, Errors: 1, DurationNanos: 9_000_000_000_000, SelfNanos: 7, CriticalPathNanos: -2}
@@ -68,7 +87,8 @@ func TestExpandErrors(t *testing.T) {
 	good := FromDomainTrace(&s, &a)
 	good.Compact()
 	cases := map[string]func(d *Trace){
-		"bad stats":          func(d *Trace) { d.OperationStats = []string{"nope"} },
+		"bad stats":          func(d *Trace) { d.OperationStats = []byte("nope") },
+		"bad second record":  func(d *Trace) { d.OperationStats = append(append([]byte(nil), d.OperationStats...), "\x1e1 2"...) },
 		"unknown version":    func(d *Trace) { d.Analysis.Packed = append([]byte{9}, d.Analysis.Packed[1:]...) },
 		"cut short":          func(d *Trace) { d.Analysis.Packed = d.Analysis.Packed[:len(d.Analysis.Packed)-1] },
 		"trailing bytes":     func(d *Trace) { d.Analysis.Packed = append(append([]byte(nil), d.Analysis.Packed...), 0) },
@@ -76,7 +96,7 @@ func TestExpandErrors(t *testing.T) {
 	}
 	for name, mutate := range cases {
 		d := good
-		d.OperationStats = append([]string(nil), good.OperationStats...)
+		d.OperationStats = append([]byte(nil), good.OperationStats...)
 		mutate(&d)
 		if err := d.Expand(); err == nil || !strings.Contains(err.Error(), good.TraceID) {
 			t.Errorf("%s: Expand() = %v, want an error naming the trace", name, err)
@@ -90,13 +110,10 @@ func FuzzExpand(f *testing.F) {
 	s, a := traceCase()
 	d := FromDomainTrace(&s, &a)
 	d.Compact()
-	f.Add(d.Analysis.Packed, strings.Join(d.OperationStats, "\n"))
-	f.Add([]byte{packedVersion, 0, 0}, "")
-	f.Fuzz(func(t *testing.T, packed []byte, stats string) {
-		d := Trace{TraceID: "t", Analysis: Analysis{Packed: packed}}
-		if stats != "" {
-			d.OperationStats = strings.Split(stats, "\n")
-		}
+	f.Add(d.Analysis.Packed, d.OperationStats)
+	f.Add([]byte{packedVersion, 0, 0}, []byte{})
+	f.Fuzz(func(t *testing.T, packed, stats []byte) {
+		d := Trace{TraceID: "t", Analysis: Analysis{Packed: packed}, OperationStats: stats}
 		if err := d.Expand(); err != nil {
 			return
 		}

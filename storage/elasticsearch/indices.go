@@ -20,7 +20,7 @@ import (
 // TemplateVersion is written into every index template's "version" field.
 // Start installs a template when it is missing or older, never downgrades
 // one; bump it whenever a mapping below changes.
-const TemplateVersion = 4
+const TemplateVersion = 5
 
 // Index families. Every index is <prefix><family>-YYYY-MM-DD (UTC day of the
 // span's start, the trace's start or the rollup window's start); rollup and
@@ -163,13 +163,13 @@ const serviceMapping = `{
 }`
 
 // Field types of the summaries' per-operation entries that TopBottlenecks
-// only aggregates: doc values without an index. operationStats keeps
-// values of up to 8,191 characters (Lucene's limit is 32,766 bytes); a
-// longer one stays in _source but out of the aggregation.
+// only aggregates: doc values without an index. operationStats, all of a
+// summary's records in one value, is one binary doc value: no terms
+// dictionary to sort and merge, unlike a keyword's.
 const (
 	keywordAggregated = `{"type":"keyword","index":false}`
 	longAggregated    = `{"type":"long","index":false}`
-	statsAggregated   = `{"type":"keyword","index":false,"ignore_above":8191}`
+	statsAggregated   = `{"type":"binary","doc_values":true}`
 	// The summaries' operation keys and names: searched only, up to 8,191
 	// characters (an operation name may be a long SQL statement; a term
 	// over Lucene's limit would fail the whole document).
@@ -179,7 +179,7 @@ const (
 // Trace summaries: see dbmodel.Trace. Unknown fields are kept in _source but
 // not indexed; promoted tags (tag.*) are keywords; the analysis is stored
 // only. The Store writes summaries in their compact form (dbmodel.Trace.Compact,
-// template version 4): one Lucene document per trace, operationKeys and
+// template version 5): one Lucene document per trace, operationKeys and
 // operationNames searched and left out of _source, operationStats kept as doc
 // values for TopBottlenecks' script, the per-span analysis packed. The nested
 // operations of earlier versions' summaries stay mapped, so that searches

@@ -133,7 +133,7 @@ func filter(service, operation string, tags map[string]string, minD, maxD time.D
 	}
 	switch {
 	// Operations: the compact summaries' keyword arrays, or the nested
-	// entries of summaries written before template version 4.
+	// entries of summaries written before template version 5.
 	case service != "" && operation != "":
 		key := dbmodel.OperationKey(service, operation)
 		q = q.Filter(elastic.NewBoolQuery().MinimumNumberShouldMatch(1).Should(
@@ -206,13 +206,14 @@ func (s *Store) FindTraces(ctx context.Context, q model.TraceQuery) ([]model.Tra
 const maxOperations = 10000
 
 // Painless scripts of TopBottlenecks' scripted_metric aggregation over the
-// compact summaries' operationStats (dbmodel.OperationStat: five numbers,
-// then the operation key): per key, the sums of critical path, count,
-// errors, self and duration, and the number of traces.
+// compact summaries' operationStats (one binary doc value: records
+// separated by \x1e, each dbmodel.OperationStat's five numbers, then the
+// operation key): per key, the sums of critical path, count, errors, self
+// and duration, and the number of traces.
 const (
 	bottlenecksInit = `state.m = new HashMap(); state.over = 0L;`
-	bottlenecksMap  = `if (doc.containsKey('operationStats')) {
-  for (String s : doc['operationStats']) {
+	bottlenecksMap  = `if (doc.containsKey('operationStats') && doc['operationStats'].size() > 0) {
+  for (String s : doc['operationStats'].value.utf8ToString().splitOnToken(String.valueOf((char)30))) {
     int p = 0; long[] v = new long[5];
     for (int i = 0; i < 5; i++) { int q = s.indexOf(' ', p); v[i] = Long.parseLong(s.substring(p, q)); p = q + 1; }
     String k = s.substring(p);
@@ -246,7 +247,7 @@ return ['ops': m, 'over': over];`
 
 // TopBottlenecks aggregates the summaries' per-operation totals: the
 // compact summaries' operationStats by script, and the nested entries of
-// summaries written before template version 4 by a nested terms
+// summaries written before template version 5 by a nested terms
 // aggregation, summed per operation.
 func (s *Store) TopBottlenecks(ctx context.Context, q model.BottleneckQuery) ([]model.BottleneckRow, error) {
 	q, err := q.Normalize()
@@ -345,7 +346,7 @@ func scriptedBottlenecks(raw json.RawMessage, add func(model.BottleneckRow)) (ov
 }
 
 // nestedBottlenecks reads the nested terms aggregation over the
-// per-operation entries of summaries written before template version 4.
+// per-operation entries of summaries written before template version 5.
 func nestedBottlenecks(aggs elastic.Aggregations, add func(model.BottleneckRow)) {
 	ops, ok := aggs.Nested("ops")
 	if !ok {

@@ -14,7 +14,7 @@ import (
 	"github.com/tracepipe/tracepipe/storage/storagetest"
 )
 
-// TestSummariesOfBothForms: summaries written before template version 4
+// TestSummariesOfBothForms: summaries written before template version 5
 // (nested per-operation entries, the analysis as JSON arrays) and compact
 // ones (dbmodel.Trace.Compact) read the same: GetTrace, FindTraces by
 // operation and TopBottlenecks give the same answers when one trace's
