@@ -174,6 +174,12 @@ func TestTraceGolden(t *testing.T) {
 	golden(t, "trace.stored.json", FromDomainTrace(&s, &a))
 	var d Trace
 	readStored(t, "trace.stored.json", &d)
+	checkTraceRoundTrip(t, &d, s, a)
+}
+
+// checkTraceRoundTrip checks that d reads back as summary s and analysis a.
+func checkTraceRoundTrip(t *testing.T, d *Trace, s model.TraceSummary, a model.Analysis) {
+	t.Helper()
 	gotS, err := d.ToDomainSummary(model.DefaultPromotedTags())
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 //
 //   - the per-operation totals become OperationStats, one record per
 //     operation ("<criticalPathNanos> <count> <errors> <selfNanos>
-//     <durationNanos> <service>\x1f<operation>", see OperationStat), the
+//     <durationNanos> <service>\x1f<operation>", see appendOperationStat), the
 //     records separated by \x1e, in one binary field (base64 in JSON) that
 //     the engine keeps as a single binary doc value and a script sums; plus
 //     OperationKeys and OperationNames (searched, and left out of _source by
@@ -43,7 +43,7 @@ func (d *Trace) Compact() {
 			if i > 0 {
 				stats = append(stats, statsSep)
 			}
-			stats = append(stats, OperationStat(o)...)
+			stats = appendOperationStat(stats, o)
 			d.OperationKeys[i] = o.Key
 			if !seen[o.Operation] {
 				seen[o.Operation] = true
@@ -96,9 +96,9 @@ func separable(ops []Operation) bool {
 	return true
 }
 
-// OperationStat renders one operation's totals as an OperationStats record.
-func OperationStat(o Operation) string {
-	b := make([]byte, 0, 48+len(o.Key))
+// appendOperationStat appends one operation's totals to b as an
+// OperationStats record.
+func appendOperationStat(b []byte, o Operation) []byte {
 	b = strconv.AppendInt(b, o.CriticalPathNanos, 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(o.Count), 10)
@@ -111,8 +111,7 @@ func OperationStat(o Operation) string {
 	b = append(b, ' ')
 	b = append(b, o.Service...)
 	b = append(b, '\x1f')
-	b = append(b, o.Operation...)
-	return string(b)
+	return append(b, o.Operation...)
 }
 
 // ParseOperationStat reads an OperationStats record.
@@ -155,28 +154,33 @@ func packAnalysis(a *Analysis) (_ []byte, ok bool) {
 	b := make([]byte, 0, 1+len(a.Spans)*14+len(a.CriticalPath)*16)
 	b = append(b, packedVersion)
 	b = binary.AppendUvarint(b, uint64(len(a.Spans)))
-	for _, s := range a.Spans {
-		id, err := model.ParseSpanID(s.SpanID)
-		if err != nil {
+	var err error
+	for _, st := range a.Spans {
+		if b, err = appendEntry(b, st.SpanID, st.SelfNanos, st.CriticalPathNanos); err != nil {
 			return nil, false
 		}
-		b = binary.BigEndian.AppendUint64(b, uint64(id))
-		b = binary.AppendVarint(b, s.SelfNanos)
-		b = binary.AppendVarint(b, s.CriticalPathNanos)
 	}
 	b = binary.AppendUvarint(b, uint64(len(a.CriticalPath)))
 	var prev int64
 	for _, c := range a.CriticalPath {
-		id, err := model.ParseSpanID(c.SpanID)
-		if err != nil {
+		if b, err = appendEntry(b, c.SpanID, c.StartNanos-prev, c.EndNanos-c.StartNanos); err != nil {
 			return nil, false
 		}
-		b = binary.BigEndian.AppendUint64(b, uint64(id))
-		b = binary.AppendVarint(b, c.StartNanos-prev)
-		b = binary.AppendVarint(b, c.EndNanos-c.StartNanos)
 		prev = c.EndNanos
 	}
 	return b, true
+}
+
+// appendEntry appends one entry of a packed section: the span ID's 8 bytes
+// and two varints.
+func appendEntry(b []byte, spanID string, x, y int64) ([]byte, error) {
+	id, err := model.ParseSpanID(spanID)
+	if err != nil {
+		return b, err
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	b = binary.AppendVarint(b, x)
+	return binary.AppendVarint(b, y), nil
 }
 
 var errPacked = errors.New("packed analysis is cut short or malformed")
@@ -187,67 +191,22 @@ func unpackAnalysis(b []byte, a *Analysis) error {
 	if len(b) == 0 || b[0] != packedVersion {
 		return fmt.Errorf("packed analysis: unknown version")
 	}
-	b = b[1:]
-	uv := func() (uint64, bool) {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			return 0, false
-		}
-		b = b[n:]
-		return v, true
-	}
-	sv := func() (int64, bool) {
-		v, n := binary.Varint(b)
-		if n <= 0 {
-			return 0, false
-		}
-		b = b[n:]
-		return v, true
-	}
-	id := func() (string, bool) {
-		if len(b) < 8 {
-			return "", false
-		}
-		v := binary.BigEndian.Uint64(b)
-		b = b[8:]
-		return model.SpanID(v).String(), true
-	}
-	n, ok := uv()
-	if !ok || n > uint64(len(b))/10 { // each entry takes at least 10 bytes
-		return errPacked
-	}
-	a.Spans = make([]SpanStats, n)
+	r := packedReader{b: b[1:]}
+	a.Spans = make([]SpanStats, r.count())
 	for i := range a.Spans {
 		s := &a.Spans[i]
-		var ok1, ok2, ok3 bool
-		s.SpanID, ok1 = id()
-		s.SelfNanos, ok2 = sv()
-		s.CriticalPathNanos, ok3 = sv()
-		if !ok1 || !ok2 || !ok3 {
-			return errPacked
-		}
+		s.SpanID, s.SelfNanos, s.CriticalPathNanos = r.entry()
 	}
-	m, ok := uv()
-	if !ok || m > uint64(len(b))/10 {
-		return errPacked
-	}
-	a.CriticalPath = make([]CriticalSection, m)
+	a.CriticalPath = make([]CriticalSection, r.count())
 	var prev int64
 	for i := range a.CriticalPath {
 		c := &a.CriticalPath[i]
-		var ok1, ok2, ok3 bool
-		var d1, d2 int64
-		c.SpanID, ok1 = id()
-		d1, ok2 = sv()
-		d2, ok3 = sv()
-		if !ok1 || !ok2 || !ok3 {
-			return errPacked
-		}
-		c.StartNanos = prev + d1
-		c.EndNanos = c.StartNanos + d2
+		id, gap, length := r.entry()
+		c.SpanID, c.StartNanos = id, prev+gap
+		c.EndNanos = c.StartNanos + length
 		prev = c.EndNanos
 	}
-	if len(b) != 0 {
+	if r.bad || len(r.b) != 0 {
 		return errPacked
 	}
 	if len(a.Spans) == 0 {
@@ -257,4 +216,48 @@ func unpackAnalysis(b []byte, a *Analysis) error {
 		a.CriticalPath = nil
 	}
 	return nil
+}
+
+// packedReader reads a packed analysis; once anything is cut short or
+// malformed it sets bad and reads nothing more.
+type packedReader struct {
+	b   []byte
+	bad bool
+}
+
+// count reads a section's entry count, bounded by the bytes left (an entry
+// takes at least 10).
+func (r *packedReader) count() int {
+	if r.bad {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || v > uint64(len(r.b)-n)/10 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return int(v)
+}
+
+// entry reads one entry: a span ID and two varints.
+func (r *packedReader) entry() (spanID string, x, y int64) {
+	if r.bad || len(r.b) < 8 {
+		r.bad = true
+		return "", 0, 0
+	}
+	spanID = model.SpanID(binary.BigEndian.Uint64(r.b)).String()
+	r.b = r.b[8:]
+	x, y = r.varint(), r.varint()
+	return spanID, x, y
+}
+
+func (r *packedReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
 }

@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/tracepipe/tracepipe/model"
 )
 
 // TestTraceCompactGolden: the compact summary the Elasticsearch store
@@ -28,20 +26,7 @@ func TestTraceCompactGolden(t *testing.T) {
 	if !reflect.DeepEqual(back, full) {
 		t.Errorf("expanded:\n%+v\nwant\n%+v", back, full)
 	}
-	gotS, err := back.ToDomainSummary(model.DefaultPromotedTags())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(gotS, s) {
-		t.Errorf("summary round trip:\ngot  %+v\nwant %+v", gotS, s)
-	}
-	gotA, err := back.ToDomainAnalysis()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(gotA, a) {
-		t.Errorf("analysis round trip:\ngot  %+v\nwant %+v", gotA, a)
-	}
+	checkTraceRoundTrip(t, &back, s, a)
 	// A summary in the full form is left as it is.
 	again := full
 	if err := again.Expand(); err != nil || !reflect.DeepEqual(again, full) {
@@ -71,7 +56,7 @@ func TestCompactKeepsInseparableOperations(t *testing.T) {
 func TestOperationStat(t *testing.T) {
 	o := Operation{Key: OperationKey("svc a", "GET /x y"), Service: "svc a", Operation: "GET /x y",
 		Count: 3, Errors: 1, DurationNanos: 9_000_000_000_000, SelfNanos: 7, CriticalPathNanos: -2}
-	got, err := ParseOperationStat(OperationStat(o))
+	got, err := ParseOperationStat(string(appendOperationStat(nil, o)))
 	if err != nil || got != o {
 		t.Errorf("round trip: %+v, %v; want %+v", got, err, o)
 	}

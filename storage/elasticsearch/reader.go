@@ -207,7 +207,7 @@ const maxOperations = 10000
 
 // Painless scripts of TopBottlenecks' scripted_metric aggregation over the
 // compact summaries' operationStats (one binary doc value: records
-// separated by \x1e, each dbmodel.OperationStat's five numbers, then the
+// separated by \x1e, each dbmodel.ParseOperationStat's five numbers, then the
 // operation key): per key, the sums of critical path, count, errors, self
 // and duration, and the number of traces.
 const (
