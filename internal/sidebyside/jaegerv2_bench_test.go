@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -553,6 +554,11 @@ func (e env) measure(b *testing.B, eng *engine, prefix string, r *result, start 
 		}
 		r.engine = (e1 - e0).Seconds() - min(idle, idle2)*took.Seconds()
 		details = append(details, fmt.Sprintf("inputs committed after %v, %d span documents", committed.Round(100*time.Millisecond), counted))
+		if fams, err := eng.families(ctx, prefix); err != nil {
+			b.Logf("index stats: %v", err)
+		} else {
+			details = append(details, "by index family: "+fams)
+		}
 		if err := eng.deleteIndices(ctx, prefix+"-*"); err != nil {
 			b.Logf("delete %s-*: %v", prefix, err)
 		}
@@ -681,6 +687,64 @@ func (e *engine) settle(ctx context.Context, pattern string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// families sums the indexing statistics of prefix's indices per index
+// family (the name without its day): documents indexed (every write,
+// replacements included), Lucene documents left, and the engine's own
+// accounting of indexing, merge and refresh time (thread time, not CPU).
+func (e *engine) families(ctx context.Context, prefix string) (string, error) {
+	var st struct {
+		Indices map[string]struct {
+			Primaries struct {
+				Docs     struct{ Count int64 } `json:"docs"`
+				Indexing struct {
+					IndexTotal  int64 `json:"index_total"`
+					IndexMillis int64 `json:"index_time_in_millis"`
+				} `json:"indexing"`
+				Merges struct {
+					Millis int64 `json:"total_time_in_millis"`
+				} `json:"merges"`
+				Refresh struct {
+					Millis int64 `json:"total_time_in_millis"`
+				} `json:"refresh"`
+			} `json:"primaries"`
+		} `json:"indices"`
+	}
+	if err := e.do(ctx, http.MethodGet, "/"+prefix+"-*/_stats/docs,indexing,merge,refresh?level=indices", &st); err != nil {
+		return "", err
+	}
+	type sum struct{ writes, docs, index, merge, refresh int64 }
+	by := map[string]*sum{}
+	for name, ix := range st.Indices {
+		fam := strings.TrimPrefix(name, prefix+"-")
+		if len(fam) > 11 && fam[len(fam)-11] == '-' {
+			fam = fam[:len(fam)-11] // -YYYY-MM-DD
+		}
+		f := by[fam]
+		if f == nil {
+			f = &sum{}
+			by[fam] = f
+		}
+		p := ix.Primaries
+		f.writes += p.Indexing.IndexTotal
+		f.docs += p.Docs.Count
+		f.index += p.Indexing.IndexMillis
+		f.merge += p.Merges.Millis
+		f.refresh += p.Refresh.Millis
+	}
+	names := make([]string, 0, len(by))
+	for n := range by {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []string
+	for _, n := range names {
+		f := by[n]
+		out = append(out, fmt.Sprintf("%s %d writes, %d Lucene docs, index %.1f s, merge %.1f s, refresh %.1f s",
+			n, f.writes, f.docs, float64(f.index)/1000, float64(f.merge)/1000, float64(f.refresh)/1000))
+	}
+	return strings.Join(out, "; "), nil
 }
 
 func (e *engine) deleteIndices(ctx context.Context, pattern string) error {
