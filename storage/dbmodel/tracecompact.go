@@ -19,8 +19,8 @@ import (
 //     <durationNanos> <service>\x1f<operation>", see appendOperationStat), the
 //     records separated by \x1e, in one binary field (base64 in JSON) that
 //     the engine keeps as a single binary doc value and a script sums; plus
-//     OperationKeys and OperationNames (searched, and left out of _source by
-//     the mapping) — instead of one nested document per operation. A
+//     OperationKeys and OperationNames (searched; readers ignore them) —
+//     instead of one nested document per operation. A
 //     summary with a service or operation name holding \x1e or \x1f keeps
 //     its nested Operations (the records could not be told apart);
 //   - the analysis's per-span stats and critical path become Analysis.Packed
