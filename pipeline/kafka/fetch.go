@@ -21,8 +21,12 @@ const (
 	// buffer it bounds what a partition's fetcher holds.
 	FetchMaxBytes = 4 << 20
 	// FetchMaxWait is how long the broker may wait for data before
-	// answering.
-	FetchMaxWait = 100 * time.Millisecond
+	// answering (the Java consumer's fetch.max.wait.ms default): it
+	// answers as soon as there is data, so this is what an idle
+	// partition's long poll lasts — at 100 ms an idle stage sent five
+	// times the requests. It delays nothing on stopping: stopping a
+	// fetcher aborts the fetch in flight.
+	FetchMaxWait = 500 * time.Millisecond
 	// ChunkSize is the most records handed over at once.
 	ChunkSize = 512
 	// fetchAttempts is how many consecutive failed attempts to reach the
@@ -147,6 +151,10 @@ func dialLeader(ctx context.Context, d *kafkago.Dialer, brokers []string, topic 
 // succeeded.
 func (f *fetcher) read(ctx context.Context, conn *kafkago.Conn, offset int64) (int64, bool, error) {
 	progressed, ok := false, true
+	// Stopping aborts a fetch the broker holds for up to FetchMaxWait (and
+	// any other read or write on conn): run sees ctx ended and returns.
+	abort := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer abort()
 	offset, err := f.seek(conn, offset)
 	if err != nil {
 		return offset, false, err
@@ -155,6 +163,9 @@ func (f *fetcher) read(ctx context.Context, conn *kafkago.Conn, offset int64) (i
 		// The broker answers within FetchMaxWait; the rest is for reading
 		// the answer.
 		conn.SetReadDeadline(time.Now().Add(FetchMaxWait + 30*time.Second))
+		if ctx.Err() != nil {
+			break // ended before this deadline replaced the abort's
+		}
 		batch := conn.ReadBatchWith(kafkago.ReadBatchConfig{
 			MinBytes: 1, MaxBytes: FetchMaxBytes, MaxWait: FetchMaxWait, IsolationLevel: kafkago.ReadCommitted,
 		})
@@ -257,7 +268,10 @@ func (f *fetcher) recycle(recs []Record) {
 	if cap(recs) != ChunkSize {
 		return
 	}
-	clear(recs[:cap(recs)])
+	// Only the records in use: a chunk is zero beyond its length (made
+	// zero, filled by appending, cleared up to its length when recycled),
+	// and an idle fetcher recycles an empty chunk after every fetch.
+	clear(recs)
 	select {
 	case f.free <- recs[:0]:
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -193,4 +194,27 @@ type fromZero struct{ echo }
 func (f *fromZero) Open(ctx context.Context, c Commit) (int64, error) {
 	f.echo.Open(ctx, c)
 	return 0, nil
+}
+
+// TestStopAbortsALongPoll: stopping a fetcher while the broker holds its
+// fetch on an idle partition (up to FetchMaxWait) does not wait for the
+// broker's answer.
+func TestStopAbortsALongPoll(t *testing.T) {
+	c := kafkatest.NewCluster(t)
+	c.CreateTopic(t, "t", 1)
+	c.Produce(t, "t", kafkatest.Messages("v", 1)...)
+	var took []time.Duration
+	for range 5 {
+		f := startFetch(testFetchConfig(c, "t"), 0, 2)
+		next := int64(0)
+		receive(t, f, &next, 1) // the first fetch answered; the next one waits for data
+		time.Sleep(50 * time.Millisecond)
+		t0 := time.Now()
+		f.stop()
+		took = append(took, time.Since(t0))
+	}
+	slices.Sort(took)
+	if took[2] > FetchMaxWait/5 {
+		t.Errorf("stopping took %v (median of %v), want far less than the long poll's %v", took[2], took, FetchMaxWait)
+	}
 }
