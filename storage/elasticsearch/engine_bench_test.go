@@ -51,8 +51,10 @@ import (
 //     bulk requests of 1,000 actions / 5 MB / 200 ms from one worker,
 //     service documents once per service and operation). The client CPU it
 //     reports is this re-enactment's, not Jaeger's. TRACEPIPE_BENCH_JAEGER_SHARDS
-//     changes its shards, TRACEPIPE_BENCH_JAEGER_IDS=1 adds tracepipe's
-//     document IDs and versions.
+//     changes its shards.
+//   - jaeger-ids: the same with tracepipe's document IDs and versions, i.e.
+//     Jaeger's writes made idempotent as tracepipe's are: what the ID
+//     lookup per document costs the engine.
 //   - tracepipe: Store.WriteTraces with the default Config: spans, service
 //     documents and one summary per trace. TRACEPIPE_BENCH_REFRESH,
 //     TRACEPIPE_BENCH_CODEC, TRACEPIPE_BENCH_BATCH_DOCS and
@@ -220,8 +222,9 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// jaegerWrite re-enacts Jaeger's span writer (see the file comment).
-func jaegerWrite(ctx context.Context, c *elastic.Client, x indices, traces []model.AssembledTrace) error {
+// jaegerWrite re-enacts Jaeger's span writer (see the file comment); withIDs
+// adds tracepipe's document IDs and versions to the span documents.
+func jaegerWrite(ctx context.Context, c *elastic.Client, x indices, traces []model.AssembledTrace, withIDs bool) error {
 	for _, t := range []template{
 		{x.prefix + familySpan, x.spanPattern(), jaegerSpanMapping},
 		{x.prefix + familyService, x.prefix + familyService + "-*", serviceMapping},
@@ -254,9 +257,6 @@ func jaegerWrite(ctx context.Context, c *elastic.Client, x indices, traces []mod
 	if err != nil {
 		return err
 	}
-	// TRACEPIPE_BENCH_JAEGER_IDS=1 adds tracepipe's document IDs and
-	// versions, to measure what they cost the engine.
-	withIDs := os.Getenv("TRACEPIPE_BENCH_JAEGER_IDS") == "1"
 	seen := map[string]bool{}
 	for i := range traces {
 		for _, sp := range traces[i].Trace.Spans {
@@ -397,11 +397,17 @@ func BenchmarkEngineCPU(b *testing.B) {
 		b.ReportMetric(n/wall.Seconds(), "spans/s")
 		b.ReportMetric(0, "ns/op")
 	}
-	b.Run("jaeger", func(b *testing.B) {
-		run(b, func(ctx context.Context, c *elastic.Client, prefix string) error {
-			return jaegerWrite(ctx, c, newIndices(prefix), traces)
+	for _, withIDs := range []bool{false, true} {
+		name := "jaeger"
+		if withIDs {
+			name = "jaeger-ids"
+		}
+		b.Run(name, func(b *testing.B) {
+			run(b, func(ctx context.Context, c *elastic.Client, prefix string) error {
+				return jaegerWrite(ctx, c, newIndices(prefix), traces, withIDs)
+			})
 		})
-	})
+	}
 	b.Run("tracepipe", func(b *testing.B) {
 		run(b, func(ctx context.Context, _ *elastic.Client, prefix string) error {
 			s, err := New(ctx, engineBenchConfig(b, url, prefix))
