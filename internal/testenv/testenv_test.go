@@ -192,3 +192,15 @@ func TestProcCPUAndPeakRSS(t *testing.T) {
 		t.Error("ProcCPU of no process: no error")
 	}
 }
+
+func TestSelfUsage(t *testing.T) {
+	before := SelfUsage()
+	end := time.Now().Add(30 * time.Millisecond)
+	for time.Now().Before(end) { // some CPU to see
+	}
+	_ = make([]byte, 8<<20)[1<<20] // some pages to touch
+	used := SelfUsage().Sub(before)
+	if used.CPU() <= 0 || used.CPU() != used.User+used.Sys || used.User < 0 || used.Sys < 0 || used.MinorFaults < 0 {
+		t.Errorf("SelfUsage over a busy loop: %+v", used)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -100,7 +99,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 		runtime.GC() // the generation's garbage is not the aggregator's
 		b.StartTimer()
 		stopProfile := startProfile(b, i)
-		c0, t0 := processCPU(), time.Now()
+		c0, t0 := testenv.SelfUsage().CPU(), time.Now()
 		go func() { done <- a.Run(ctx) }()
 		// The clock stops when the map group has committed the whole traces
 		// topic and the reduce group every partial (it commits only what the
@@ -121,7 +120,7 @@ func BenchmarkAggregatorEndToEnd(b *testing.B) {
 			time.Sleep(250 * time.Millisecond)
 		}
 		pr.Close()
-		cpu += processCPU() - c0
+		cpu += testenv.SelfUsage().CPU() - c0
 		wall += time.Since(t0)
 		stopProfile()
 		written += counterSum(b, reg, "tracepipe_aggregator_rollups_written_total")
@@ -170,12 +169,4 @@ func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -10,7 +10,6 @@ import (
 	rtmetrics "runtime/metrics"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -171,7 +170,7 @@ func BenchmarkCollector(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(otlp)))
 				b.SetParallelism(8)
-				cpu0 := cpuTime()
+				cpu0 := testenv.SelfUsage().CPU()
 				b.ResetTimer()
 				var refusals atomic.Int64
 				b.RunParallel(func(pb *testing.PB) {
@@ -193,7 +192,7 @@ func BenchmarkCollector(b *testing.B) {
 				b.ReportMetric(float64(b.N*len(spans))/b.Elapsed().Seconds(), "spans/s")
 				// Spans per second of CPU time of the whole test process
 				// (collector, clients and, for kfake, the broker).
-				b.ReportMetric(float64(b.N*len(spans))/(cpuTime()-cpu0).Seconds(), "spans/cpu-s")
+				b.ReportMetric(float64(b.N*len(spans))/(testenv.SelfUsage().CPU()-cpu0).Seconds(), "spans/cpu-s")
 				b.ReportMetric(float64(refusals.Load())/float64(b.N), "refusals/op")
 				if err := r.stop(); err != nil {
 					b.Fatal(err)
@@ -293,13 +292,6 @@ func BenchmarkBurstMemory(b *testing.B) {
 		b.ReportMetric(float64(accepted.Load()), "accepted-requests")
 		b.ReportMetric(float64(refused.Load()), "refused-requests")
 	}
-}
-
-// cpuTime is the process's user+system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func heapBytes() uint64 {

@@ -3,13 +3,13 @@ package index
 import (
 	"context"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/model"
 )
 
@@ -21,14 +21,6 @@ type countingWriter struct{ n atomic.Int64 }
 func (w *countingWriter) WriteTraces(_ context.Context, traces []model.AssembledTrace) error {
 	w.n.Add(int64(len(traces)))
 	return nil
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkIndexer measures the indexer stage on an in-process Kafka
@@ -61,13 +53,13 @@ func BenchmarkIndexer(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		t0, c0 := time.Now(), cpuTime()
+		t0, c0 := time.Now(), testenv.SelfUsage().CPU()
 		go func() { done <- x.Run(ctx) }()
 		for cw.n.Load() < int64(len(msgs)) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		took += time.Since(t0)
-		cpu += cpuTime() - c0
+		cpu += testenv.SelfUsage().CPU() - c0
 		cancel()
 		if err := <-done; err != nil {
 			b.Fatal(err)

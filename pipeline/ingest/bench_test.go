@@ -5,7 +5,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,19 +100,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// process about a millisecond of CPU each time, counted as the
 		// ingester's, and more of it the longer the run.
 		progress := kafkatest.NewProgress(brokers, in)
-		ru0, t0 := usage(), time.Now()
+		ru0, t0 := testenv.SelfUsage(), time.Now()
 		go func() { done <- ing.Run(ctx) }()
 		for !progress.CommittedTo(b, group, in, ends) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		ru1, took := usage(), time.Since(t0)
-		cpu += ru1.cpu() - ru0.cpu()
+		used, took := testenv.SelfUsage().Sub(ru0), time.Since(t0)
+		cpu += used.CPU()
 		wall += took
-		// Each pass on its own: the first pass of a process also pays for
-		// growing its heap (minor page faults, system time).
+		// Each pass on its own, with its system time and page faults (a
+		// process's first pass also grows its heap).
 		b.Logf("pass %d: %.0f spans/cpu-s (user %.2fs, system %.2fs, %d minor faults), %.0f spans/s",
-			i+1, float64(workloadSpans)/(ru1.cpu()-ru0.cpu()).Seconds(), (ru1.user - ru0.user).Seconds(),
-			(ru1.sys - ru0.sys).Seconds(), ru1.minflt-ru0.minflt, float64(workloadSpans)/took.Seconds())
+			i+1, float64(workloadSpans)/used.CPU().Seconds(), used.User.Seconds(), used.Sys.Seconds(),
+			used.MinorFaults, float64(workloadSpans)/took.Seconds())
 		stopProfile()
 		spans += workloadSpans
 		b.StopTimer()
@@ -148,20 +147,4 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q: want a positive integer", name, v)
 	}
 	return n
-}
-
-// rusage is what getrusage says of this process.
-type rusage struct {
-	user, sys time.Duration
-	minflt    int64
-}
-
-func (r rusage) cpu() time.Duration { return r.user + r.sys }
-
-func usage() rusage {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return rusage{}
-	}
-	return rusage{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano()), minflt: ru.Minflt}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,15 +11,6 @@ import (
 	"github.com/tracepipe/tracepipe/pipeline/local"
 	"github.com/tracepipe/tracepipe/tracegen"
 )
-
-// cpuTime is the process's user + system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkReplay compares a replay with the live pipeline on the same
 // backlog: TRACEPIPE_BENCH_REPLAY_TRACES generated traces (default 5,000,
@@ -63,14 +53,14 @@ func BenchmarkReplay(b *testing.B) {
 		broker.Close()
 
 		const settle = 3 * time.Second
-		c0, t0 := cpuTime(b), time.Now()
+		c0, t0 := testenv.SelfUsage().CPU(), time.Now()
 		stopProfile := testenv.CPUProfile(b, os.Getenv("TRACEPIPE_BENCH_LIVE_CPUPROFILE"))
 		b.StartTimer()
 		l.start(b, openStore(b))
 		waitDrained(b, l.brokers, settle, l.groups()...)
 		b.StopTimer()
 		stopProfile()
-		liveCPU, liveWall := cpuTime(b)-c0, time.Since(t0)-settle
+		liveCPU, liveWall := testenv.SelfUsage().CPU()-c0, time.Since(t0)-settle
 		l.stop()
 
 		// The replay reads the stopped pipeline's log, as `tracepipe
@@ -82,7 +72,7 @@ func BenchmarkReplay(b *testing.B) {
 		cfg := replayConfig(b, broker.ListenAddrs(), from, to, newEventRange(time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
 		cfg.Ingest = DefaultConfig().Ingest
 		cfg.Aggregator = DefaultConfig().Aggregator
-		c0, t0 = cpuTime(b), time.Now()
+		c0, t0 = testenv.SelfUsage().CPU(), time.Now()
 		stopProfile = testenv.CPUProfile(b, os.Getenv("TRACEPIPE_BENCH_REPLAY_CPUPROFILE"))
 		b.StartTimer()
 		phases := map[Phase]time.Duration{}
@@ -97,7 +87,7 @@ func BenchmarkReplay(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		replayCPU, replayWall := cpuTime(b)-c0, time.Since(t0)-(&run{cfg: cfg}).settle()
+		replayCPU, replayWall := testenv.SelfUsage().CPU()-c0, time.Since(t0)-(&run{cfg: cfg}).settle()
 		if sum.Traces < int64(n) {
 			b.Fatalf("the replay wrote %d traces, want %d", sum.Traces, n)
 		}

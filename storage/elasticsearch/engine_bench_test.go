@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -214,14 +213,6 @@ func settle(ctx context.Context, c *elastic.Client, pattern string) error {
 	}
 }
 
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // jaegerWrite re-enacts Jaeger's span writer (see the file comment); withIDs
 // adds tracepipe's document IDs and versions to the span documents.
 func jaegerWrite(ctx context.Context, c *elastic.Client, x indices, traces []model.AssembledTrace, withIDs bool) error {
@@ -349,12 +340,12 @@ func BenchmarkEngineCPU(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c0, t0 := processCPU(), time.Now()
+			c0, t0 := testenv.SelfUsage().CPU(), time.Now()
 			if err := write(ctx, c, prefix); err != nil {
 				b.Fatal(err)
 			}
 			wall += time.Since(t0)
-			client += processCPU() - c0
+			client += testenv.SelfUsage().CPU() - c0
 			if err := settle(ctx, c, x.prefix+"*"); err != nil {
 				b.Fatal(err)
 			}

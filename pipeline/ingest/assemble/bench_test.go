@@ -2,10 +2,10 @@ package assemble
 
 import (
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tracepipe/tracepipe/internal/testenv"
 	"github.com/tracepipe/tracepipe/tracegen"
 	"github.com/tracepipe/tracepipe/wire"
 	"github.com/tracepipe/tracepipe/wire/assembledpb"
@@ -41,7 +41,7 @@ func BenchmarkIngestPath(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(size / len(msgs)))
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := testenv.SelfUsage().CPU()
 	off := int64(0)
 	for i := 0; i < b.N; i++ {
 		m := msgs[i%len(msgs)]
@@ -73,17 +73,7 @@ func BenchmarkIngestPath(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spans/s")
-	b.ReportMetric(float64(b.N)/(cpuTime()-cpu0).Seconds(), "spans/cpu-s")
-}
-
-// cpuTime is the process's user+system CPU time: spans per CPU-second is
-// the per-core throughput, independent of other load on the machine.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(b.N)/(testenv.SelfUsage().CPU()-cpu0).Seconds(), "spans/cpu-s")
 }
 
 // BenchmarkBufferedMemory measures the heap held per buffered span against
