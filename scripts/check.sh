@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 # A broker this script starts starts on empty data: earlier runs' topics would only slow its start (one already
 # running is used as it is).
 export TRACEPIPE_KAFKA_FRESH=${TRACEPIPE_KAFKA_FRESH:-1}
+export TRACEPIPE_SEARCH_FRESH=${TRACEPIPE_SEARCH_FRESH:-1}
 SERVICES=(bash deploy/local/services.sh)
 # kafka-cluster and spare-search serve internal/failover only (a broker killed, the engine paused); those tests run
 # in the first test pass only (the spare engine is always Elasticsearch, not the engine CHECK_ENGINES switches).

@@ -46,6 +46,11 @@ START_TIMEOUT=${TRACEPIPE_START_TIMEOUT:-180}
 KAFKA_MAX_PARTITIONS=${TRACEPIPE_KAFKA_MAX_PARTITIONS:-1500}
 KAFKA_MAX_DATA_MB=${TRACEPIPE_KAFKA_MAX_DATA_MB:-8192}
 KAFKA_FRESH=${TRACEPIPE_KAFKA_FRESH:-0}
+# Likewise the test search engine's data: tests leave indices behind, and a node refuses new indices beyond 1,000
+# shards. search_up deletes the stopped engine's data when it holds more than SEARCH_MAX_SHARDS shards, or always
+# when TRACEPIPE_SEARCH_FRESH=1 (scripts/check.sh sets it).
+SEARCH_MAX_SHARDS=${TRACEPIPE_SEARCH_MAX_SHARDS:-600}
+SEARCH_FRESH=${TRACEPIPE_SEARCH_FRESH:-0}
 STOP_TIMEOUT=${TRACEPIPE_STOP_TIMEOUT:-30}
 # Extra arguments for every mvn call, e.g. -Dmaven.repo.local=/tmp/m2 to measure a cold start.
 read -r -a MVN_ARGS <<<"${TRACEPIPE_MAVEN_ARGS:-}"
@@ -375,6 +380,22 @@ EOF
 		fail_start "$unit" "$d/$engine.log" "the node did not bind http port $port"
 }
 
+# search_bound_data ENGINE DATA: delete the stopped engine's DATA when SEARCH_FRESH=1 or it holds more shards than
+# SEARCH_MAX_SHARDS.
+search_bound_data() {
+	local engine=$1 data=$2 shards why=
+	[ -d "$data" ] || return 0
+	shards=$(find "$data" -mindepth 5 -maxdepth 5 -type d -path '*/indices/*' -regex '.*/[0-9]+' | wc -l) # nodes/0/indices/UUID/SHARD
+	if [ "$SEARCH_FRESH" = 1 ]; then
+		why="TRACEPIPE_SEARCH_FRESH=1"
+	elif ((shards > SEARCH_MAX_SHARDS)); then
+		why="more than TRACEPIPE_SEARCH_MAX_SHARDS=$SEARCH_MAX_SHARDS shards"
+	fi
+	[ -n "$why" ] || return 0
+	log "$engine: deleting the test node's data ($shards shards; $why)"
+	rm -rf "$data"
+}
+
 search_up() {
 	local d="$DIR/$ENGINE" pid other
 	other=$(other_engine "$ENGINE")
@@ -391,6 +412,7 @@ search_up() {
 	local t0
 	t0=$(now)
 	fetch_jars "$ENGINE"
+	search_bound_data "$ENGINE" "$d/node_1/data"
 	engine_start "$ENGINE" "$ENGINE" "$d" "$d/lib" "$ES_PORT" "$ES_TRANSPORT_PORT" "$ES_HEAP" tracepipe
 	log "$ENGINE ready on http://$HOST:$ES_PORT (pid $(running_pid "$ENGINE"), $(since "$t0"))"
 }
