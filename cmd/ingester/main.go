@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if tuned {
 		// The soft memory limit follows the buffered span bytes (issue 16:
 		// peak RSS near the data), capped by TuneGC's static limit.
-		gov := &ingest.MemoryGovernor{Buffered: ingest.GaugeReader(reg, "tracepipe_ingester_inflight_bytes"), Ceiling: limit}
+		gov := in.MemoryGovernor(limit)
 		govCtx, stopGov := context.WithCancel(ctx)
 		govDone := make(chan struct{})
 		go func() { defer close(govDone); gov.Run(govCtx) }()

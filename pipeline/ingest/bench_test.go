@@ -21,7 +21,8 @@ import (
 // loopback to acknowledged output: a pre-produced workload is consumed,
 // assembled, analysed and published (acks=all), until every partition is
 // committed to its end, with the garbage collector tuned as cmd/ingester
-// tunes it (TuneGC; set GOGC to measure otherwise). spans/cpu-s is spans
+// tunes it (TuneGC, and the memory governor making the soft limit follow the
+// buffered bytes; set GOGC to measure otherwise). spans/cpu-s is spans
 // per CPU-second of this process (the broker runs in its own process), i.e.
 // per ingester core. Each iteration processes the whole workload; run with
 // -benchtime=1x. The workload is 10,000 traces (197,000 spans);
@@ -87,10 +88,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		// The collector runs as cmd/ingester sets it (TuneGC), unless GOGC
-		// or GOMEMLIMIT say otherwise.
-		if gogc, _, ok := TuneGC(cfg, nil); ok && i == 0 {
-			b.Logf("GC tuned as in cmd/ingester: GOGC=%d", gogc)
+		// The collector runs as cmd/ingester sets it (TuneGC and the
+		// memory governor), unless GOGC or GOMEMLIMIT say otherwise.
+		govCtx, stopGov := context.WithCancel(ctx)
+		govDone := make(chan struct{})
+		if gogc, limit, ok := TuneGC(cfg, nil); ok {
+			if i == 0 {
+				b.Logf("GC tuned as in cmd/ingester: GOGC=%d, soft memory limit following the buffered bytes", gogc)
+			}
+			go func() { defer close(govDone); ing.MemoryGovernor(limit).Run(govCtx) }()
+		} else {
+			close(govDone)
 		}
 		runtime.GC()
 		stopProfile := benchProfile(b, i == b.N-1)
@@ -121,6 +129,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if err := <-done; err != nil {
 			b.Fatal(err)
 		}
+		stopGov()
+		<-govDone
 	}
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")

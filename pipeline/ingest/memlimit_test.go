@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/pipeline/ingest/assemble"
 )
 
 func TestMemoryGovernorLimit(t *testing.T) {
@@ -32,14 +35,9 @@ func TestMemoryGovernorLimit(t *testing.T) {
 	}
 }
 
-func TestMemoryGovernorFollowsTheGauge(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tracepipe_ingester_inflight_bytes", Help: "h"})
-	reg.MustRegister(g)
-	read := GaugeReader(reg, "tracepipe_ingester_inflight_bytes")
-	if v := GaugeReader(reg, "missing")(); v != 0 {
-		t.Fatalf("missing gauge read as %d", v)
-	}
+func TestMemoryGovernorFollowsTheBufferedBytes(t *testing.T) {
+	var buffered atomic.Int64
+	read := buffered.Load
 	var (
 		mu   sync.Mutex
 		sets []int64
@@ -66,9 +64,9 @@ func TestMemoryGovernorFollowsTheGauge(t *testing.T) {
 		}
 	}
 	wait(1)
-	g.Set(1000)
+	buffered.Store(1000)
 	wait(2001)
-	g.Set(10)
+	buffered.Store(10)
 	wait(21)
 	cancel()
 	<-done
@@ -99,5 +97,33 @@ func TestPeakWindowHoldsTheMaximum(t *testing.T) {
 		if got := p.add(at(st.s), st.v, 30*time.Second); got != st.want {
 			t.Errorf("at %ds add %d: peak %d, want %d", st.s, st.v, got, st.want)
 		}
+	}
+}
+
+// The ingester's governor reads the bytes buffered in its budget as they
+// are now, not as the partitions' gauge last reported them.
+func TestIngesterMemoryGovernorReadsTheBudget(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.SpansTopic, cfg.TracesTopic, cfg.Group = []string{"127.0.0.1:1"}, "spans", "traces", "g"
+	in, err := New(cfg, Options{Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gov := in.MemoryGovernor(300 << 20)
+	if gov.Ceiling != 300<<20 {
+		t.Errorf("ceiling %d, want %d", gov.Ceiling, 300<<20)
+	}
+	if b := gov.Buffered(); b != 0 {
+		t.Fatalf("nothing buffered yet, governor reads %d", b)
+	}
+	asm := assemble.New(assemble.Config{}, &fixedClock{t: time.Unix(1_800_000_000, 0)}, in.Budget())
+	sp := &model.Span{TraceID: model.TraceID{Low: 1}, SpanID: 2, Operation: "op", Process: model.Process{ServiceName: "svc"}}
+	asm.Add(0, []*model.Span{sp})
+	_, _, want := in.Budget().InFlight()
+	if want == 0 {
+		t.Fatal("the span was not counted in the budget")
+	}
+	if b := gov.Buffered(); b != want {
+		t.Errorf("governor reads %d buffered bytes, the budget holds %d", b, want)
 	}
 }
