@@ -419,6 +419,12 @@ type JaegerProtoDecoder struct {
 	kvs   []model.KeyValue // the front of the current key-value block
 	logs  []model.Log      // the front of the current log block
 
+	// Blocks reused after Recycle (see there).
+	recycling  bool
+	spanBlocks blockPool[spanWithRef]
+	kvBlocks   blockPool[model.KeyValue]
+	logBlocks  blockPool[model.Log]
+
 	// Check's scratch space, reused by every call (a span that outgrows
 	// it allocates).
 	scratch     spanWithRef
@@ -482,13 +488,13 @@ const (
 // documentation).
 func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 	if len(j.spans) == 0 {
-		j.spans = make([]spanWithRef, spanBlock)
+		j.spans = j.spanBlocks.get(spanBlock, j.recycling)
 	}
 	if len(j.kvs) < kvHeadroom {
-		j.kvs = make([]model.KeyValue, kvBlock)
+		j.kvs = j.kvBlocks.get(kvBlock, j.recycling)
 	}
 	if len(j.logs) == 0 {
-		j.logs = make([]model.Log, logBlock)
+		j.logs = j.logBlocks.get(logBlock, j.recycling)
 	}
 	x := &j.spans[0]
 	j.spans = j.spans[1:]
@@ -512,6 +518,53 @@ func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 	}
 	jaegertags.Apply(sp)
 	return sp, nil
+}
+
+// Recycle tells the decoder that no span Decode returned is in use any
+// more (nor anything of it: its tags, logs, references): the memory of up
+// to keptBlocks blocks of each kind (135 KiB in all) is cleared and
+// the next Decodes reuse it instead of allocating; further blocks are left
+// to the collector. A decoder never recycled keeps nothing. The ingester
+// decodes a trace, analyses and encodes it, then recycles: its decoded
+// spans were the largest part of its garbage.
+func (j *JaegerProtoDecoder) Recycle() {
+	j.recycling = true
+	j.spans, j.kvs, j.logs = nil, nil, nil
+	j.spanBlocks.recycle()
+	j.kvBlocks.recycle()
+	j.logBlocks.recycle()
+}
+
+// keptBlocks is how many blocks of each kind a recycling decoder reuses.
+const keptBlocks = 4
+
+// blockPool hands out blocks of n T: the kept ones first, cleared since
+// the last recycle, then new ones, of which it keeps up to keptBlocks when
+// track is set.
+type blockPool[T any] struct {
+	kept [][]T
+	used int // kept[:used] are handed out
+}
+
+func (p *blockPool[T]) get(n int, track bool) []T {
+	if p.used < len(p.kept) {
+		b := p.kept[p.used]
+		p.used++
+		return b
+	}
+	b := make([]T, n)
+	if track && len(p.kept) < keptBlocks {
+		p.kept = append(p.kept, b)
+		p.used++
+	}
+	return b
+}
+
+func (p *blockPool[T]) recycle() {
+	for _, b := range p.kept[:p.used] {
+		clear(b)
+	}
+	p.used = 0
 }
 
 // Check validates one message as Decode would and returns its trace and

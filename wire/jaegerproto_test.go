@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -22,6 +23,7 @@ func TestJaegerProtoDifferentialMutations(t *testing.T) {
 		t.Helper()
 		got, err := DecodeJaegerProto(b)
 		checkBulk(t, &bulk, b, got, err)
+		bulk.Recycle() // the next message reuses this one's blocks
 		var p jaegerpb.Span
 		var ref *model.Span
 		refErr := proto.Unmarshal(b, &p)
@@ -126,6 +128,82 @@ func TestJaegerProtoDecoderKeepsSpans(t *testing.T) {
 		if d := spanDiff(got[i], want[i]); d != "" {
 			t.Fatalf("span %d:%s", i, d)
 		}
+	}
+}
+
+// TestJaegerProtoDecoderRecycles: after Recycle the next spans are decoded
+// into the blocks of the previous ones, correctly; a decoder never recycled
+// keeps no block.
+func TestJaegerProtoDecoderRecycles(t *testing.T) {
+	t.Logf("block bytes: spans %d, key-values %d, logs %d", spanBlock*unsafe.Sizeof(spanWithRef{}), kvBlock*unsafe.Sizeof(model.KeyValue{}), logBlock*unsafe.Sizeof(model.Log{}))
+	msgs := func(salt int) (bs [][]byte, want []*model.Span) {
+		for i := 0; i < 3*spanBlock; i++ {
+			s := realisticSpan()
+			s.SpanID = model.SpanID(salt*1000 + i + 1)
+			s.Operation = fmt.Sprint("op-", salt, "-", i)
+			s.Tags = append(s.Tags, model.Binary("blob", []byte{byte(i), byte(salt)}))
+			if i%3 == 0 {
+				s.Logs = append(s.Logs, model.Log{Timestamp: s.Start, Fields: []model.KeyValue{model.String("event", fmt.Sprint("e", i))}})
+			}
+			b, err := EncodeJaegerProto(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := DecodeJaegerProto(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs, want = append(bs, b), append(want, ref)
+		}
+		return bs, want
+	}
+	var dec JaegerProtoDecoder
+	var first *model.Span
+	for round := 0; round < 4; round++ {
+		bs, want := msgs(round)
+		for i, b := range bs {
+			got, err := dec.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				if round >= 2 && got != first {
+					t.Errorf("round %d: the first span was not decoded into the recycled block", round)
+				}
+				first = got
+			}
+			if d := spanDiff(got, want[i]); d != "" {
+				t.Fatalf("round %d, span %d:%s", round, i, d)
+			}
+		}
+		dec.Recycle()
+	}
+	for _, n := range []int{len(dec.spanBlocks.kept), len(dec.kvBlocks.kept), len(dec.logBlocks.kept)} {
+		if n > keptBlocks {
+			t.Errorf("%d blocks kept, at most %d", n, keptBlocks)
+		}
+	}
+	one, err := EncodeJaegerProto(realisticSpan())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := dec.Decode(one); err != nil {
+			t.Fatal(err)
+		}
+		dec.Recycle()
+	}); allocs != 0 {
+		t.Errorf("Decode then Recycle allocates %.1f times", allocs)
+	}
+	var never JaegerProtoDecoder
+	bs, _ := msgs(9)
+	for _, b := range bs {
+		if _, err := never.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(never.spanBlocks.kept) + len(never.kvBlocks.kept) + len(never.logBlocks.kept); n != 0 {
+		t.Errorf("a decoder never recycled keeps %d blocks", n)
 	}
 }
 

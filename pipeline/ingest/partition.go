@@ -249,12 +249,14 @@ func (w *worker) emitDue(ctx context.Context) error {
 // nothing in flight (so that none stalls).
 func (w *worker) mayEmit() bool { return w.outBytes == 0 || w.in.output.room() }
 
-// encodeOuts encodes w.outs into w.msgs and clears w.outs.
+// encodeOuts encodes w.outs into w.msgs, clears w.outs and lets the
+// assembler reuse the decoded spans' memory.
 func (w *worker) encodeOuts() {
 	for _, o := range w.outs {
 		w.msgs = w.encode(w.msgs, o)
 	}
 	clear(w.outs)
+	w.asm.Recycle()
 }
 
 // encode appends o's output message to msgs and counts its bytes in the

@@ -503,6 +503,12 @@ func (a *Assembler) NextDeadline() time.Time {
 	return d
 }
 
+// Recycle says that no Output returned so far is in use any more, nor its
+// trace's spans (the caller encoded them and let them go): the memory of
+// their decoded spans is reused by the next emissions
+// (wire.JaegerProtoDecoder.Recycle). Tokens stay valid.
+func (a *Assembler) Recycle() { a.dec.Recycle() }
+
 // Flush emits every buffered trace now, with completion "shutdown", and
 // appends the emissions to dst.
 func (a *Assembler) Flush(dst []Output) []Output {

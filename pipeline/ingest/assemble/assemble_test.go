@@ -380,3 +380,47 @@ func TestExpireUpToKeepsExpireOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRecycleKeepsLaterEmissionsIntact: after Recycle the next traces are
+// decoded into the memory of the ones emitted before, and come out whole;
+// the tokens of the recycled emissions stay valid.
+func TestRecycleKeepsLaterEmissionsIntact(t *testing.T) {
+	clk := newClock()
+	a := New(Config{IdleTimeout: time.Second}, clk, nil)
+	var first *model.Span
+	for round := uint64(1); round <= 3; round++ {
+		var spans []*model.Span
+		for i := uint64(1); i <= 40; i++ { // more than a decoder block of spans
+			s := span(round, round*100+i, 0, fmt.Sprintf("op-%d-%d", round, i))
+			if i > 1 {
+				s = span(round, round*100+i, round*100+1, fmt.Sprintf("op-%d-%d", round, i))
+			}
+			s.Tags = []model.KeyValue{model.String("round", fmt.Sprint(round)), model.Int64("i", int64(i))}
+			spans = append(spans, s)
+		}
+		a.Add(int64(round), spans)
+		clk.Advance(2 * time.Second)
+		outs := a.Expire(nil)
+		if len(outs) != 1 || len(outs[0].Trace.Trace.Spans) != 40 {
+			t.Fatalf("round %d: %d emissions", round, len(outs))
+		}
+		got := map[model.SpanID]string{}
+		for _, s := range outs[0].Trace.Trace.Spans {
+			if s.TraceID.Low != round {
+				t.Fatalf("round %d: span of trace %d", round, s.TraceID.Low)
+			}
+			got[s.SpanID] = s.Operation + "/" + s.Tags[0].Str
+		}
+		for _, s := range spans {
+			if want := s.Operation + "/" + fmt.Sprint(round); got[s.SpanID] != want {
+				t.Fatalf("round %d: span %v is %q, want %q", round, s.SpanID, got[s.SpanID], want)
+			}
+		}
+		if round == 3 && outs[0].Trace.Trace.Spans[0] != first {
+			t.Error("the third trace was not decoded into the memory recycled after the second")
+		}
+		first = outs[0].Trace.Trace.Spans[0]
+		a.Recycle()
+		a.Acked(outs[0].Token)
+	}
+}
