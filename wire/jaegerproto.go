@@ -529,10 +529,10 @@ func (j *JaegerProtoDecoder) Decode(b []byte) (*model.Span, error) {
 // spans were the largest part of its garbage.
 func (j *JaegerProtoDecoder) Recycle() {
 	j.recycling = true
+	j.spanBlocks.recycle(len(j.spans))
+	j.kvBlocks.recycle(len(j.kvs))
+	j.logBlocks.recycle(len(j.logs))
 	j.spans, j.kvs, j.logs = nil, nil, nil
-	j.spanBlocks.recycle()
-	j.kvBlocks.recycle()
-	j.logBlocks.recycle()
 }
 
 // keptBlocks is how many blocks of each kind a recycling decoder reuses.
@@ -544,12 +544,14 @@ const keptBlocks = 4
 type blockPool[T any] struct {
 	kept [][]T
 	used int // kept[:used] are handed out
+	last *T  // the first element of the block handed out last
 }
 
 func (p *blockPool[T]) get(n int, track bool) []T {
 	if p.used < len(p.kept) {
 		b := p.kept[p.used]
 		p.used++
+		p.last = &b[0]
 		return b
 	}
 	b := make([]T, n)
@@ -557,14 +559,20 @@ func (p *blockPool[T]) get(n int, track bool) []T {
 		p.kept = append(p.kept, b)
 		p.used++
 	}
+	p.last = &b[0]
 	return b
 }
 
-func (p *blockPool[T]) recycle() {
+// recycle clears the blocks handed out, of the last one only the part
+// before its unused tail of rest elements, and hands them out again.
+func (p *blockPool[T]) recycle(rest int) {
 	for _, b := range p.kept[:p.used] {
+		if &b[0] == p.last {
+			b = b[:len(b)-rest]
+		}
 		clear(b)
 	}
-	p.used = 0
+	p.used, p.last = 0, nil
 }
 
 // Check validates one message as Decode would and returns its trace and
