@@ -170,6 +170,9 @@ func (c *chain) waitStored(within time.Duration) {
 			return
 		}
 		if time.Since(began) > within {
+			// The stages log warnings only: their metrics say where the
+			// data stopped (assignments, windows, store writes).
+			t.Logf("the aggregators' metrics now:\n%s", c.metricsDump())
 			t.Fatalf("the store never matched the truth within %v: %s", within, last)
 		}
 		time.Sleep(2 * time.Second)
@@ -293,6 +296,36 @@ func (c *chain) metric(name string) float64 {
 		resp.Body.Close()
 	}
 	return sum
+}
+
+// metricsDump returns the aggregator processes' non-zero tracepipe_*
+// samples, up to 8 KiB of each.
+func (c *chain) metricsDump() string {
+	var out strings.Builder
+	for _, u := range c.metrics {
+		resp, err := httpc.Get(u)
+		if err != nil {
+			fmt.Fprintf(&out, "%s: %v\n", u, err)
+			continue
+		}
+		var kept strings.Builder
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			l := sc.Text()
+			if !strings.HasPrefix(l, "tracepipe_") || strings.HasSuffix(l, " 0") || strings.Contains(l, "_bucket{") {
+				continue
+			}
+			if kept.Len()+len(l) > 8<<10 {
+				kept.WriteString("…\n")
+				break
+			}
+			kept.WriteString(l + "\n")
+		}
+		resp.Body.Close()
+		fmt.Fprintf(&out, "--- %s\n%s", u, kept.String())
+	}
+	return out.String()
 }
 
 func tail(s string, n int) string {
