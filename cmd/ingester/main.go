@@ -87,11 +87,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if tuned {
 		// The soft memory limit follows the buffered span bytes (issue 16:
 		// peak RSS near the data), capped by TuneGC's static limit.
-		gov := in.MemoryGovernor(limit)
-		govCtx, stopGov := context.WithCancel(ctx)
-		govDone := make(chan struct{})
-		go func() { defer close(govDone); gov.Run(govCtx) }()
-		defer func() { stopGov(); <-govDone }()
+		stopGov := in.MemoryGovernor(limit).Start(ctx)
+		defer stopGov()
 	}
 	var srv *httpserver.Server
 	if cfg.MetricsAddr != "" {

@@ -90,15 +90,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 		done := make(chan error, 1)
 		// The collector runs as cmd/ingester sets it (TuneGC and the
 		// memory governor), unless GOGC or GOMEMLIMIT say otherwise.
-		govCtx, stopGov := context.WithCancel(ctx)
-		govDone := make(chan struct{})
+		stopGov := func() {}
 		if gogc, limit, ok := TuneGC(cfg, nil); ok {
 			if i == 0 {
 				b.Logf("GC tuned as in cmd/ingester: GOGC=%d, soft memory limit following the buffered bytes", gogc)
 			}
-			go func() { defer close(govDone); ing.MemoryGovernor(limit).Run(govCtx) }()
-		} else {
-			close(govDone)
+			stopGov = ing.MemoryGovernor(limit).Start(ctx)
 		}
 		runtime.GC()
 		stopProfile := benchProfile(b, i == b.N-1)
@@ -130,7 +127,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Fatal(err)
 		}
 		stopGov()
-		<-govDone
 	}
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64(spans)/cpu.Seconds(), "spans/cpu-s")

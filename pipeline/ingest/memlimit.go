@@ -66,8 +66,17 @@ func (g *MemoryGovernor) Limit(b int64) int64 {
 	return l
 }
 
+// Start runs the governor (Run) in a goroutine of its own until ctx ends or
+// stop is called; stop returns once that goroutine has.
+func (g *MemoryGovernor) Start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 // Run updates the limit every Interval until ctx ends. The caller owns the
-// goroutine that runs it.
+// goroutine that runs it (Start starts one).
 func (g *MemoryGovernor) Run(ctx context.Context) {
 	set := g.SetLimit
 	if set == nil {

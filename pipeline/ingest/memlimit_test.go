@@ -50,9 +50,7 @@ func TestMemoryGovernorFollowsTheBufferedBytes(t *testing.T) {
 		last.Store(l)
 		return 0
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); gov.Run(ctx) }()
+	stop := gov.Start(context.Background())
 	wait := func(want int64) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -68,8 +66,7 @@ func TestMemoryGovernorFollowsTheBufferedBytes(t *testing.T) {
 	wait(2001)
 	buffered.Store(10)
 	wait(21)
-	cancel()
-	<-done
+	stop()
 	mu.Lock()
 	defer mu.Unlock()
 	for i := 1; i < len(sets); i++ {
