@@ -95,6 +95,21 @@ func checkBulk(t *testing.T, dec *JaegerProtoDecoder, b []byte, want *model.Span
 	}
 }
 
+// jaegerMessage encodes s as a Jaeger protobuf message and returns it with
+// what DecodeJaegerProto makes of it, the reference for the bulk decoder.
+func jaegerMessage(t *testing.T, s *model.Span) ([]byte, *model.Span) {
+	t.Helper()
+	b, err := EncodeJaegerProto(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := DecodeJaegerProto(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, ref
+}
+
 // TestJaegerProtoDecoderKeepsSpans: spans decoded from one block stay
 // intact while later messages are decoded and checked, across blocks.
 func TestJaegerProtoDecoderKeepsSpans(t *testing.T) {
@@ -104,14 +119,7 @@ func TestJaegerProtoDecoderKeepsSpans(t *testing.T) {
 		s := realisticSpan()
 		s.SpanID = model.SpanID(i + 1)
 		s.Tags = append(s.Tags, model.Binary("blob", []byte{byte(i), 1, 2}))
-		b, err := EncodeJaegerProto(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, err := DecodeJaegerProto(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b, ref := jaegerMessage(t, s)
 		g, err := dec.Decode(b)
 		if err != nil {
 			t.Fatal(err)
@@ -145,14 +153,7 @@ func TestJaegerProtoDecoderRecycles(t *testing.T) {
 			if i%3 == 0 {
 				s.Logs = append(s.Logs, model.Log{Timestamp: s.Start, Fields: []model.KeyValue{model.String("event", fmt.Sprint("e", i))}})
 			}
-			b, err := EncodeJaegerProto(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, err := DecodeJaegerProto(b)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b, ref := jaegerMessage(t, s)
 			bs, want = append(bs, b), append(want, ref)
 		}
 		return bs, want

@@ -278,24 +278,35 @@ func (c *chain) search(index, body string, out any) error {
 func (c *chain) metric(name string) float64 {
 	var sum float64
 	for _, u := range c.metrics {
-		resp, err := httpc.Get(u)
-		if err != nil {
-			c.t.Fatalf("scrape %s: %v", u, err)
-		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			l := sc.Text()
+		err := scrape(u, func(l string) bool {
 			if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != '{' && l[len(name)] != ' ') {
-				continue
+				return true
 			}
 			if v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64); err == nil {
 				sum += v
 			}
+			return true
+		})
+		if err != nil {
+			c.t.Fatalf("scrape %s: %v", u, err)
 		}
-		resp.Body.Close()
 	}
 	return sum
+}
+
+// scrape calls f with each line of the /metrics page at u until f returns
+// false.
+func scrape(u string, f func(line string) bool) error {
+	resp, err := httpc.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() && f(sc.Text()) {
+	}
+	return nil
 }
 
 // metricsDump returns the aggregator processes' non-zero tracepipe_*
@@ -303,26 +314,22 @@ func (c *chain) metric(name string) float64 {
 func (c *chain) metricsDump() string {
 	var out strings.Builder
 	for _, u := range c.metrics {
-		resp, err := httpc.Get(u)
+		var kept strings.Builder
+		err := scrape(u, func(l string) bool {
+			if !strings.HasPrefix(l, "tracepipe_") || strings.HasSuffix(l, " 0") || strings.Contains(l, "_bucket{") {
+				return true
+			}
+			if kept.Len()+len(l) > 8<<10 {
+				kept.WriteString("…\n")
+				return false
+			}
+			kept.WriteString(l + "\n")
+			return true
+		})
 		if err != nil {
 			fmt.Fprintf(&out, "%s: %v\n", u, err)
 			continue
 		}
-		var kept strings.Builder
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			l := sc.Text()
-			if !strings.HasPrefix(l, "tracepipe_") || strings.HasSuffix(l, " 0") || strings.Contains(l, "_bucket{") {
-				continue
-			}
-			if kept.Len()+len(l) > 8<<10 {
-				kept.WriteString("…\n")
-				break
-			}
-			kept.WriteString(l + "\n")
-		}
-		resp.Body.Close()
 		fmt.Fprintf(&out, "--- %s\n%s", u, kept.String())
 	}
 	return out.String()
