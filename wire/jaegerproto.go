@@ -401,8 +401,6 @@ func (d *pbDecoder) decode(sp *model.Span, block []model.KeyValue) bool {
 //     use. Spans and key-values are carved from blocks shared by successive
 //     spans, so a block stays in memory while any of its spans is reachable;
 //     decode spans that live and die together (a trace being emitted).
-//   - Check validates a message exactly as Decode would and returns its IDs,
-//     allocating nothing once warmed up.
 //   - Processes are remembered by their bytes (Jaeger writes the whole
 //     process into every span; a service's spans carry the same one): a
 //     process seen before is neither validated nor decoded again, and the
@@ -410,9 +408,9 @@ func (d *pbDecoder) decode(sp *model.Span, block []model.KeyValue) bool {
 //     tag array held by the decoder's copy of the bytes, not by b. Callers
 //     must not modify a decoded span's Process.Tags in place.
 //
-// Unlike DecodeJaegerProto, neither makes a first pass to count what to
-// allocate.
-// Decode and Check give the same errors as DecodeJaegerProto. The zero
+// Unlike DecodeJaegerProto, Decode makes no first pass to count what to
+// allocate; it gives the same errors. (ReadJaegerProtoIDs reads a
+// message's IDs without decoding it.) The zero
 // value is ready to use; a decoder is not safe for concurrent use.
 type JaegerProtoDecoder struct {
 	spans []spanWithRef    // the front of the current span block
@@ -424,12 +422,6 @@ type JaegerProtoDecoder struct {
 	spanBlocks blockPool[spanWithRef]
 	kvBlocks   blockPool[model.KeyValue]
 	logBlocks  blockPool[model.Log]
-
-	// Check's scratch space, reused by every call (a span that outgrows
-	// it allocates).
-	scratch     spanWithRef
-	scratchKVs  []model.KeyValue
-	scratchLogs []model.Log
 
 	procs processCache
 }
@@ -575,27 +567,50 @@ func (p *blockPool[T]) recycle(rest int) {
 	p.used, p.last = 0, nil
 }
 
-// Check validates one message as Decode would and returns its trace and
-// span IDs.
-func (j *JaegerProtoDecoder) Check(b []byte) (model.TraceID, model.SpanID, error) {
-	if j.scratchKVs == nil {
-		j.scratchKVs = make([]model.KeyValue, kvBlock)
-		j.scratchLogs = make([]model.Log, logBlock)
+// ReadJaegerProtoIDs reads the trace and span IDs of one Jaeger protobuf
+// span message, checking only what they need: that the message's fields are
+// well framed (tags, lengths) and that both IDs are present, of the right
+// size and not zero, with the error Decode gives then. What else Decode
+// rejects (invalid UTF-8, a timestamp out of range, a malformed tag, log
+// or reference…) is left to Decode: a message whose IDs read may still not
+// decode, but one whose IDs do not read never decodes, and a message that
+// decodes has these IDs. The ingester reads IDs on arrival and decodes each
+// span once, when its trace is emitted. It allocates nothing.
+func ReadJaegerProtoIDs(b []byte) (model.TraceID, model.SpanID, error) {
+	d := pbDecoder{b: b}
+	traceAt, spanAt := -1, -1
+	var traceID, spanID []byte
+	for i, end := 0, len(b); i < end; {
+		var h fieldHdr
+		if !d.hdr(&h, i, end, spanFields) {
+			return model.TraceID{}, 0, d.err
+		}
+		if h.typ != protowire.BytesType {
+			var ok bool
+			if i, ok = d.skip(h, end, spanFields); !ok {
+				return model.TraceID{}, 0, d.err
+			}
+			continue
+		}
+		i = h.ve
+		switch h.num {
+		case 1:
+			traceID, traceAt = b[h.vs:h.ve], h.start
+		case 2:
+			spanID, spanAt = b[h.vs:h.ve], h.start
+		}
 	}
-	sp := &j.scratch.span
-	sp.References = j.scratch.ref[:0:1]
-	sp.Logs = j.scratchLogs[:0]
-	d := pbDecoder{b: b, str: aliasString(b), procs: &j.procs}
-	ok := d.decode(sp, j.scratchKVs)
-	traceID, spanID := sp.TraceID, sp.SpanID
-	// Keep nothing of b.
-	clear(j.scratchKVs[:len(j.scratchKVs)-len(d.block)])
-	clear(j.scratchLogs[:min(len(sp.Logs), len(j.scratchLogs))])
-	*sp = model.Span{}
-	if !ok {
+	tid, err := traceIDFromBytes(traceID)
+	if err != nil {
+		d.fail(spanFields, 1, traceAt, "%v", err)
 		return model.TraceID{}, 0, d.err
 	}
-	return traceID, spanID, nil
+	sid, err := spanIDFromBytes(spanID)
+	if err != nil {
+		d.fail(spanFields, 2, spanAt, "%v", err)
+		return model.TraceID{}, 0, d.err
+	}
+	return tid, sid, nil
 }
 
 // aliasString returns b's bytes as a string without copying; b must not

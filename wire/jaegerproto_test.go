@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -74,8 +75,9 @@ func TestJaegerProtoDifferentialMutations(t *testing.T) {
 	}
 }
 
-// checkBulk: JaegerProtoDecoder's Decode and Check agree with
-// DecodeJaegerProto, which gave want or wantErr for b.
+// checkBulk: JaegerProtoDecoder's Decode agrees with DecodeJaegerProto,
+// which gave want or wantErr for b, and ReadJaegerProtoIDs reads the IDs of
+// every message that decodes (of others it may or may not).
 func checkBulk(t *testing.T, dec *JaegerProtoDecoder, b []byte, want *model.Span, wantErr error) {
 	t.Helper()
 	own := append([]byte(nil), b...) // Decode aliases its input
@@ -86,12 +88,12 @@ func checkBulk(t *testing.T, dec *JaegerProtoDecoder, b []byte, want *model.Span
 	if err == nil && !reflect.DeepEqual(got, want) {
 		t.Fatalf("input %x: Decode:%s", b, spanDiff(got, want))
 	}
-	traceID, spanID, err := dec.Check(b)
-	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
-		t.Fatalf("input %x\nCheck error: %v\nDecodeJaegerProto error: %v", b, err, wantErr)
-	}
-	if err == nil && (traceID != want.TraceID || spanID != want.SpanID) {
-		t.Fatalf("input %x: Check gives %v/%v, want %v/%v", b, traceID, spanID, want.TraceID, want.SpanID)
+	traceID, spanID, err := ReadJaegerProtoIDs(b)
+	switch {
+	case err != nil && wantErr == nil:
+		t.Fatalf("input %x decodes, but its IDs do not read: %v", b, err)
+	case err == nil && wantErr == nil && (traceID != want.TraceID || spanID != want.SpanID):
+		t.Fatalf("input %x: ReadJaegerProtoIDs gives %v/%v, want %v/%v", b, traceID, spanID, want.TraceID, want.SpanID)
 	}
 }
 
@@ -124,7 +126,7 @@ func TestJaegerProtoDecoderKeepsSpans(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := dec.Check(b); err != nil {
+		if _, _, err := ReadJaegerProtoIDs(b); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := dec.Decode(b[:len(b)-1]); err == nil {
@@ -208,18 +210,78 @@ func TestJaegerProtoDecoderRecycles(t *testing.T) {
 	}
 }
 
-func TestJaegerProtoCheckAllocatesNothing(t *testing.T) {
+func TestReadJaegerProtoIDsAllocatesNothing(t *testing.T) {
 	b, err := EncodeJaegerProto(realisticSpan())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dec JaegerProtoDecoder
 	if allocs := testing.AllocsPerRun(100, func() {
-		if _, _, err := dec.Check(b); err != nil {
+		if _, _, err := ReadJaegerProtoIDs(b); err != nil {
 			t.Fatal(err)
 		}
 	}); allocs != 0 {
-		t.Errorf("Check allocates %.1f times per message, want 0", allocs)
+		t.Errorf("ReadJaegerProtoIDs allocates %.1f times per message, want 0", allocs)
+	}
+}
+
+// TestReadJaegerProtoIDs: the IDs of a message whose framing and IDs are
+// sound read, whatever else Decode will reject; a message whose IDs do not
+// read is one Decode rejects, with the same error.
+func TestReadJaegerProtoIDs(t *testing.T) {
+	good, err := EncodeJaegerProto(realisticSpan())
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	withIDs := func(rest ...[]byte) []byte {
+		b := append(field(1, bytes.Repeat([]byte{1}, 16)), field(2, bytes.Repeat([]byte{2}, 8))...)
+		for _, r := range rest {
+			b = append(b, r...)
+		}
+		return b
+	}
+	const (
+		decodes   = iota // the IDs read and the message decodes
+		readsOnly        // the IDs read, Decode rejects the message
+		noIDs            // the IDs do not read: Decode rejects it the same way
+	)
+	cases := []struct {
+		name string
+		msg  []byte
+		want int
+	}{
+		{"a whole span", good, decodes},
+		{"IDs only", withIDs(), decodes},
+		{"unknown varint field", withIDs(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7)), decodes},
+		{"IDs repeated: the last counts", append(withIDs(), field(2, bytes.Repeat([]byte{3}, 8))...), decodes},
+		{"invalid UTF-8 operation name", withIDs(field(3, []byte("\xff"))), readsOnly},
+		{"start time out of range", withIDs(field(6, protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.VarintType), 2e9))), readsOnly},
+		{"malformed tag", withIDs(field(8, []byte{0xff})), readsOnly},
+		{"empty", nil, noIDs},
+		{"no span ID", field(1, bytes.Repeat([]byte{1}, 16)), noIDs},
+		{"zero trace ID", append(field(1, make([]byte, 16)), field(2, bytes.Repeat([]byte{2}, 8))...), noIDs},
+		{"short span ID", append(field(1, bytes.Repeat([]byte{1}, 16)), field(2, []byte{2, 2})...), noIDs},
+		{"truncated", good[:len(good)-1], noIDs},
+		{"field number 0", append(withIDs(), 0x02, 0x00), noIDs},
+		{"not protobuf", []byte("\xff\xff not a span"), noIDs},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want, wantErr := DecodeJaegerProto(c.msg)
+			traceID, spanID, err := ReadJaegerProtoIDs(c.msg)
+			switch {
+			case c.want == noIDs && (err == nil || wantErr == nil || err.Error() != wantErr.Error()):
+				t.Fatalf("ReadJaegerProtoIDs error %v, Decode's %v: want the same error", err, wantErr)
+			case c.want != noIDs && err != nil:
+				t.Fatalf("ReadJaegerProtoIDs: %v", err)
+			case (c.want == decodes) != (wantErr == nil):
+				t.Fatalf("Decode error %v, want one: %v", wantErr, c.want != decodes)
+			case c.want == decodes && (traceID != want.TraceID || spanID != want.SpanID):
+				t.Fatalf("IDs %v/%v, Decode's %v/%v", traceID, spanID, want.TraceID, want.SpanID)
+			}
+		})
 	}
 }
 

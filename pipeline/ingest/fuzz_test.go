@@ -42,11 +42,10 @@ func FuzzIngestPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		clock := &fixedClock{t: time.Unix(1_800_000_000, 0)}
 		asm := assemble.New(assemble.Config{MaxSpansPerTrace: 64}, clock, &assemble.Budget{MaxTraces: 100, MaxBytes: 1 << 20})
-		var dec wire.JaegerProtoDecoder
 		for off, m := range [][]byte{a, b} {
 			enc := wire.Detect(m)
 			if enc == wire.JaegerProto {
-				if id, sid, err := dec.Check(m); err == nil {
+				if id, sid, err := wire.ReadJaegerProtoIDs(m); err == nil {
 					asm.AddJaegerProto(int64(off), id, sid, m)
 				}
 				continue
@@ -80,8 +79,18 @@ func FuzzIngestPath(f *testing.F) {
 			}
 			asm.Acked(o.Token)
 		}
-		if c := asm.Counters(); int64(emitted) > c.SpansIn {
+		rejected := asm.TakeRejected(nil)
+		for _, r := range rejected {
+			if _, err := wire.DecodeJaegerProto(r.Message); err == nil {
+				t.Fatalf("rejected a span that decodes (%v)", r.Err)
+			}
+		}
+		c := asm.Counters()
+		if int64(emitted) > c.SpansIn {
 			t.Fatalf("emitted %d spans, %d came in", emitted, c.SpansIn)
+		}
+		if int64(len(rejected)) != c.RejectedSpans {
+			t.Fatalf("%d spans rejected, counted %d", len(rejected), c.RejectedSpans)
 		}
 	})
 }

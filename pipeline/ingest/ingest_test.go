@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tracepipe/tracepipe/internal/config"
 	"github.com/tracepipe/tracepipe/internal/kafkatest"
@@ -131,8 +132,9 @@ func committed(t *testing.T, brokers []string, group, topic string, partitions i
 }
 
 // TestIngesterOnKfake runs the whole stage against an in-process Kafka:
-// every generated trace comes out complete, the undecodable message goes to
-// the dead-letter topic with its coordinates, offsets end up committed at the
+// every generated trace comes out complete, the undecodable messages go to
+// the dead-letter topic with their coordinates (one on arrival, one, a span
+// whose IDs read, when its trace is emitted without it), offsets end up committed at the
 // end of every partition, and the stage stops cleanly.
 func TestIngesterOnKfake(t *testing.T) {
 	const partitions = 4
@@ -143,7 +145,22 @@ func TestIngesterOnKfake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs = append(msgs, tracegen.Message{Key: []byte("garbage"), Value: []byte("\xff\xff not a span")})
+	// A span of the first trace whose IDs read but which does not decode
+	// (its operation name is not UTF-8): found when the trace is emitted,
+	// which it is without that span.
+	bad, err := wire.DecodeJaegerProto(msgs[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badTrace := bad.TraceID.String()
+	bad.SpanID = 0xbad
+	badValue, err := wire.AppendJaegerProto(nil, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badValue = protowire.AppendBytes(protowire.AppendTag(badValue, 3, protowire.BytesType), []byte("\xff"))
+	msgs = append(msgs, tracegen.Message{Key: []byte("garbage"), Value: []byte("\xff\xff not a span")},
+		tracegen.Message{Key: msgs[0].Key, Value: badValue})
 	produce(t, brokers, "spans", msgs)
 	truth := w.Truth()
 
@@ -176,16 +193,27 @@ func TestIngesterOnKfake(t *testing.T) {
 	if len(complete) != truth.Traces {
 		t.Fatalf("%d of %d traces complete in %d outputs", len(complete), truth.Traces, len(got))
 	}
-	dlq := consume(t, brokers, "dlq", partitions, 20*time.Second, func(ms []kafka.Message) bool { return len(ms) >= 1 })
-	if len(dlq) != 1 || string(dlq[0].Value) != "\xff\xff not a span" {
+	dlq := consume(t, brokers, "dlq", partitions, 20*time.Second, func(ms []kafka.Message) bool { return len(ms) >= 2 })
+	if len(dlq) != 2 {
 		t.Fatalf("dead letters = %v", dlq)
 	}
-	headers := map[string]string{}
-	for _, h := range dlq[0].Headers {
-		headers[h.Key] = string(h.Value)
-	}
-	if headers["tracepipe.source.topic"] != "spans" || headers["tracepipe.source.offset"] == "" || !strings.Contains(headers["tracepipe.error"], "decode") {
-		t.Errorf("dead-letter headers = %v", headers)
+	for _, m := range dlq {
+		headers := map[string]string{}
+		for _, h := range m.Headers {
+			headers[h.Key] = string(h.Value)
+		}
+		if headers["tracepipe.source.topic"] != "spans" || headers["tracepipe.source.offset"] == "" || !strings.Contains(headers["tracepipe.error"], "decode jaeger-proto") {
+			t.Errorf("dead-letter headers = %v", headers)
+		}
+		switch string(m.Value) {
+		case "\xff\xff not a span":
+		case string(badValue):
+			if string(m.Key) != badTrace || !strings.Contains(headers["tracepipe.error"], "operation_name") {
+				t.Errorf("the span that does not decode is dead-lettered with key %q, headers %v", m.Key, headers)
+			}
+		default:
+			t.Errorf("dead letter %q", m.Value)
+		}
 	}
 	// Once the late horizon passed, everything is committed.
 	ends := map[int]int64{}
@@ -211,10 +239,10 @@ func TestIngesterOnKfake(t *testing.T) {
 		}
 		return true
 	})
-	if v := value(in.metrics.SpansIn); int(v) != truth.Spans {
-		t.Errorf("spans_in_total = %v, want %d", v, truth.Spans)
+	if v := value(in.metrics.SpansIn); int(v) != truth.Spans+1 {
+		t.Errorf("spans_in_total = %v, want %d", v, truth.Spans+1)
 	}
-	if v := value(in.metrics.DeadLetters); v != 1 {
+	if v := value(in.metrics.DeadLetters); v != 2 {
 		t.Errorf("dead_letters_total = %v", v)
 	}
 	cancel()

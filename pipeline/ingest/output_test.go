@@ -62,10 +62,9 @@ func TestOutputBudgetEmitsDueTracesInPortions(t *testing.T) {
 	}
 	recs := make([]kafka.Record, len(msgs))
 	first := map[string]int64{} // trace ID (hex, the output key) -> its first offset
-	var dec wire.JaegerProtoDecoder
 	for i, m := range msgs {
 		recs[i] = kafka.Record{Topic: "spans", Offset: int64(i), Key: m.Key, Value: m.Value, HighWaterMark: int64(len(msgs))}
-		id, _, err := dec.Check(m.Value)
+		id, _, err := wire.ReadJaegerProtoIDs(m.Value)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,7 +62,7 @@ type worker struct {
 	waiting      gaugedFlag // due traces wait for room in in.output
 	closed       bool       // Close ran: nothing more is emitted
 	spans        []*model.Span
-	dec          wire.JaegerProtoDecoder
+	rejected     []assemble.Rejected
 	scratch      []byte
 	paused       gaugedFlag // the in-flight budget is full: fetching waits
 	failed       bool       // an output failed: nothing more is committed
@@ -159,11 +159,12 @@ func (w *worker) handle(ctx context.Context, m *kafka.Record) error {
 	}
 	var err error
 	if enc == wire.JaegerProto {
-		// Checked without building the span: the message's bytes are its
-		// stored form, decoded when its trace is emitted.
+		// Only the IDs are read: the message's bytes are the span's stored
+		// form, decoded once, when its trace is emitted; a span that does
+		// not decode then is dead-lettered (deadLetterRejected).
 		var traceID model.TraceID
 		var spanID model.SpanID
-		if traceID, spanID, err = w.dec.Check(m.Value); err == nil {
+		if traceID, spanID, err = wire.ReadJaegerProtoIDs(m.Value); err == nil {
 			w.asm.AddJaegerProto(m.Offset, traceID, spanID, m.Value)
 			return nil
 		}
@@ -210,6 +211,23 @@ func deadLetter(ctx context.Context, in *Ingester, out producer, pendingDLQ map[
 	})
 }
 
+// deadLetterRejected writes the spans the assembler rejected when it
+// emitted their traces (their messages did not decode) to the dead-letter
+// topic, as handle writes a message whose IDs do not read: keyed by trace
+// ID (as the collector keys spans), offsets committed once acknowledged.
+func (w *worker) deadLetterRejected(ctx context.Context) error {
+	w.rejected = w.asm.TakeRejected(w.rejected[:0])
+	defer clear(w.rejected)
+	for _, r := range w.rejected {
+		w.in.metrics.DecodeErrors.Inc()
+		m := kafka.Record{Topic: w.a.Topic, Partition: w.partition, Offset: r.Offset, Key: r.TraceID.AppendHex(nil), Value: r.Message}
+		if err := deadLetter(ctx, w.in, w.out, w.pendingDLQ, &m, fmt.Errorf("decode %s: %w", wire.JaegerProto, r.Err)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Tick emits the traces that are due, as far as the output budget allows
 // (emitDue).
 func (w *worker) Tick(ctx context.Context, now time.Time) error {
@@ -237,6 +255,9 @@ func (w *worker) emitDue(ctx context.Context) error {
 		var more bool
 		w.outs, more = w.asm.ExpireUpTo(w.outs[:0], n)
 		w.encodeOuts()
+		if err := w.deadLetterRejected(ctx); err != nil {
+			return err
+		}
 		if n == 0 || !more {
 			w.waiting.set(more)
 			return w.produce(ctx)
@@ -409,6 +430,9 @@ func (w *worker) Close(ctx context.Context) error {
 	if w.in.cfg.FlushOnShutdown {
 		w.outs = w.asm.Flush(w.outs[:0])
 		w.encodeOuts()
+		if err := w.deadLetterRejected(ctx); err != nil {
+			return fmt.Errorf("flush on shutdown: %w", err)
+		}
 		if err := w.produce(ctx); err != nil {
 			return fmt.Errorf("flush on shutdown: %w", err)
 		}

@@ -30,6 +30,10 @@
 // spans up to some offset, so two emissions with the same version carry the
 // same spans in the same order — also across a crash and a replay (see
 // LowestOffset). Emissions are made only when the span count grew.
+// Jaeger protobuf spans are held as their messages and decoded when their
+// trace is emitted: one that does not decode is taken out of the trace
+// (TakeRejected), is not counted in its version, and leaves the emission
+// out when it was all that was new.
 //
 // # Limits
 //
@@ -156,6 +160,9 @@ type Counters struct {
 	// UnencodableSpans were decoded but cannot be held in Jaeger protobuf
 	// form (wire.AppendJaegerProto refused them); dropped.
 	UnencodableSpans int64
+	// RejectedSpans did not decode when their trace was emitted
+	// (TakeRejected returns them).
+	RejectedSpans int64
 }
 
 // tombstone remembers an evicted trace's offset range: spans for it are
@@ -240,6 +247,7 @@ type Assembler struct {
 	c        Counters
 	enc      []byte
 	dec      wire.JaegerProtoDecoder
+	rejected []Rejected // since the last TakeRejected
 	free     [][]stored // span lists of evicted traces, for new ones
 }
 
@@ -332,8 +340,9 @@ func (a *Assembler) Add(off int64, spans []*model.Span) {
 }
 
 // AddJaegerProto buffers the span of the Jaeger protobuf message raw, whose
-// trace and span IDs the caller read while checking that it decodes
-// (wire.JaegerProtoDecoder.Check). raw is kept as the span's stored form;
+// trace and span IDs the caller read (wire.ReadJaegerProtoIDs); it is
+// decoded when its trace is emitted (see TakeRejected for one that does
+// not decode). raw is kept as the span's stored form;
 // the caller must not modify it afterwards.
 func (a *Assembler) AddJaegerProto(off int64, traceID model.TraceID, spanID model.SpanID, raw []byte) {
 	a.c.SpansIn++
@@ -592,14 +601,28 @@ func (a *Assembler) emit(dst []Output, t *trace, c model.Completion, now time.Ti
 		FirstSeen:    t.since,
 		EmittedAt:    now,
 	}
-	for _, st := range t.spans {
+	// Each span is decoded here, once per emission: on arrival only its IDs
+	// were read (wire.ReadJaegerProtoIDs). A span that does not decode
+	// leaves the trace for Rejected.
+	kept := t.spans[:0]
+	for i, st := range t.spans {
 		// The spans alias the stored bytes, which stay unchanged.
 		s, err := a.dec.Decode(st.b)
 		if err != nil {
-			panic(fmt.Sprintf("BUG: assemble: stored span does not decode: %v", err))
+			a.reject(t, st, i, err)
+			continue
 		}
+		kept = append(kept, st)
 		out.Trace.Spans = append(out.Trace.Spans, s)
 	}
+	clear(t.spans[len(kept):])
+	t.spans = kept
+	if len(t.spans) == t.emittedCount {
+		// Every new span was rejected: nothing new to say (or, never
+		// emitted, nothing to say at all).
+		return dst
+	}
+	out.Version = uint32(len(t.spans))
 	out.Analysis = dag.Analyze(&out.Trace, a.cfg.Analyze)
 	if t.truncated {
 		out.Analysis.Warnings = append(out.Analysis.Warnings, model.Warning{Kind: model.WarnTruncated,
@@ -611,6 +634,45 @@ func (a *Assembler) emit(dst []Output, t *trace, c model.Completion, now time.Ti
 	t.pendingAcks++
 	a.c.TracesOut[c]++
 	return append(dst, Output{Trace: out, Token: Token{t}})
+}
+
+// reject takes the stored span st, the i-th of t, out of t: it did not
+// decode (err).
+func (a *Assembler) reject(t *trace, st stored, i int, err error) {
+	a.c.RejectedSpans++
+	if t.dedupe != nil {
+		delete(t.dedupe, spanKey{st.id, st.hash})
+	}
+	if i < t.emittedCount {
+		// Counted as emitted by a lookback replay (shadow), which decodes
+		// nothing; the emission it stands for did not carry it.
+		t.emittedCount--
+	}
+	n := int64(len(st.b) + SpanOverhead)
+	t.bytes -= n
+	a.account(0, -1, -n)
+	a.rejected = append(a.rejected, Rejected{Offset: st.off, TraceID: t.id, SpanID: st.id, Message: st.b, Err: err})
+}
+
+// Rejected is a buffered span that did not decode when its trace was
+// emitted; the trace was emitted without it.
+type Rejected struct {
+	Offset  int64 // its message's source offset
+	TraceID model.TraceID
+	SpanID  model.SpanID
+	Message []byte // the message, as added
+	Err     error  // why it does not decode
+}
+
+// TakeRejected appends the spans rejected since the last call to dst and
+// forgets them. The caller owns each rejected message from then on (the
+// ingester writes it to the dead-letter topic and commits its offset only
+// once that is acknowledged).
+func (a *Assembler) TakeRejected(dst []Rejected) []Rejected {
+	dst = append(dst, a.rejected...)
+	clear(a.rejected)
+	a.rejected = a.rejected[:0]
+	return dst
 }
 
 func (a *Assembler) evict(t *trace) {

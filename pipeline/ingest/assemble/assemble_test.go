@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/tracepipe/tracepipe/model"
+	"github.com/tracepipe/tracepipe/wire"
 )
 
 type fakeClock struct{ t time.Time }
@@ -423,4 +426,96 @@ func TestRecycleKeepsLaterEmissionsIntact(t *testing.T) {
 		a.Recycle()
 		a.Acked(outs[0].Token)
 	}
+}
+
+// TestRejectsSpansThatDoNotDecode: spans are decoded when their trace is
+// emitted; one that does not decode leaves the trace (and the budget) for
+// TakeRejected, and the trace is emitted without it — not at all when it
+// has nothing new, also after a lookback replay, which decodes nothing.
+func TestRejectsSpansThatDoNotDecode(t *testing.T) {
+	msg := func(s *model.Span, corrupt bool) []byte {
+		b, err := wire.AppendJaegerProto(nil, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if corrupt { // the IDs read; the operation name is not UTF-8
+			b = protowire.AppendBytes(protowire.AppendTag(b, 3, protowire.BytesType), []byte("\xff"))
+		}
+		return b
+	}
+	add := func(a *Assembler, off int64, b []byte) {
+		t.Helper()
+		traceID, spanID, err := wire.ReadJaegerProtoIDs(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.AddJaegerProto(off, traceID, spanID, b)
+	}
+	emit := func(clk *fakeClock, a *Assembler) (got []string, rejected []int64) {
+		clk.Advance(time.Minute)
+		for _, o := range a.Expire(nil) {
+			got = append(got, fmt.Sprintf("v%d/%d", o.Trace.Version, len(o.Trace.Trace.Spans)))
+			a.Acked(o.Token)
+		}
+		for _, r := range a.TakeRejected(nil) {
+			if r.Err == nil || r.TraceID.Low != 1 {
+				t.Fatalf("rejected %+v", r)
+			}
+			rejected = append(rejected, r.Offset)
+		}
+		return got, rejected
+	}
+	root, child, late := span(1, 1, 0, "root"), span(1, 2, 1, "child"), span(1, 3, 1, "late")
+	check := func(what string, got []string, rejected []int64, wantGot string, wantRejected string) {
+		t.Helper()
+		if fmt.Sprint(got) != wantGot || fmt.Sprint(rejected) != wantRejected {
+			t.Fatalf("%s: emitted %v, rejected offsets %v; want %s and %s", what, got, rejected, wantGot, wantRejected)
+		}
+	}
+
+	clk, budget := newClock(), &Budget{}
+	a := New(Config{IdleTimeout: time.Second, LateHorizon: time.Hour}, clk, budget)
+	add(a, 0, msg(root, false))
+	add(a, 1, msg(child, true))
+	got, rejected := emit(clk, a)
+	check("first emission", got, rejected, "[v1/1]", "[1]")
+	if _, spans, bytes := budget.InFlight(); spans != 1 || bytes != int64(len(msg(root, false))+SpanOverhead+TraceOverhead) {
+		t.Errorf("budget holds %d spans, %d bytes after the rejection", spans, bytes)
+	}
+	if _, ok := a.LowestUnsettled(); ok {
+		t.Error("the trace is not settled once its emission is acknowledged")
+	}
+	add(a, 2, msg(late, true))
+	add(a, 3, msg(child, true)) // the rejected span again: not a duplicate of anything held
+	got, rejected = emit(clk, a)
+	check("only rejected spans since", got, rejected, "[]", "[2 3]")
+	add(a, 4, msg(late, false))
+	got, rejected = emit(clk, a)
+	check("a late span that decodes", got, rejected, "[v2/2]", "[]")
+	if c := a.Counters(); c.RejectedSpans != 3 {
+		t.Errorf("RejectedSpans = %d, want 3", c.RejectedSpans)
+	}
+
+	// A trace of only spans that do not decode: nothing emitted, settled.
+	clk = newClock()
+	a = New(Config{IdleTimeout: time.Second, LateHorizon: time.Hour}, clk, nil)
+	add(a, 0, msg(child, true))
+	got, rejected = emit(clk, a)
+	check("nothing that decodes", got, rejected, "[]", "[0]")
+	if _, ok := a.LowestUnsettled(); ok {
+		t.Error("a trace with nothing to emit is not settled")
+	}
+
+	// After a lookback replay: the rebuilt trace stands for an emission
+	// that did not carry the rejected span; a late span makes version 2.
+	clk = newClock()
+	a = New(Config{IdleTimeout: time.Second, LateHorizon: time.Hour}, clk, nil)
+	a.SetShadow(2)
+	add(a, 0, msg(root, false))
+	add(a, 1, msg(child, true))
+	got, rejected = emit(clk, a)
+	check("the replayed trace", got, rejected, "[]", "[]")
+	add(a, 2, msg(late, false))
+	got, rejected = emit(clk, a)
+	check("a late span after the replay", got, rejected, "[v2/2]", "[1]")
 }

@@ -35,7 +35,6 @@ func BenchmarkIngestPath(b *testing.B) {
 	msgs, size := workload(b, 2000)
 	clk := newClock()
 	a := New(Config{IdleTimeout: 50 * time.Millisecond, MaxWait: time.Second, LateHorizon: 100 * time.Millisecond}, clk, nil)
-	var dec wire.JaegerProtoDecoder
 	var outs []Output
 	var buf []byte
 	b.ReportAllocs()
@@ -56,7 +55,7 @@ func BenchmarkIngestPath(b *testing.B) {
 			a.Expire(nil)
 			a = New(Config{IdleTimeout: 50 * time.Millisecond, MaxWait: time.Second, LateHorizon: 100 * time.Millisecond}, clk, nil)
 		}
-		traceID, spanID, err := dec.Check(m) // as the ingester reads a span
+		traceID, spanID, err := wire.ReadJaegerProtoIDs(m) // as the ingester reads a span
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,9 +84,8 @@ func BenchmarkBufferedMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		a := New(Config{IdleTimeout: time.Hour, MaxWait: time.Hour}, newClock(), nil)
-		var dec wire.JaegerProtoDecoder
 		for j, m := range msgs {
-			traceID, spanID, err := dec.Check(m)
+			traceID, spanID, err := wire.ReadJaegerProtoIDs(m)
 			if err != nil {
 				b.Fatal(err)
 			}
