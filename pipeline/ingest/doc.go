@@ -95,12 +95,12 @@
 // without it (assemble.Assembler.TakeRejected), its offset committed once
 // the dead letter is acknowledged, like any other. Until 2026-12-07 every
 // span was fully validated on arrival and decoded again at emission: a
-// fourteenth of the ingester's CPU (cmd/ingester on issue 16's workload, six runs each
-// alternating: 1.82 CPU-s against 1.96). Jaeger repeats the whole process
-// in every span: a process seen before is neither validated nor decoded
-// again, the spans of one process share its decoded form, and the output
-// encoder copies its encoded bytes from the trace's first span of that
-// process. Other encodings are decoded on arrival and buffered re-encoded as
+// fourteenth of the ingester's CPU (cmd/ingester on issue 16's workload,
+// six runs each alternating: 1.82 CPU-s against 1.96). Jaeger repeats the
+// whole process in every span: a process seen before is neither validated
+// nor decoded again, the spans of one process share its decoded form, and
+// the output encoder copies its encoded bytes from the trace's first span
+// of that process. Other encodings are decoded on arrival and buffered re-encoded as
 // Jaeger protobuf.
 //
 // # Limits and backpressure

@@ -46,7 +46,7 @@ func FuzzIngestPath(f *testing.F) {
 			enc := wire.Detect(m)
 			if enc == wire.JaegerProto {
 				if id, sid, err := wire.ReadJaegerProtoIDs(m); err == nil {
-					asm.AddJaegerProto(int64(off), id, sid, m)
+					asm.AddJaegerProto(int64(off), id, sid, m, clock.Now())
 				}
 				continue
 			}

@@ -112,11 +112,12 @@ func (w *worker) Open(ctx context.Context, c kafka.Commit) (int64, error) {
 // until acknowledgements or expiry free some (the runtime offers it again
 // after the next Acked or Tick, and fetches nothing meanwhile).
 func (w *worker) Handle(ctx context.Context, recs []kafka.Record) (int, error) {
+	now := w.in.clock.Now() // the chunk's arrival
 	for i := range recs {
 		if w.paused.set(w.asm.MakeRoom()); w.paused.on {
 			return i, nil
 		}
-		if err := w.handle(ctx, &recs[i]); err != nil {
+		if err := w.handle(ctx, &recs[i], now); err != nil {
 			return i + 1, err
 		}
 	}
@@ -144,7 +145,7 @@ func (f *gaugedFlag) set(on bool) {
 	}
 }
 
-func (w *worker) handle(ctx context.Context, m *kafka.Record) error {
+func (w *worker) handle(ctx context.Context, m *kafka.Record, now time.Time) error {
 	w.in.metrics.Messages.Inc()
 	w.next = m.Offset + 1
 	w.hwm = m.HighWaterMark
@@ -165,7 +166,7 @@ func (w *worker) handle(ctx context.Context, m *kafka.Record) error {
 		var traceID model.TraceID
 		var spanID model.SpanID
 		if traceID, spanID, err = wire.ReadJaegerProtoIDs(m.Value); err == nil {
-			w.asm.AddJaegerProto(m.Offset, traceID, spanID, m.Value)
+			w.asm.AddJaegerProto(m.Offset, traceID, spanID, m.Value, now)
 			return nil
 		}
 	} else if w.spans, err = wire.Decode(enc, m.Value, w.spans[:0]); err == nil {

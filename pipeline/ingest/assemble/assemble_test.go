@@ -449,7 +449,7 @@ func TestRejectsSpansThatDoNotDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.AddJaegerProto(off, traceID, spanID, b)
+		a.AddJaegerProto(off, traceID, spanID, b, a.clock.Now())
 	}
 	emit := func(clk *fakeClock, a *Assembler) (got []string, rejected []int64) {
 		clk.Advance(time.Minute)

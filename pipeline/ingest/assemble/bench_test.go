@@ -59,7 +59,7 @@ func BenchmarkIngestPath(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		a.AddJaegerProto(off, traceID, spanID, m)
+		a.AddJaegerProto(off, traceID, spanID, m, clk.Now())
 		off++
 		clk.Advance(20 * time.Microsecond) // 50,000 spans/s of event time
 		if i%256 == 0 {
@@ -90,7 +90,7 @@ func BenchmarkBufferedMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			// A fresh copy, as the Kafka reader hands out per message.
-			a.AddJaegerProto(int64(j), traceID, spanID, append([]byte(nil), m...))
+			a.AddJaegerProto(int64(j), traceID, spanID, append([]byte(nil), m...), a.clock.Now())
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
