@@ -82,6 +82,10 @@ func New(cfg Config, opts Options) (*Ingester, error) {
 	in.output = &outputBudget{max: cfg.MaxOutputBytesInFlight, gauge: in.metrics.OutputInFlightBytes}
 	wc := kafka.DefaultWriterConfig()
 	wc.BatchBytes = int64(cfg.MaxMessageBytes)
+	// kafka-go gives every batch room for BatchSize messages (152 B each,
+	// 150 KiB at the default 1000); the output's messages are whole traces,
+	// of which a batch of MaxMessageBytes holds far fewer.
+	wc.BatchSize = 256
 	wc.Topics = []string{cfg.TracesTopic, cfg.DLQTopic}
 	if cfg.RekeyTo != "" {
 		wc.Topics = []string{cfg.RekeyTo, cfg.DLQTopic}
