@@ -167,18 +167,25 @@
 // the successor starts. Assumption A2: a stale writer's position never
 // exceeds B — it stopped fetching when it stopped heartbeating, which is
 // what made the group give its partition away before the successor started.
-// Then every stale write has a version at most B. The successor:
+// A reducer labels its outputs 2 × B before it reaches its barrier B and
+// 2 × position + 1 from the first Flush at or past it on (Reducer.version;
+// without a barrier, as past it). Then every stale write has a version at
+// most 2 × B + 1, and one of exactly 2 × B + 1 was made at position B and
+// carries S(B). The successor:
 //
-//  1. labels its outputs max(position, B). Before it reaches B these are
-//     statements about an older prefix under a newer label; the writes it
-//     makes past B fix that (next point). A stale write below B loses to
-//     them; one at exactly B carries S(B), true, and equal to what the
-//     successor holds at B.
+//  1. labels its outputs 2 × B until it reaches B. These are statements
+//     about an older prefix under a newer label, as are a stale writer's
+//     that had not reached the same barrier (a reducer that itself took
+//     over with the partition's end at B and lost it before reaching it:
+//     no partial arrived in between); the writes the successor makes past
+//     B fix both (next point). Labelled max(position, B), as until
+//     2026-12-07, those two tied, and an equal version replaces: a stale
+//     write landing after the successor's rewrite at B replaced it for good.
 //  2. at its first Flush at or past B, rewrites every output it has
-//     written (all are marked unknown). From then on the store holds, for
-//     every key it has written, its value at a version no stale write
-//     exceeds (an equal one carries the same value), and each later change
-//     is written at a higher version still. A stale write landing at any
+//     written (all are marked unknown), at 2 × position + 1. From then on
+//     the store holds, for every key it has written, its value at a version
+//     no stale write exceeds (an equal one carries the same value), and each
+//     later change is written at a higher version still. A stale write landing at any
 //     time loses, so "written and unchanged since" remains "stored".
 //  3. rewrites or retracts every key a stale writer may hold that it would
 //     otherwise never write (a key present in an older prefix and gone
@@ -207,8 +214,10 @@
 // changed in between, came back to exactly the same statistics.
 //
 // Replays compare: a fresh reduce group re-reading the same partials topic
-// starts with B at the topic's end, so its outputs carry versions above
-// everything written from that topic and converge to the same values. A
+// starts with B at the topic's end, so once it reaches that end its outputs
+// carry versions at or above everything written from that topic (an equal
+// one with the same value) and converge to the same values. (Versions
+// written before 2026-12-07 were positions, never above the new labels.) A
 // different partials topic has unrelated positions: its rollups go into
 // emptied indices (or another index prefix or store file).
 //

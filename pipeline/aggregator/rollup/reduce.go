@@ -731,14 +731,24 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 			cw.dirty = false
 		}
 	}
-	ver := r.pos
-	if r.fenced {
-		ver = max(ver, r.barrier)
-	}
 	for i := range out {
-		out[i].Version = ver
+		out[i].Version = r.version()
 	}
 	return out, nil
+}
+
+// version is the version of the outputs of a Flush at the reducer's
+// position (the store keeps the highest; see the package doc, Claim 6):
+// 2 × the barrier before the reducer crossed it, 2 × its position + 1 once
+// it has (or without a barrier). Before the barrier the outputs are true of
+// an older prefix than their label says, as are a stale writer's that had
+// not crossed the same barrier; past it an output's version says exactly
+// which prefix it is true of, and always outranks those.
+func (r *Reducer) version() int64 {
+	if r.fenced && !r.crossed {
+		return 2 * max(r.pos, r.barrier)
+	}
+	return 2*r.pos + 1
 }
 
 // rewriteAll marks every output written so far as unknown, so that the
