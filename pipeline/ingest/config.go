@@ -118,7 +118,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&c.MaxSpansPerTrace, p("max-spans-per-trace"), c.MaxSpansPerTrace, "drop further spans of a trace (trace marked truncated)")
 	fs.Int64Var(&c.MaxTracesInFlight, p("max-traces-in-flight"), c.MaxTracesInFlight, "buffered+retained traces per instance before fetching pauses")
 	fs.Int64Var(&c.MaxBytesInFlight, p("max-bytes-in-flight"), c.MaxBytesInFlight, "buffered+retained span bytes per instance before fetching pauses")
-	fs.Int64Var(&c.MaxOutputBytesInFlight, p("max-output-bytes-in-flight"), c.MaxOutputBytesInFlight, "encoded trace output produced and not yet acknowledged per instance before due traces wait (each partition may exceed it by one trace)")
+	fs.Int64Var(&c.MaxOutputBytesInFlight, p("max-output-bytes-in-flight"), c.MaxOutputBytesInFlight, "bytes of encoded trace output (of the buffers holding it) produced and not yet acknowledged per instance before due traces wait (each partition may exceed it by one trace)")
 	fs.IntVar(&c.MaxTombstones, p("max-tombstones"), c.MaxTombstones, "evicted trace IDs remembered per partition to drop too-late spans")
 	fs.IntVar(&c.MaxMessageBytes, p("max-message-bytes"), c.MaxMessageBytes, "largest output message; larger traces are dropped and counted")
 	fs.BoolVar(&c.FlushOnShutdown, p("flush-on-shutdown"), c.FlushOnShutdown, "on shutdown or partition loss, emit half-built traces (completion shutdown)")

@@ -119,7 +119,9 @@
 // and, once their retention is evicted for space, drops their later spans as
 // too late — size the budget from the in-flight metrics.
 // --max-output-bytes-in-flight (default 8 MiB) bounds the encoded trace
-// output per instance that is produced and not yet acknowledged. Due traces
+// output per instance that is produced and not yet acknowledged (the
+// capacity of the buffers holding it: each is of a power-of-two size class
+// and reused once acknowledged). Due traces
 // are decoded, analysed and encoded one at a time while it has room; the
 // rest stay due, in order, buffered (holding the commit like any buffered
 // trace), and are emitted as acknowledgements free room or at the next tick

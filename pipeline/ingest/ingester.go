@@ -176,8 +176,9 @@ func parseLookback(meta string) (int64, bool) {
 // pending is the token of every produced message; its ack brings it back.
 type pending struct {
 	token  assemble.Token
-	offset int64 // source offset for dead letters and re-keyed messages
-	bytes  int64 // a trace's encoded bytes, counted in the output budget
+	offset int64  // source offset for dead letters and re-keyed messages
+	bytes  int64  // a trace's output buffer's capacity, counted in the output budget
+	buf    []byte // a trace's output buffer, reused once acknowledged
 	kind   int8
 }
 

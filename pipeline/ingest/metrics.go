@@ -74,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		InFlightSpans:       g("inflight_spans", "Spans buffered or retained for late spans."),
 		InFlightBytes:       g("inflight_bytes", "Bytes of buffered or retained spans (encoded size plus overhead)."),
 		Paused:              g("fetch_paused_partitions", "Partitions whose fetching is paused because the in-flight budget is full."),
-		OutputInFlightBytes: g("output_inflight_bytes", "Bytes of encoded trace output produced and not yet acknowledged (bounded by --max-output-bytes-in-flight)."),
+		OutputInFlightBytes: g("output_inflight_bytes", "Bytes of the buffers of encoded trace output produced and not yet acknowledged (bounded by --max-output-bytes-in-flight)."),
 		EmitWaiting:         g("emit_waiting_partitions", "Partitions with due traces waiting for room under --max-output-bytes-in-flight."),
 		AssemblyDelay:       prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "assembly_delay_seconds", Help: "Time from a trace version's first span to its emission.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}),
 		Committed:           gv("committed_offset", "Last committed offset per partition."),

@@ -64,6 +64,7 @@ type worker struct {
 	spans        []*model.Span
 	rejected     []assemble.Rejected
 	scratch      []byte
+	bufs         outBufs    // encoded outputs' buffers, reused once acknowledged
 	paused       gaugedFlag // the in-flight budget is full: fetching waits
 	failed       bool       // an output failed: nothing more is committed
 
@@ -287,8 +288,9 @@ func (w *worker) encodeOuts() {
 func (w *worker) encode(msgs []kafka.OutMessage, o assemble.Output) []kafka.OutMessage {
 	t := o.Trace
 	w.in.metrics.AssemblyDelay.Observe(t.EmittedAt.Sub(t.FirstSeen).Seconds())
-	// Encode into a reused scratch buffer, then copy out exactly: the
-	// writer keeps the value until its completion callback.
+	// Encode into a reused scratch buffer, then copy into a buffer of its
+	// size class that the writer keeps until its completion callback and
+	// Acked then reuses (outBufs).
 	w.scratch = assembledpb.Encode(w.scratch[:0], t)
 	if len(w.scratch) > w.in.cfg.MaxMessageBytes-512 {
 		// Cannot be published: counted and treated as done.
@@ -297,15 +299,16 @@ func (w *worker) encode(msgs []kafka.OutMessage, o assemble.Output) []kafka.OutM
 		w.asm.Acked(o.Token)
 		return msgs
 	}
-	b := append([]byte(nil), w.scratch...)
-	size := int64(len(b))
+	b := w.bufs.get(len(w.scratch))
+	copy(b, w.scratch)
+	size := int64(cap(b)) // the memory it holds until acknowledged
 	w.outBytes += size
 	w.in.output.add(size)
 	return append(msgs, kafka.OutMessage{
 		Topic: w.in.cfg.TracesTopic,
 		Key:   t.Trace.TraceID.AppendHex(make([]byte, 0, 32)), // one allocation
 		Value: b,
-		Token: &pending{token: o.Token, kind: kindTrace, bytes: size},
+		Token: &pending{token: o.Token, kind: kindTrace, bytes: size, buf: b},
 	})
 }
 
@@ -341,6 +344,7 @@ func (w *worker) Acked(a kafka.Ack) error {
 	}
 	switch p.kind {
 	case kindTrace:
+		w.bufs.put(p.buf)
 		w.asm.Acked(p.token)
 	case kindDLQ:
 		w.in.metrics.DeadLetters.Inc()
