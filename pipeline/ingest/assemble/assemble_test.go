@@ -2,6 +2,7 @@ package assemble
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -518,4 +519,48 @@ func TestRejectsSpansThatDoNotDecode(t *testing.T) {
 	add(a, 2, msg(late, false))
 	got, rejected = emit(clk, a)
 	check("a late span after the replay", got, rejected, "[v2/2]", "[1]")
+}
+
+// TestLowestUnsettledResumes: LowestUnsettled, which resumes where its last
+// walk stopped, agrees with a walk of every held trace through random
+// spans (new, late, duplicate), emissions, acknowledgements in any order
+// and evictions.
+func TestLowestUnsettledResumes(t *testing.T) {
+	for seed := uint64(1); seed <= 50; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		clk := newClock()
+		a := New(Config{IdleTimeout: time.Second, LateHorizon: 3 * time.Second, MaxSpansPerTrace: 6}, clk, &Budget{MaxTraces: 12})
+		var pending []Token
+		for step := 0; step < 1000; step++ {
+			switch r := rng.IntN(10); {
+			case r < 5:
+				tr := uint64(1 + rng.IntN(20))
+				a.Add(int64(step), []*model.Span{span(tr, tr*100+uint64(rng.IntN(8)), 0, "op")})
+			case r < 7:
+				clk.Advance(time.Duration(rng.IntN(1500)) * time.Millisecond)
+				for _, o := range a.Expire(nil) {
+					pending = append(pending, o.Token)
+				}
+			case r < 9 && len(pending) > 0:
+				i := rng.IntN(len(pending))
+				a.Acked(pending[i])
+				pending = append(pending[:i], pending[i+1:]...)
+			default:
+				a.MakeRoom()
+			}
+			if rng.IntN(4) != 0 {
+				continue // several changes between walks, as between commits
+			}
+			want, wantOK := int64(0), false
+			for tr := a.lists[lAll].head; tr != nil; tr = tr.links[lAll].next {
+				if !tr.retained || tr.pendingAcks > 0 {
+					want, wantOK = tr.minOffset, true
+					break
+				}
+			}
+			if got, ok := a.LowestUnsettled(); got != want || ok != wantOK {
+				t.Fatalf("seed %d step %d: LowestUnsettled %d %v, a walk of every trace %d %v", seed, step, got, ok, want, wantOK)
+			}
+		}
+	}
 }
