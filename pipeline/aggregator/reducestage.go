@@ -231,7 +231,7 @@ func (w *reduceProc) flush(ctx context.Context, coarse bool) error {
 func (w *reduceProc) checkpoint() error {
 	c, err := w.r.Checkpoint(model.TimestampOf(w.a.now()))
 	if errors.Is(err, rollup.ErrUnpublished) {
-		return nil // catching up: nothing may be written yet
+		return nil // catching up, or before the barrier: nothing to commit yet
 	}
 	if err != nil {
 		return err

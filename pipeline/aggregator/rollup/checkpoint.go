@@ -285,7 +285,8 @@ type Commit struct {
 }
 
 // ErrUnpublished reports a Checkpoint with windows to evict that have
-// unpublished changes: Collect and publish first.
+// unpublished changes: Collect and publish first. A Reducer also reports it
+// before it crosses its barrier (Reducer.SetBarrier): nothing to commit yet.
 var ErrUnpublished = errors.New("windows to evict have unpublished changes")
 
 // nextHor is the eviction horizon implied by the current event time.

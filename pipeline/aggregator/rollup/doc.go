@@ -187,6 +187,23 @@
 //     no stale write exceeds (an equal one carries the same value), and each
 //     later change is written at a higher version still. A stale write landing at any
 //     time loses, so "written and unchanged since" remains "stored".
+//     The rewrite covers resident windows only, so before it the successor
+//     evicts nothing and commits nothing (Checkpoint reports
+//     ErrUnpublished). A window it evicted earlier would keep for good the
+//     tie of point 1: its final state written at 2 × B, then a stale writer
+//     with the same barrier writing an older state of it at 2 × B, landing
+//     later and replacing it (and read back as a coarse window's stored
+//     child). Found by the random simulations, seeds 144, 334 and 337. A
+//     successor that never crossed leaves its own successor the commit it
+//     started from, which rebuilds every window it wrote (catch-up skips
+//     nothing it wrote, rewinds recur at the same partials) and rewrites it
+//     past its own barrier. Bounded: a reducer holds so at most
+//     HeldBeforeBarrier (64) base windows, which a takeover's catch-up after
+//     a rebalance or a short outage needs; with more (a long backlog, a
+//     fresh group replaying a partials topic) it evicts as before, and for
+//     the windows it evicts so the gap remains — it takes a stale writer
+//     that took over with the same barrier, flushed before reaching it and
+//     whose write lands after the successor evicted the window.
 //  3. rewrites or retracts every key a stale writer may hold that it would
 //     otherwise never write (a key present in an older prefix and gone
 //     since: a trace's newer version moved to another window, a value that
@@ -200,8 +217,9 @@
 //     the values seen), is written at the next Flush of its window — a
 //     retraction if absent — and carried to the coarse windows above.
 //     Windows evicted by the successor are final (no source publishes into
-//     them except after a rewind, which the successor performs too), so a
-//     stale write into them carries their final value.
+//     them except after a rewind, which the successor performs too) and,
+//     evicted only after the rewrite of point 2 (within HeldBeforeBarrier),
+//     stored at a version no stale write exceeds.
 //
 // A stale writer also asks the group coordinator, before writing after a
 // pause and at the end of its generation, whether it is still a member, and
