@@ -198,7 +198,7 @@
 //     started from, which rebuilds every window it wrote (catch-up skips
 //     nothing it wrote, rewinds recur at the same partials) and rewrites it
 //     past its own barrier. Bounded: a reducer holds so at most
-//     HeldBeforeBarrier (64) base windows, which a takeover's catch-up after
+//     heldBeforeBarrier (64) base windows, which a takeover's catch-up after
 //     a rebalance or a short outage needs; with more (a long backlog, a
 //     fresh group replaying a partials topic) it evicts as before, and for
 //     the windows it evicts so the gap remains — it takes a stale writer
@@ -218,7 +218,7 @@
 //     retraction if absent — and carried to the coarse windows above.
 //     Windows evicted by the successor are final (no source publishes into
 //     them except after a rewind, which the successor performs too) and,
-//     evicted only after the rewrite of point 2 (within HeldBeforeBarrier),
+//     evicted only after the rewrite of point 2 (within heldBeforeBarrier),
 //     stored at a version no stale write exceeds.
 //
 // A stale writer also asks the group coordinator, before writing after a

@@ -203,14 +203,14 @@ func TestNoEvictionBeforeTheBarrier(t *testing.T) {
 }
 
 // TestHeldBeforeTheBarrierIsBounded: a reducer that has not crossed its
-// barrier holds its windows, but no more than HeldBeforeBarrier: with a
+// barrier holds its windows, but no more than heldBeforeBarrier: with a
 // longer backlog before the barrier (a replay) it evicts and commits as
 // before.
 func TestHeldBeforeTheBarrierIsBounded(t *testing.T) {
 	cfg := Config{Window: time.Minute, Coarse: []time.Duration{time.Hour}}
 	fam := Family{Service: "auth", Operation: "Authenticate", Kind: model.KindServer}
 	start := windowOf(model.Timestamp(time.Hour*1000), time.Hour)
-	n := HeldBeforeBarrier + 8
+	n := heldBeforeBarrier + 8
 	r, err := NewReducer(cfg, 0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -231,10 +231,10 @@ func TestHeldBeforeTheBarrierIsBounded(t *testing.T) {
 		_, err := r.Checkpoint(last)
 		committed = committed || err == nil
 		switch held := r.Windows(); {
-		case i < HeldBeforeBarrier && err != ErrUnpublished:
+		case i < heldBeforeBarrier && err != ErrUnpublished:
 			t.Fatalf("window %d: checkpoint %v before the barrier with %d windows held", i, err, held)
-		case held > HeldBeforeBarrier+1:
-			t.Fatalf("window %d: %d windows held, bound %d", i, held, HeldBeforeBarrier)
+		case held > heldBeforeBarrier+1:
+			t.Fatalf("window %d: %d windows held, bound %d", i, held, heldBeforeBarrier)
 		}
 	}
 	if !committed {

@@ -207,7 +207,7 @@ func NewReducer(cfg Config, offset int64, meta []byte) (*Reducer, error) {
 // outputs carry at least end as their version; the first Flush at or past
 // end rewrites every resident output (so that none the predecessor wrote
 // meanwhile remains), and until then Checkpoint evicts and commits nothing
-// (up to HeldBeforeBarrier windows);
+// (up to heldBeforeBarrier windows);
 // and each Flush also rewrites or retracts every key of the partials below
 // end that it read, which a predecessor may write.
 func (r *Reducer) SetBarrier(end int64) { r.barrier, r.fenced = end, true }
@@ -982,32 +982,32 @@ func (r *Reducer) markParent(lv int, t model.Timestamp, fam Family, mayBeStored 
 	cf.dirty, cw.dirty = true, true
 }
 
-// HeldBeforeBarrier is how many base windows a reducer that has not
+// heldBeforeBarrier is how many base windows a reducer that has not
 // crossed its barrier holds without evicting or committing (see
 // Checkpoint): a takeover's catch-up after a rebalance or a short outage
 // fits; a longer backlog evicts as if it had crossed, and keeps the
 // package doc's Claim 6 gap for the windows it evicts.
-const HeldBeforeBarrier = 64
+const heldBeforeBarrier = 64
 
 // Checkpoint evicts base windows before the horizon (the lowest committed
 // horizon among active sources) and coarse windows whose children are all
 // evicted, and returns what to commit. Every output of Flush must be durably
 // written first; ErrUnpublished reports unflushed changes, and also a
 // reducer with a barrier that has not crossed it yet and holds at most
-// HeldBeforeBarrier base windows: until then it evicts and commits nothing
+// heldBeforeBarrier base windows: until then it evicts and commits nothing
 // (see the package doc, Claim 6).
 func (r *Reducer) Checkpoint(now model.Timestamp) (Commit, error) {
 	if r.rw != nil {
 		return Commit{}, errors.New("BUG: Checkpoint during a rewind")
 	}
-	if r.fenced && !r.crossed && len(r.base) <= HeldBeforeBarrier {
+	if r.fenced && !r.crossed && len(r.base) <= heldBeforeBarrier {
 		// Its outputs so far carry 2 × barrier, as do those of a stale
 		// writer that took over with the same barrier and holds older
 		// states of the same windows; only the rewrite at the first Flush
 		// past the barrier makes them stick, and it rewrites resident
 		// windows only. An evicted window would keep the tie for good, and
 		// so would every window written since the last commit if a
-		// successor resumed past it. Bounded: past HeldBeforeBarrier
+		// successor resumed past it. Bounded: past heldBeforeBarrier
 		// windows (a long backlog, a replay) it evicts as before.
 		return Commit{}, ErrUnpublished
 	}

@@ -620,7 +620,6 @@ func (a *Assembler) emit(dst []Output, t *trace, c model.Completion, now time.Ti
 	}
 	out := &model.AssembledTrace{
 		Trace:        model.Trace{TraceID: t.id, Spans: make([]*model.Span, 0, len(t.spans))},
-		Version:      uint32(len(t.spans)),
 		Completion:   c,
 		Truncated:    t.truncated,
 		DroppedSpans: t.dropped,
