@@ -100,7 +100,7 @@ func newChain(t *testing.T, brokers []string, esURL string) *chain {
 			"--group", c.name+"-map", "--reduce-group", c.name+"-reduce", "--index-group", c.name+"-indexer",
 			"--partials-topic", c.name+"-partials", "--partials-partitions", strconv.Itoa(partitions),
 			"--store-dlq-topic", c.name+"-store-dlq", "--es-url", c.esURL, "--index-prefix", c.prefix(),
-			"--metrics-addr", addr, "--idle-timeout", "2s", "--session-timeout", "6s", "--log-level", "warn")
+			"--metrics-addr", addr, "--idle-timeout", "2s", "--session-timeout", "6s", "--log-level", "info")
 	}
 	return c
 }
@@ -170,9 +170,17 @@ func (c *chain) waitStored(within time.Duration) {
 			return
 		}
 		if time.Since(began) > within {
-			// The stages log warnings only: their metrics say where the
-			// data stopped (assignments, windows, store writes).
+			// Where the data stopped: the aggregators' metrics
+			// (assignments, windows, store writes) and their logs at info
+			// (generations, each partition's offsets and barrier when
+			// opened). TestSearchEngineOutage once failed here with
+			// nothing but warnings to read.
 			t.Logf("the aggregators' metrics now:\n%s", c.metricsDump())
+			for _, p := range c.stages {
+				if strings.HasPrefix(p.Name, "aggregator") {
+					t.Logf("%s's log (the last 16 KiB):\n%s", p.Name, tail(p.Output(), 16<<10))
+				}
+			}
 			t.Fatalf("the store never matched the truth within %v: %s", within, last)
 		}
 		time.Sleep(2 * time.Second)
