@@ -600,17 +600,27 @@ func ReadJaegerProtoIDs(b []byte) (model.TraceID, model.SpanID, error) {
 			spanID, spanAt = b[h.vs:h.ve], h.start
 		}
 	}
-	tid, err := traceIDFromBytes(traceID)
-	if err != nil {
-		d.fail(spanFields, 1, traceAt, "%v", err)
-		return model.TraceID{}, 0, d.err
-	}
-	sid, err := spanIDFromBytes(spanID)
-	if err != nil {
-		d.fail(spanFields, 2, spanAt, "%v", err)
+	tid, sid, ok := d.spanIDs(traceID, traceAt, spanID, spanAt)
+	if !ok {
 		return model.TraceID{}, 0, d.err
 	}
 	return tid, sid, nil
+}
+
+// spanIDs converts a span's trace and span ID fields (found at traceAt and
+// spanAt, -1 when absent), recording the error Decode and
+// ReadJaegerProtoIDs both give when one is missing, of the wrong size or
+// zero.
+func (d *pbDecoder) spanIDs(traceID []byte, traceAt int, spanID []byte, spanAt int) (model.TraceID, model.SpanID, bool) {
+	tid, err := traceIDFromBytes(traceID)
+	if err != nil {
+		return tid, 0, d.fail(spanFields, 1, traceAt, "%v", err)
+	}
+	sid, err := spanIDFromBytes(spanID)
+	if err != nil {
+		return tid, 0, d.fail(spanFields, 2, spanAt, "%v", err)
+	}
+	return tid, sid, true
 }
 
 // aliasString returns b's bytes as a string without copying; b must not
@@ -796,12 +806,9 @@ func (d *pbDecoder) span(sp *model.Span) bool {
 			return false
 		}
 	}
-	var err error
-	if sp.TraceID, err = traceIDFromBytes(traceID); err != nil {
-		return d.fail(spanFields, 1, traceAt, "%v", err)
-	}
-	if sp.SpanID, err = spanIDFromBytes(spanID); err != nil {
-		return d.fail(spanFields, 2, spanAt, "%v", err)
+	var ok bool
+	if sp.TraceID, sp.SpanID, ok = d.spanIDs(traceID, traceAt, spanID, spanAt); !ok {
+		return false
 	}
 	ts, ok := timestampNanos(start.sec, start.nanos)
 	if !ok {
