@@ -185,8 +185,9 @@
 //     written (all are marked unknown), at 2 × position + 1. From then on
 //     the store holds, for every key it has written, its value at a version
 //     no stale write exceeds (an equal one carries the same value), and each
-//     later change is written at a higher version still. A stale write landing at any
-//     time loses, so "written and unchanged since" remains "stored".
+//     later change is written at a higher version still. A stale write
+//     landing at any time loses, so "written and unchanged since" remains
+//     "stored".
 //     The rewrite covers resident windows only, so before it the successor
 //     evicts nothing and commits nothing (Checkpoint reports
 //     ErrUnpublished). A window it evicted earlier would keep for good the

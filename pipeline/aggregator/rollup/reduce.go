@@ -202,14 +202,15 @@ func NewReducer(cfg Config, offset int64, meta []byte) (*Reducer, error) {
 // retract keys that are gone. Without a barrier every window is read back.
 //
 // A predecessor may also still be writing (a paused process that lost its
-// partition without knowing it). Its outputs carry versions at most end, so
-// the reducer fences them off (see the package doc, Claim 6): its own
-// outputs carry at least end as their version; the first Flush at or past
+// partition without knowing it). Its outputs carry versions at most
+// 2 × end + 1 (Reducer.version), so the reducer fences them off (see the
+// package doc, Claim 6): its own outputs carry at least 2 × end as their
+// version; the first Flush at or past
 // end rewrites every resident output (so that none the predecessor wrote
 // meanwhile remains), and until then Checkpoint evicts and commits nothing
-// (up to heldBeforeBarrier windows);
-// and each Flush also rewrites or retracts every key of the partials below
-// end that it read, which a predecessor may write.
+// (up to heldBeforeBarrier windows); and each Flush also rewrites or
+// retracts every key of the partials below end that it read, which a
+// predecessor may write.
 func (r *Reducer) SetBarrier(end int64) { r.barrier, r.fenced = end, true }
 
 // Position is the next offset the reducer expects.
@@ -741,22 +742,23 @@ func (r *Reducer) Flush(ctx context.Context, src ChildSource, coarse bool) ([]Ou
 
 // version is the version of the outputs of a Flush at the reducer's
 // position (the store keeps the highest; see the package doc, Claim 6):
-// 2 × the barrier before the reducer crossed it, 2 × its position + 1 once
-// it has (or without a barrier). Before the barrier the outputs are true of
+// 2 × the barrier before the reducer crossed it (Flush crosses it at the
+// first position at or past it), 2 × its position + 1 once it has (or
+// without a barrier). Before the barrier the outputs are true of
 // an older prefix than their label says, as are a stale writer's that had
 // not crossed the same barrier; past it an output's version says exactly
 // which prefix it is true of, and always outranks those.
 func (r *Reducer) version() int64 {
 	if r.fenced && !r.crossed {
-		return 2 * max(r.pos, r.barrier)
+		return 2 * r.barrier
 	}
 	return 2*r.pos + 1
 }
 
 // rewriteAll marks every output written so far as unknown, so that the
 // next Flush rewrites (or retracts) it: done once, at the first Flush at or
-// past the barrier. Outputs written before carried the barrier as version,
-// as may a predecessor's, which then may have replaced them.
+// past the barrier. Outputs written before carried 2 × the barrier as
+// version, as may a predecessor's, which then may have replaced them.
 func (r *Reducer) rewriteAll() {
 	r.crossed = true
 	unknown := func(pub map[string]uint64) {
