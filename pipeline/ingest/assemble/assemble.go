@@ -360,8 +360,8 @@ func (a *Assembler) Add(off int64, spans []*model.Span) {
 // AddJaegerProto buffers the span of the Jaeger protobuf message raw, whose
 // trace and span IDs the caller read (wire.ReadJaegerProtoIDs); it is
 // decoded when its trace is emitted (see TakeRejected for one that does
-// not decode). raw is kept as the span's stored form;
-// the caller must not modify it afterwards. now is the time of its arrival,
+// not decode). raw is kept as the span's stored form; the caller must not
+// modify it afterwards. now is the time of its arrival,
 // the Clock's time when the caller read it: a caller adding a batch of
 // messages reads the clock once (per message it was a seventieth of the
 // ingester's CPU).
@@ -628,7 +628,7 @@ func (a *Assembler) emit(dst []Output, t *trace, c model.Completion, now time.Ti
 	}
 	// Each span is decoded here, once per emission: on arrival only its IDs
 	// were read (wire.ReadJaegerProtoIDs). A span that does not decode
-	// leaves the trace for Rejected.
+	// leaves the trace for TakeRejected.
 	kept := t.spans[:0]
 	for i, st := range t.spans {
 		// The spans alias the stored bytes, which stay unchanged.
